@@ -1,0 +1,103 @@
+//! `{Trait}Client`: the typed reference to a remote object.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{args_tuple, shape, Names};
+use crate::model::{Ret, RemoteMethod, RemoteTrait};
+
+pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
+    let vis = &model.item.vis;
+    let client = &names.client;
+    let name = &model.name;
+    let fingerprint = model.fingerprint();
+    let client_name = client.to_string();
+    let method_infos = model.methods.iter().map(|m| {
+        let (method, id) = (&m.name, m.id);
+        quote!(::farcall::__private::Method { interface: #name, name: #method, id: #id })
+    });
+    let methods = model
+        .methods
+        .iter()
+        .enumerate()
+        .map(|(index, m)| method(m, index));
+    let doc = format!(
+        "A reference to a remote [`{name}`]: cheap to clone, usable from any task. \
+         Get one with `Connection::root` or receive it from a call."
+    );
+    quote! {
+        #[doc = #doc]
+        #vis struct #client {
+            __client: ::farcall::__private::Client,
+        }
+
+        impl ::farcall::__private::Clone for #client {
+            fn clone(&self) -> Self {
+                #client { __client: ::farcall::__private::Clone::clone(&self.__client) }
+            }
+        }
+
+        impl ::farcall::__private::fmt::Debug for #client {
+            fn fmt(&self, f: &mut ::farcall::__private::fmt::Formatter<'_>) -> ::farcall::__private::fmt::Result {
+                f.debug_tuple(#client_name).field(&self.__client).finish()
+            }
+        }
+
+        impl ::farcall::__private::RemoteClient for #client {
+            const INTERFACE: &'static ::farcall::__private::Interface = &::farcall::__private::Interface {
+                name: #name,
+                fingerprint: #fingerprint,
+                methods: &[#(#method_infos),*],
+            };
+            fn from_client(client: ::farcall::__private::Client) -> Self {
+                #client { __client: client }
+            }
+            fn client(&self) -> &::farcall::__private::Client {
+                &self.__client
+            }
+        }
+
+        impl #client {
+            #(#methods)*
+        }
+    }
+}
+
+fn method(m: &RemoteMethod<'_>, index: usize) -> TokenStream {
+    let ident = &m.item.sig.ident;
+    let docs = m.item.attrs.iter().filter(|a| a.path().is_ident("doc"));
+    let params = m.args.iter().map(|a| {
+        let (name, ty) = (a.name, a.ty);
+        quote!(#name: #ty)
+    });
+    let args = args_tuple(m);
+    let info = quote! {
+        &<Self as ::farcall::__private::RemoteClient>::INTERFACE.methods[#index]
+    };
+    if m.oneway {
+        return quote! {
+            #(#docs)*
+            ///
+            /// One-way: sent without waiting for the peer; fails only if it cannot be sent.
+            pub fn #ident(&self, #(#params),*) -> ::farcall::__private::Result<(), ::farcall::__private::RpcError> {
+                self.__client.send(#info, &#args)
+            }
+        };
+    }
+    let output = match &m.ret {
+        Ret::Unit => quote!(::farcall::__private::Result<(), ::farcall::__private::RpcError>),
+        Ret::Plain(ty) => quote!(::farcall::__private::Result<#ty, ::farcall::__private::RpcError>),
+        Ret::Fallible { ok, err } => {
+            quote!(::farcall::__private::Result<#ok, ::farcall::__private::CallError<#err>>)
+        }
+    };
+    let shape = shape(m);
+    quote! {
+        #(#docs)*
+        pub fn #ident(&self, #(#params),*)
+            -> impl ::farcall::__private::Future<Output = #output> + ::farcall::__private::Send + 'static
+        {
+            self.__client.call::<_, #shape>(#info, &#args)
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! `{Trait}Server<T>`: serves any implementation of the trait.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{args_tuple, args_tuple_type, shape, Names};
+use crate::model::RemoteTrait;
+
+pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
+    let vis = &model.item.vis;
+    let trait_ident = &model.item.ident;
+    let (client, server) = (&names.client, &names.server);
+    let doc = format!(
+        "Serves an implementation of [`{}`]: pass `{server}::new(imp)` to `Builder::root`.",
+        model.name
+    );
+    let arms = model.methods.iter().enumerate().map(|(index, m)| {
+        let (id, ident) = (m.id, &m.item.sig.ident);
+        let shape = shape(m);
+        let pattern = args_tuple(m);
+        let args = m.args.iter().map(|a| a.name);
+        let tuple_type = args_tuple_type(m);
+        quote! {
+            #id => __call.handle::<#shape, _, _, _>(
+                &__methods[#index],
+                move |#pattern: #tuple_type| async move {
+                    <__T as #trait_ident>::#ident(&*__this, #(#args),*).await
+                },
+            ),
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #vis struct #server<__T>(::farcall::__private::Arc<__T>);
+
+        impl<__T: #trait_ident> #server<__T> {
+            /// Wraps an implementation to be served.
+            pub fn new(imp: __T) -> Self {
+                #server(::farcall::__private::Arc::new(imp))
+            }
+
+            /// Serves an implementation that is already shared.
+            pub fn from_arc(imp: ::farcall::__private::Arc<__T>) -> Self {
+                #server(imp)
+            }
+        }
+
+        impl<__T> ::farcall::__private::Clone for #server<__T> {
+            fn clone(&self) -> Self {
+                #server(::farcall::__private::Clone::clone(&self.0))
+            }
+        }
+
+        impl<__T: #trait_ident> ::farcall::__private::Dispatch for #server<__T> {
+            fn interface(&self) -> &'static ::farcall::__private::Interface {
+                <#client as ::farcall::__private::RemoteClient>::INTERFACE
+            }
+
+            fn dispatch(&self, __call: ::farcall::__private::Incoming) -> ::farcall::__private::Handler {
+                let __this = ::farcall::__private::Clone::clone(&self.0);
+                let __methods = <#client as ::farcall::__private::RemoteClient>::INTERFACE.methods;
+                match __call.method() {
+                    #(#arms)*
+                    _ => __call.method_not_found(),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Wire codecs: how values become bytes.
+//!
+//! A [`Codec`] turns serde values into bytes and back. Each codec lives in its own file
+//! behind a cargo feature; [`AnyCodec`] picks one at connection time. Both ends of a
+//! connection must use the same codec.
+//!
+//! | codec | feature | notes |
+//! |---|---|---|
+//! | [`Bincode`] | `bincode` (default) | bincode 2.0.1, serde API, varint integers |
+//! | [`Postcard`] | `postcard` | compact, maintained, stable specification |
+//! | [`Json`] | `json` | readable; for peers written in other languages |
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[cfg(feature = "bincode")]
+mod bincode;
+#[cfg(feature = "json")]
+mod json;
+#[cfg(feature = "postcard")]
+mod postcard;
+
+#[cfg(feature = "bincode")]
+pub use self::bincode::Bincode;
+#[cfg(feature = "json")]
+pub use self::json::Json;
+#[cfg(feature = "postcard")]
+pub use self::postcard::Postcard;
+
+/// A codec failed; the message comes from the underlying serde format.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CodecError(pub(crate) String);
+
+impl CodecError {
+    pub(crate) fn new(e: impl std::fmt::Display) -> Self {
+        CodecError(e.to_string())
+    }
+}
+
+/// A serde format used on the wire.
+pub trait Codec {
+    /// A short name for logs and diagnostics.
+    const NAME: &'static str;
+    /// Appends the encoding of `value` to `out`.
+    fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError>;
+    /// Decodes a whole value from `bytes`.
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>;
+}
+
+/// The codec a connection uses, chosen when it is built (see
+/// [`Builder::codec`](crate::Builder::codec)). The default is bincode when that
+/// feature is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AnyCodec {
+    /// [`Bincode`].
+    #[cfg(feature = "bincode")]
+    Bincode,
+    /// [`Postcard`].
+    #[cfg(feature = "postcard")]
+    Postcard,
+    /// [`Json`].
+    #[cfg(feature = "json")]
+    Json,
+}
+
+/// Runs `$body` with `$C` bound to the codec type selected by `$self`.
+macro_rules! with_codec {
+    ($self:expr, $C:ident => $body:expr) => {
+        match $self {
+            #[cfg(feature = "bincode")]
+            AnyCodec::Bincode => {
+                type $C = Bincode;
+                $body
+            }
+            #[cfg(feature = "postcard")]
+            AnyCodec::Postcard => {
+                type $C = Postcard;
+                $body
+            }
+            #[cfg(feature = "json")]
+            AnyCodec::Json => {
+                type $C = Json;
+                $body
+            }
+        }
+    };
+}
+
+impl AnyCodec {
+    /// Every codec compiled into this build, for tests that run under each.
+    pub const ALL: &'static [AnyCodec] = &[
+        #[cfg(feature = "bincode")]
+        AnyCodec::Bincode,
+        #[cfg(feature = "postcard")]
+        AnyCodec::Postcard,
+        #[cfg(feature = "json")]
+        AnyCodec::Json,
+    ];
+
+    /// The codec's short name.
+    pub fn name(self) -> &'static str {
+        with_codec!(self, C => C::NAME)
+    }
+
+    /// Appends the encoding of `value` to `out`.
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        with_codec!(self, C => C::encode(value, out))
+    }
+
+    /// Decodes a whole value from `bytes`.
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
+        with_codec!(self, C => C::decode(bytes))
+    }
+}
+
+impl Default for AnyCodec {
+    fn default() -> Self {
+        #[cfg(feature = "bincode")]
+        return AnyCodec::Bincode;
+        #[cfg(all(not(feature = "bincode"), feature = "postcard"))]
+        return AnyCodec::Postcard;
+        #[cfg(all(not(feature = "bincode"), not(feature = "postcard"), feature = "json"))]
+        return AnyCodec::Json;
+    }
+}
+
+#[cfg(not(any(feature = "bincode", feature = "postcard", feature = "json")))]
+compile_error!("farcall needs at least one codec feature: `bincode`, `postcard` or `json`");
+
+macro_rules! codec_from {
+    ($feature:literal, $ty:ident) => {
+        #[cfg(feature = $feature)]
+        impl From<$ty> for AnyCodec {
+            fn from(_: $ty) -> Self {
+                AnyCodec::$ty
+            }
+        }
+    };
+}
+codec_from!("bincode", Bincode);
+codec_from!("postcard", Postcard);
+codec_from!("json", Json);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+    enum Shape {
+        Unit,
+        Pair(u8, String),
+        Named { map: HashMap<String, Vec<i64>> },
+    }
+
+    #[test]
+    fn every_codec_round_trips_and_appends() {
+        for codec in AnyCodec::ALL {
+            let value = vec![
+                Shape::Unit,
+                Shape::Pair(7, "x".into()),
+                Shape::Named { map: HashMap::from([("k".to_string(), vec![-1, 1 << 40])]) },
+            ];
+            let mut out = vec![0xAA];
+            codec.encode(&value, &mut out).unwrap();
+            assert_eq!(out[0], 0xAA, "{} must append", codec.name());
+            let back: Vec<Shape> = codec.decode(&out[1..]).unwrap();
+            assert_eq!(back, value, "{}", codec.name());
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for codec in AnyCodec::ALL {
+            assert!(codec.decode::<Vec<String>>(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        }
+    }
+}

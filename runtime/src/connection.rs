@@ -1,0 +1,353 @@
+//! Connections: the handle users hold, its builder and configuration.
+//!
+//! Each connection is served by one actor task (see `actor.rs`) that owns the
+//! transport and the protocol tables. [`Connection`] handles and the clients made from
+//! them talk to the actor over a channel, so a call costs no lock, only channel
+//! operations; the caller's own task encodes arguments and decodes results.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::client::{Call, Client, RemoteClient};
+use crate::codec::AnyCodec;
+use crate::dispatch::{Dispatch, Method, Plain};
+use crate::error::RpcError;
+use crate::transport::{self, Transport};
+use crate::wire::{encode_frame, Header, Outcome, QuestionId, Target, ROOT_EXPORT};
+
+mod actor;
+
+/// The largest `max_frame_size` a connection accepts (1 GiB).
+pub const MAX_FRAME_CEILING: usize = 1 << 30;
+
+/// Settings of a connection. Build one through [`Connection::builder`]; every field
+/// has the default documented on it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Wire codec; both ends must agree. Default: [`AnyCodec::default`] (bincode).
+    pub codec: AnyCodec,
+    /// Largest frame sent or accepted, in bytes. Incoming frames are checked before a
+    /// buffer is allocated; an outgoing call over the limit fails locally with
+    /// [`RpcError::FrameTooLarge`] and the connection stays up. Default: 16 MiB.
+    pub max_frame_size: usize,
+    /// Whether a handler's panic message is sent to the caller (`true`) or redacted to
+    /// just "panicked" (`false`, for servers facing untrusted peers). Default: `true`.
+    pub expose_panics: bool,
+    /// Outbound bytes queued in the actor before it stops taking new work (reading
+    /// frames and local calls) until the transport drains. Default: 8 MiB.
+    pub max_queued_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            codec: AnyCodec::default(),
+            max_frame_size: 16 << 20,
+            expose_panics: true,
+            max_queued_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Builds connections: set the root object and options, then connect a transport.
+/// One builder can connect any number of transports (a server uses one for all).
+#[derive(Clone, Default)]
+pub struct Builder {
+    config: Config,
+    root: Option<Arc<dyn Dispatch>>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .field("root", &self.root.as_ref().map(|r| r.interface().name))
+            .finish()
+    }
+}
+
+impl Builder {
+    /// Offers `root` to the peer, which gets it with [`Connection::root`]. Pass a
+    /// generated server, such as `CounterServer::new(my_counter)`.
+    pub fn root(mut self, root: impl Dispatch) -> Self {
+        self.root = Some(Arc::new(root));
+        self
+    }
+
+    /// Sets the wire codec (default bincode).
+    pub fn codec(mut self, codec: impl Into<AnyCodec>) -> Self {
+        self.config.codec = codec.into();
+        self
+    }
+
+    /// Sets [`Config::max_frame_size`]; values above [`MAX_FRAME_CEILING`] are clamped.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame_size = bytes.clamp(64, MAX_FRAME_CEILING);
+        self
+    }
+
+    /// Sets [`Config::expose_panics`].
+    pub fn expose_panics(mut self, expose: bool) -> Self {
+        self.config.expose_panics = expose;
+        self
+    }
+
+    /// Sets [`Config::max_queued_bytes`].
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_queued_bytes = bytes.max(1);
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self.config.max_frame_size = self.config.max_frame_size.clamp(64, MAX_FRAME_CEILING);
+        self
+    }
+
+    /// The configuration connections will get.
+    pub fn current_config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Starts a connection over a frame transport, spawning its actor task on the
+    /// current tokio runtime (so this must run inside one).
+    ///
+    /// The connection runs until the transport closes or fails, or until
+    /// [`Connection::close`] is called; dropping handles does not close it.
+    pub fn connect<T: Transport>(&self, transport: T) -> Connection {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (closed, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            id: next_connection_id(),
+            commands: tx,
+            next_question: AtomicU64::new(1),
+            config: self.config.clone(),
+            reason: OnceLock::new(),
+            closed,
+        });
+        let conn = Connection { shared };
+        actor::spawn(conn.clone(), rx, transport, self.root.clone());
+        conn
+    }
+
+    /// Starts a connection over a byte stream with length-delimited frames (see
+    /// [`transport::framed`]).
+    pub fn connect_stream<S>(&self, io: S) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        self.connect(transport::framed(io, self.config.max_frame_size))
+    }
+
+    /// Connects to a TCP server (with `TCP_NODELAY` set, as small calls need).
+    pub async fn connect_tcp(&self, addr: impl tokio::net::ToSocketAddrs) -> io::Result<Connection> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(self.connect_stream(stream))
+    }
+
+    /// Connects to a Unix-socket server.
+    #[cfg(unix)]
+    pub async fn connect_unix(&self, path: impl AsRef<std::path::Path>) -> io::Result<Connection> {
+        let stream = tokio::net::UnixStream::connect(path).await?;
+        Ok(self.connect_stream(stream))
+    }
+}
+
+fn next_connection_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What the actor is asked to do by handles.
+pub(crate) enum Command {
+    /// Send `frame` (a call or bootstrap) and route its return to `reply`.
+    Ask {
+        question: QuestionId,
+        frame: Bytes,
+        reply: oneshot::Sender<Response>,
+    },
+    /// Send a one-way frame.
+    Send { frame: Bytes },
+    /// The caller dropped the future of `question`.
+    Finish { question: QuestionId },
+    /// Close gracefully; reply when done.
+    Close { done: oneshot::Sender<()> },
+}
+
+/// A return routed to the task that asked.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) outcome: Outcome,
+    pub(crate) payload: Bytes,
+}
+
+pub(crate) struct Shared {
+    id: u64,
+    commands: mpsc::UnboundedSender<Command>,
+    next_question: AtomicU64,
+    config: Config,
+    /// Why the connection ended; set before any pending call is failed, so every
+    /// failed call can say why.
+    reason: OnceLock<Arc<str>>,
+    closed: watch::Sender<bool>,
+}
+
+/// A handle to a live connection; cheap to clone, usable from any task.
+///
+/// A connection is symmetric: each side may offer a root object (see
+/// [`Builder::root`]) and may ask for the other's with [`root`](Self::root).
+#[derive(Clone)]
+pub struct Connection {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.shared.id)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// The bootstrap pseudo-method, for error messages.
+static BOOTSTRAP: Method = Method {
+    interface: "(bootstrap)",
+    name: "root",
+    id: 0,
+};
+
+impl Connection {
+    /// A builder with the default [`Config`] and no root.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A process-unique number identifying this connection (in logs, and to tell
+    /// peers apart in a handler through [`CallContext`](crate::CallContext)).
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The connection's settings.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Asks the peer for its root object as client type `C`.
+    ///
+    /// Fails with [`RpcError::WrongInterface`] (naming both interfaces) if the peer's
+    /// root implements another trait, and [`RpcError::NoRoot`] if it offers none. A
+    /// peer built from another version of the same trait is accepted; methods it does
+    /// not have fail with [`RpcError::MethodNotFound`] when called.
+    pub async fn root<C: RemoteClient>(&self) -> Result<C, RpcError> {
+        let interface = C::INTERFACE;
+        let question = self.next_question();
+        let header = Header::Bootstrap {
+            question,
+            interface: interface.name.to_owned(),
+            fingerprint: interface.fingerprint,
+        };
+        let frame = encode_frame(self.codec(), &header, &())?;
+        let call: Call<Plain<()>> = self.ask(question, frame.into(), &BOOTSTRAP);
+        match call.await {
+            Ok(()) => Ok(C::from_client(Client::new(self.clone(), Target::Export(ROOT_EXPORT)))),
+            Err(RpcError::WrongInterface { found, .. }) => Err(RpcError::WrongInterface {
+                expected: interface.name.to_owned(),
+                found,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes gracefully: incoming calls already running finish and their results
+    /// are sent, new incoming calls are refused with [`RpcError::Closing`], this
+    /// side's pending calls fail with [`RpcError::Disconnected`], then the transport
+    /// is closed. Resolves when the connection has ended.
+    pub fn close(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (done, wait) = oneshot::channel();
+        let sent = self.command(Command::Close { done }).is_ok();
+        let closed = self.closed();
+        async move {
+            if sent {
+                let _ = wait.await;
+            }
+            closed.await;
+        }
+    }
+
+    /// Resolves once the connection has ended, for whatever reason.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.shared.closed.subscribe();
+        async move {
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        *self.shared.closed.borrow()
+    }
+
+    /// Why the connection ended (or is ending), if it has.
+    pub fn close_reason(&self) -> Option<Arc<str>> {
+        self.shared.reason.get().cloned()
+    }
+
+    pub(crate) fn codec(&self) -> AnyCodec {
+        self.shared.config.codec
+    }
+
+    pub(crate) fn max_frame_size(&self) -> usize {
+        self.shared.config.max_frame_size
+    }
+
+    pub(crate) fn next_question(&self) -> QuestionId {
+        self.shared.next_question.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn command(&self, command: Command) -> Result<(), RpcError> {
+        self.shared
+            .commands
+            .send(command)
+            .map_err(|_| self.disconnect_error())
+    }
+
+    /// Sends a question's frame and returns the future of its return.
+    pub(crate) fn ask<S: crate::dispatch::Shape>(
+        &self,
+        question: QuestionId,
+        frame: Bytes,
+        method: &'static Method,
+    ) -> Call<S> {
+        let (reply, rx) = oneshot::channel();
+        match self.command(Command::Ask {
+            question,
+            frame,
+            reply,
+        }) {
+            Ok(()) => Call::waiting(method, self.clone(), question, rx),
+            Err(e) => Call::failed(method, e),
+        }
+    }
+
+    pub(crate) fn disconnect_error(&self) -> RpcError {
+        let reason = self
+            .shared
+            .reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::from("connection closed"));
+        RpcError::Disconnected(reason)
+    }
+}

@@ -1,0 +1,167 @@
+//! Errors: [`RpcError`] for everything that can go wrong between two endpoints, and
+//! [`CallError`] for methods that also return an application error.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a remote call, or a connection, failed.
+///
+/// Every call ends exactly once: with its value, with an application error (see
+/// [`CallError`]) or with one of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// The connection is closed or broke; the reason says which side and why.
+    #[error("disconnected: {0}")]
+    Disconnected(Arc<str>),
+    /// The call did not finish within its time limit.
+    #[error("call timed out")]
+    Timeout,
+    /// The peer's object has no such method (for example an older peer).
+    #[error("method `{method}` not found on the peer's `{interface}`")]
+    MethodNotFound {
+        /// The interface (trait) the caller believes it is talking to.
+        interface: &'static str,
+        /// The method that was called.
+        method: &'static str,
+    },
+    /// The call named an object the peer does not hold (never exported, or released).
+    #[error("object not found on the peer")]
+    ObjectNotFound,
+    /// The peer's root object implements another interface than the one asked for.
+    #[error("wrong interface: asked for `{expected}` but the peer's root is `{found}`")]
+    WrongInterface {
+        /// The interface the caller asked for.
+        expected: String,
+        /// The interface the peer actually offers.
+        found: String,
+    },
+    /// The peer offers no root object.
+    #[error("the peer offers no root object")]
+    NoRoot,
+    /// The handler panicked; the message is included unless the peer redacts it.
+    #[error("remote handler panicked{}", .0.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    RemotePanic(Option<String>),
+    /// A value could not be encoded for the wire.
+    #[error("encode failed: {0}")]
+    Encode(String),
+    /// A value received from the peer could not be decoded.
+    #[error("decode failed: {0}")]
+    Decode(String),
+    /// The peer sent something that breaks the protocol.
+    #[error("bad message from peer: {0}")]
+    BadMessage(String),
+    /// A frame is larger than the configured limit.
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    FrameTooLarge {
+        /// Size of the frame that was refused.
+        size: usize,
+        /// The configured `max_frame_size`.
+        limit: usize,
+    },
+    /// The peer is shutting down and accepts no new calls.
+    #[error("the peer is closing and accepts no new calls")]
+    Closing,
+}
+
+impl RpcError {
+    /// Whether this error means the connection itself is gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, RpcError::Disconnected(_))
+    }
+}
+
+/// The error of a remote method declared as returning `Result<T, E>`.
+///
+/// An application error `E` sent by the peer arrives as [`CallError::App`]; anything
+/// that went wrong on the way arrives as [`CallError::Rpc`]. `?` converts an
+/// [`RpcError`] into it, and it converts into `Box<dyn Error>`/`anyhow::Error` when
+/// `E` is an error type.
+///
+/// ```
+/// # use farcall::{CallError, RpcError};
+/// fn describe(r: Result<u64, CallError<String>>) -> String {
+///     match r {
+///         Ok(v) => format!("value {v}"),
+///         Err(CallError::App(e)) => format!("refused: {e}"),
+///         Err(CallError::Rpc(e)) => format!("transport trouble: {e}"),
+///     }
+/// }
+/// assert_eq!(describe(Err(CallError::App("too big".into()))), "refused: too big");
+/// assert!(describe(Err(RpcError::Timeout.into())).starts_with("transport"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError<E> {
+    /// The method ran and returned this application error.
+    App(E),
+    /// The call failed before, during or after reaching the method.
+    Rpc(RpcError),
+}
+
+impl<E> CallError<E> {
+    /// The application error, if that is what this is.
+    pub fn app(&self) -> Option<&E> {
+        match self {
+            CallError::App(e) => Some(e),
+            CallError::Rpc(_) => None,
+        }
+    }
+
+    /// The RPC failure, if that is what this is.
+    pub fn rpc(&self) -> Option<&RpcError> {
+        match self {
+            CallError::App(_) => None,
+            CallError::Rpc(e) => Some(e),
+        }
+    }
+
+    /// Splits into `Ok(app error)` or `Err(rpc error)`, so `?` can pass RPC failures up
+    /// while the caller handles the application error: `let app = err.into_app()?;`.
+    pub fn into_app(self) -> Result<E, RpcError> {
+        match self {
+            CallError::App(e) => Ok(e),
+            CallError::Rpc(e) => Err(e),
+        }
+    }
+}
+
+impl<E> From<RpcError> for CallError<E> {
+    fn from(e: RpcError) -> Self {
+        CallError::Rpc(e)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::App(e) => e.fmt(f),
+            CallError::Rpc(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::App(e) => Some(e),
+            CallError::Rpc(e) => Some(e),
+        }
+    }
+}
+
+/// An error as it travels in a `Return` frame. The caller turns it into an
+/// [`RpcError`], adding what only it knows (method and interface names).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum WireError {
+    MethodNotFound,
+    ObjectNotFound,
+    WrongInterface { found: String },
+    NoRoot,
+    Panic(Option<String>),
+    BadArguments(String),
+    Encode(String),
+    ResultTooLarge { size: u64, limit: u64 },
+    Closing,
+}

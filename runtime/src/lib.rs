@@ -1,0 +1,100 @@
+//! Typed remote objects for Rust.
+//!
+//! Put [`#[farcall::remote]`](remote) on a trait, implement the trait on the serving
+//! side, connect two endpoints over any [transport], and call the generated client as
+//! if the object were local.
+//!
+//! ```
+//! use farcall::{CallError, Connection, RpcError};
+//!
+//! #[farcall::remote]
+//! pub trait Calculator {
+//!     /// Adds two numbers.
+//!     async fn add(&self, a: u64, b: u64) -> u64;
+//!     /// Divides, refusing zero with an application error.
+//!     async fn div(&self, a: u64, b: u64) -> Result<u64, String>;
+//! }
+//!
+//! struct Calc;
+//! impl Calculator for Calc {
+//!     async fn add(&self, a: u64, b: u64) -> u64 {
+//!         a + b
+//!     }
+//!     async fn div(&self, a: u64, b: u64) -> Result<u64, String> {
+//!         a.checked_div(b).ok_or_else(|| "division by zero".to_string())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), RpcError> {
+//! let (a, b) = farcall::transport::memory();
+//! let _server = Connection::builder().root(CalculatorServer::new(Calc)).connect(a);
+//! let calc: CalculatorClient = Connection::builder().connect(b).root().await?;
+//!
+//! assert_eq!(calc.add(2, 3).await?, 5);
+//! assert_eq!(calc.div(7, 0).await, Err(CallError::App("division by zero".into())));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What the macro generates
+//!
+//! For `trait Calculator`, `#[farcall::remote]` keeps the trait (each `async fn`
+//! becomes a `fn` returning `impl Future + Send`, which you implement with
+//! `async fn` as usual, and the trait gains `Send + Sync + 'static` as supertraits)
+//! and adds:
+//! - `CalculatorClient`: a cheap-to-clone typed reference to a remote `Calculator`. Each
+//!   method sends its call at once and returns a future of `Result<T, RpcError>`, or
+//!   of `Result<T, CallError<E>>` when the method returns `Result<T, E>` (any return
+//!   type written `Result<T, E>` with two arguments is treated as an application
+//!   result). Doc comments carry over.
+//! - `CalculatorServer<T>`: wraps any `T: Calculator` into a root you pass to
+//!   [`Builder::root`].
+//!
+//! A method marked `#[farcall(oneway)]` must return nothing; its client method sends
+//! the call without waiting and returns `Result<(), RpcError>` at once (the error only
+//! if it could not be sent). One-way calls are delivered in order with the other calls
+//! on the same reference.
+//!
+//! # Guarantees
+//!
+//! - Every call ends exactly once: its value, an application error, or an
+//!   [`RpcError`]. When the transport closes every pending call fails with
+//!   [`RpcError::Disconnected`] carrying the reason.
+//! - Calls on one reference start in the order they were made; handlers then run
+//!   concurrently, so a slow call does not hold up others.
+//! - A panicking handler fails its caller with [`RpcError::RemotePanic`]; the
+//!   connection keeps serving.
+
+mod client;
+pub mod codec;
+mod connection;
+mod context;
+mod dispatch;
+mod error;
+mod server;
+pub mod transport;
+mod wire;
+
+pub use client::{Call, Client, RemoteClient};
+pub use codec::AnyCodec;
+pub use connection::{Builder, Config, Connection, MAX_FRAME_CEILING};
+pub use context::CallContext;
+pub use dispatch::{Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain, Shape};
+pub use error::{CallError, RpcError};
+pub use farcall_macros::remote;
+pub use server::{Listener, Server};
+
+/// What generated code uses. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::client::{Call, Client, RemoteClient};
+    pub use crate::dispatch::{Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain};
+    pub use crate::error::{CallError, RpcError};
+    pub use core::clone::Clone;
+    pub use core::fmt;
+    pub use core::future::Future;
+    pub use core::marker::{Send, Sync};
+    pub use core::result::Result;
+    pub use std::sync::Arc;
+}

@@ -1,0 +1,38 @@
+//! Transports: anything that carries whole frames both ways.
+//!
+//! A [`Transport`] is a [`Stream`] of received frames plus a [`Sink`] of frames to
+//! send. farcall ships three kinds:
+//! - [`memory()`]: an in-process pair, for tasks of one program and for tests;
+//! - [`framed`]: length-delimited frames over any `AsyncRead + AsyncWrite` byte stream
+//!   (TCP, Unix sockets, a child's stdio), with the frame limit checked before a frame
+//!   is allocated;
+//! - [`from_parts`]: a send half and a receive half of your own (a channel pair, a
+//!   message port), like ioRPC's `pair({send, on})`.
+
+use std::io;
+
+use bytes::Bytes;
+use futures_util::{Sink, Stream};
+
+mod memory;
+mod parts;
+mod stream;
+
+pub use memory::{memory, MemoryTransport};
+pub use parts::{from_parts, Parts};
+pub use stream::{framed, Framed};
+
+/// A bidirectional carrier of frames; implemented for every type with the right
+/// `Stream` and `Sink` impls.
+///
+/// The stream ends (`None`) when the peer closes; an `Err` from either half ends the
+/// connection with that error as its reason.
+pub trait Transport:
+    Stream<Item = io::Result<Bytes>> + Sink<Bytes, Error = io::Error> + Send + Unpin + 'static
+{
+}
+
+impl<T> Transport for T where
+    T: Stream<Item = io::Result<Bytes>> + Sink<Bytes, Error = io::Error> + Send + Unpin + 'static
+{
+}
