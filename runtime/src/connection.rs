@@ -182,6 +182,8 @@ pub(crate) enum Command {
     Finish { question: QuestionId },
     /// Close gracefully; reply when done.
     Close { done: oneshot::Sender<()> },
+    /// Close now, failing everything in flight.
+    Abort,
 }
 
 /// A return routed to the task that asked.
@@ -284,6 +286,14 @@ impl Connection {
             }
             closed.await;
         }
+    }
+
+    /// Closes at once: running handlers are dropped, every pending call on both sides
+    /// fails with [`RpcError::Disconnected`], and the peer is told why. Resolves when
+    /// the connection has ended.
+    pub fn abort(&self) -> impl Future<Output = ()> + Send + 'static {
+        let _ = self.command(Command::Abort);
+        self.closed()
     }
 
     /// Resolves once the connection has ended, for whatever reason.

@@ -53,6 +53,7 @@ pub(super) fn spawn<T: Transport>(
         queued_bytes: 0,
         needs_flush: false,
         closing: None,
+        aborted: false,
         ended: false,
     };
     tokio::spawn(actor.instrument(span));
@@ -79,6 +80,8 @@ struct Actor<T> {
     needs_flush: bool,
     /// `Some` once `close()` was asked: who waits for it.
     closing: Option<Vec<oneshot::Sender<()>>>,
+    /// `abort()` was asked: stop after one last write.
+    aborted: bool,
     ended: bool,
 }
 
@@ -164,6 +167,10 @@ impl<T: Transport> Actor<T> {
             if let Poll::Ready(Err(e)) = self.write(cx) {
                 return Poll::Ready(Err(format!("transport error: {e}").into()));
             }
+            if self.aborted {
+                let _ = Pin::new(&mut self.transport).poll_close(cx);
+                return Poll::Ready(Err("connection aborted locally".into()));
+            }
 
             if self.closing.is_some() && self.answers.is_empty() && self.outbound.is_empty() {
                 return match Pin::new(&mut self.transport).poll_close(cx) {
@@ -237,6 +244,14 @@ impl<T: Transport> Actor<T> {
                     }
                 }
             }
+            Command::Abort => {
+                let reason = "connection aborted locally";
+                let _ = self.conn.shared.reason.set(Arc::from(reason));
+                if let Ok(frame) = encode_frame(self.codec(), &Header::abort(reason), &()) {
+                    self.enqueue(frame.into());
+                }
+                self.aborted = true;
+            }
             Command::Close { done } => {
                 tracing::debug!("closing gracefully");
                 let _ = self.conn.shared.reason.set(Arc::from("connection closed locally"));
@@ -264,6 +279,15 @@ impl<T: Transport> Actor<T> {
     }
 
     fn on_frame(&mut self, frame: Bytes, cx: &mut Context<'_>) -> Result<(), Arc<str>> {
+        let limit = self.conn.max_frame_size();
+        if frame.len() > limit {
+            // Transports that frame their own messages (memory, user parts) are
+            // checked here; byte streams already refuse before allocating.
+            return Err(self.violation(RpcError::FrameTooLarge {
+                size: frame.len(),
+                limit,
+            }));
+        }
         let (header, payload) = decode_frame(self.codec(), frame).map_err(|e| self.violation(e))?;
         match header {
             Header::Call {
