@@ -25,7 +25,12 @@ async fn every_argument_shape_round_trips() {
             s.unit().await.unwrap();
             assert_eq!(s.no_args().await.unwrap(), 42, "{ctx}");
             let prims = (255u8, i64::MIN, 1.5f64, true, 'λ');
-            assert_eq!(s.prims(prims.0, prims.1, prims.2, prims.3, prims.4).await.unwrap(), prims);
+            assert_eq!(
+                s.prims(prims.0, prims.1, prims.2, prims.3, prims.4)
+                    .await
+                    .unwrap(),
+                prims
+            );
             assert_eq!(s.string("héllo".into()).await.unwrap(), "olléh");
             assert_eq!(s.vec(vec![1, 2, 3]).await.unwrap(), vec![2, 4, 6]);
             let map = HashMap::from([("a".to_string(), 1u64), ("b".to_string(), u64::MAX)]);
@@ -50,7 +55,10 @@ async fn every_argument_shape_round_trips() {
             assert_eq!(s.nested(nested).await.unwrap(), seen);
             let blob = bytes::Bytes::from((0..=255u8).cycle().take(100_000).collect::<Vec<u8>>());
             assert_eq!(s.bytes(blob.clone()).await.unwrap(), blob);
-            assert_eq!(s.many(1, 2, 3, 4, "five".into(), vec![0; 6]).await.unwrap(), 20);
+            assert_eq!(
+                s.many(1, 2, 3, 4, "five".into(), vec![0; 6]).await.unwrap(),
+                20
+            );
         })
         .await;
     }
@@ -126,7 +134,11 @@ async fn a_thousand_concurrent_calls_complete() {
                 let s = f.service.clone();
                 tokio::spawn(async move { s.add(i, 1).await })
             });
-            let results: Vec<u64> = join_all(calls).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+            let results: Vec<u64> = join_all(calls)
+                .await
+                .into_iter()
+                .map(|r| r.unwrap().unwrap())
+                .collect();
             assert_eq!(results, (1..=1000).collect::<Vec<_>>());
         })
         .await;
@@ -176,7 +188,9 @@ async fn panic_messages_can_be_redacted() {
         Connection::builder(),
     )
     .await;
-    let err = bounded("redacted", f.service.panic("secret".into())).await.unwrap_err();
+    let err = bounded("redacted", f.service.panic("secret".into()))
+        .await
+        .unwrap_err();
     assert_eq!(err, RpcError::RemotePanic(None));
     assert!(!err.to_string().contains("secret"));
 }
@@ -227,7 +241,10 @@ async fn calling_a_method_an_older_peer_lacks_is_a_clear_error() {
                     method: "added_later"
                 }
             );
-            assert_eq!(err.to_string(), "method `added_later` not found on the peer's `Api`");
+            assert_eq!(
+                err.to_string(),
+                "method `added_later` not found on the peer's `Api`"
+            );
             assert_eq!(api.old().await.unwrap(), 1, "the connection lives on");
         })
         .await;
@@ -248,7 +265,10 @@ async fn asking_for_the_wrong_root_names_both_interfaces() {
                 }
             );
             let message = err.to_string();
-            assert!(message.contains("Peer") && message.contains("Service"), "{message}");
+            assert!(
+                message.contains("Peer") && message.contains("Service"),
+                "{message}"
+            );
             // The server asks the client, which offers `Peer`, for a `Service`.
             let err = f.server.root::<ServiceClient>().await.unwrap_err();
             assert!(matches!(err, RpcError::WrongInterface { .. }), "{err}");
@@ -262,7 +282,9 @@ async fn asking_a_peer_without_root_says_so() {
     let (a, b) = farcall::transport::memory();
     let _a = Connection::builder().connect(a);
     let b = Connection::builder().connect(b);
-    let err = bounded("no root", b.root::<PeerClient>()).await.unwrap_err();
+    let err = bounded("no root", b.root::<PeerClient>())
+        .await
+        .unwrap_err();
     assert_eq!(err, RpcError::NoRoot);
 }
 
@@ -326,7 +348,10 @@ async fn the_server_going_away_fails_the_clients_pending_calls() {
             f.server.abort().await;
             let err = pending.await.unwrap().unwrap_err();
             assert!(is_disconnected(&err), "{err}");
-            assert!(err.to_string().contains("peer aborted") || err.to_string().contains("closed"), "{err}");
+            assert!(
+                err.to_string().contains("peer aborted") || err.to_string().contains("closed"),
+                "{err}"
+            );
             f.client.closed().await;
             assert!(f.client.is_closed());
         })
@@ -356,7 +381,10 @@ async fn an_oversized_call_fails_locally_and_the_connection_lives() {
             .await;
             let shapes: ShapesClient = client.root().await.unwrap();
             let err = shapes.string("x".repeat(2000)).await.unwrap_err();
-            assert!(matches!(err, RpcError::FrameTooLarge { limit: 1024, .. }), "{err}");
+            assert!(
+                matches!(err, RpcError::FrameTooLarge { limit: 1024, .. }),
+                "{err}"
+            );
             assert_eq!(shapes.no_args().await.unwrap(), 42);
             // A result over the limit is refused by the server, not sent.
             let err = shapes.vec(vec![u32::MAX; 1000]).await.unwrap_err();
@@ -403,7 +431,10 @@ async fn graceful_close_lets_running_calls_finish() {
             let closing = tokio::spawn(f.server.close());
             // New calls are refused while the running one finishes.
             let err = f.service.add(1, 1).await.unwrap_err();
-            assert!(matches!(err, RpcError::Closing) || is_disconnected(&err), "{err}");
+            assert!(
+                matches!(err, RpcError::Closing) || is_disconnected(&err),
+                "{err}"
+            );
             f.state.gate.notify_one();
             assert_eq!(slow.await.unwrap().unwrap(), "slow done");
             closing.await.unwrap();
@@ -421,5 +452,8 @@ async fn dropping_a_call_future_cancels_the_handler() {
     bounded("entered", f.state.entered_forever.notified()).await;
     waiting.abort();
     bounded("handler dropped", f.state.dropped_forever.notified()).await;
-    assert_eq!(bounded("still serving", f.service.add(3, 4)).await.unwrap(), 7);
+    assert_eq!(
+        bounded("still serving", f.service.add(3, 4)).await.unwrap(),
+        7
+    );
 }

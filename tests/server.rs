@@ -92,7 +92,10 @@ async fn shutdown_lets_in_flight_calls_finish() {
         stop.send(()).unwrap();
         // The server waits for the running call before it returns.
         let err = service.add(1, 1).await.unwrap_err();
-        assert!(matches!(err, farcall::RpcError::Closing) || is_disconnected(&err), "{err}");
+        assert!(
+            matches!(err, farcall::RpcError::Closing) || is_disconnected(&err),
+            "{err}"
+        );
         assert!(!server.is_finished());
         state.gate.notify_one();
         assert_eq!(slow.await.unwrap().unwrap(), "slow done");
@@ -133,19 +136,28 @@ async fn accept_errors_do_not_stop_the_server_and_connections_are_bounded() {
             feed.send(Ok(theirs)).unwrap();
             Connection::builder().connect_stream(ours)
         };
-        feed.send(Err(io::Error::other("too many open files"))).unwrap();
+        feed.send(Err(io::Error::other("too many open files")))
+            .unwrap();
         let first = dial(&feed);
         let service: ServiceClient = first.root().await.unwrap();
-        assert_eq!(service.add(1, 2).await.unwrap(), 3, "served after an accept error");
+        assert_eq!(
+            service.add(1, 2).await.unwrap(),
+            3,
+            "served after an accept error"
+        );
 
         // With one connection allowed, the second is not accepted until the first ends.
         let second = dial(&feed);
-        let second_root = tokio::spawn(async move { second.root::<ServiceClient>().await.map(|s| (s, second)) });
+        let second_root =
+            tokio::spawn(async move { second.root::<ServiceClient>().await.map(|s| (s, second)) });
         // Give the second peer many scheduling turns (ten round trips on the first).
         for _ in 0..10 {
             assert_eq!(service.add(1, 1).await.unwrap(), 2);
         }
-        assert!(!second_root.is_finished(), "a second connection was served beyond the limit");
+        assert!(
+            !second_root.is_finished(),
+            "a second connection was served beyond the limit"
+        );
         first.close().await;
         let (service, _second) = second_root.await.unwrap().unwrap();
         assert_eq!(service.add(2, 2).await.unwrap(), 4);
@@ -163,10 +175,14 @@ async fn a_user_supplied_sink_and_stream_carry_a_connection() {
         let (to_b, from_a) = mpsc::unbounded_channel::<bytes::Bytes>();
         let (to_a, from_b) = mpsc::unbounded_channel::<bytes::Bytes>();
         let sink = |tx: mpsc::UnboundedSender<bytes::Bytes>| {
-            Box::pin(futures_util::sink::unfold(tx, |tx, frame: bytes::Bytes| async move {
-                tx.send(frame).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
-                Ok::<_, io::Error>(tx)
-            }))
+            Box::pin(futures_util::sink::unfold(
+                tx,
+                |tx, frame: bytes::Bytes| async move {
+                    tx.send(frame)
+                        .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+                    Ok::<_, io::Error>(tx)
+                },
+            ))
         };
         let stream = |rx: mpsc::UnboundedReceiver<bytes::Bytes>| {
             Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
@@ -175,7 +191,8 @@ async fn a_user_supplied_sink_and_stream_carry_a_connection() {
         };
         let (builder, _) = service_builder();
         let _a = builder.connect(farcall::transport::from_parts(sink(to_b), stream(from_b)));
-        let b = Connection::builder().connect(farcall::transport::from_parts(sink(to_a), stream(from_a)));
+        let b = Connection::builder()
+            .connect(farcall::transport::from_parts(sink(to_a), stream(from_a)));
         let service: ServiceClient = b.root().await.unwrap();
         assert_eq!(service.add(20, 22).await.unwrap(), 42);
     })

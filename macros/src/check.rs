@@ -1,9 +1,8 @@
 //! The rules a `#[remote]` trait must follow: one function per rule, each error
 //! spanned on the offending tokens and saying what to write instead.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::ToTokens;
-use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{Attribute, FnArg, ItemTrait, Pat, PatType, ReturnType, Signature, TraitItem, Type};
 
@@ -43,7 +42,10 @@ pub(crate) fn attribute_args(args: TokenStream) -> syn::Result<()> {
     if args.is_empty() {
         return Ok(());
     }
-    Err(error(args, "`#[farcall::remote]` takes no arguments; write `#[farcall::remote]`"))
+    Err(error(
+        args,
+        "`#[farcall::remote]` takes no arguments; write `#[farcall::remote]`",
+    ))
 }
 
 /// The trait itself: no generics, not `unsafe` or `auto`.
@@ -55,10 +57,16 @@ pub(crate) fn trait_shape(item: &ItemTrait, errors: &mut Errors) {
         ));
     }
     if let Some(unsafety) = &item.unsafety {
-        errors.push(error(unsafety, "a remote trait cannot be `unsafe`; remove `unsafe`"));
+        errors.push(error(
+            unsafety,
+            "a remote trait cannot be `unsafe`; remove `unsafe`",
+        ));
     }
     if let Some(auto) = &item.auto_token {
-        errors.push(error(auto, "a remote trait cannot be an `auto` trait; remove `auto`"));
+        errors.push(error(
+            auto,
+            "a remote trait cannot be an `auto` trait; remove `auto`",
+        ));
     }
 }
 
@@ -74,21 +82,33 @@ pub(crate) fn not_a_method(item: &TraitItem) -> syn::Error {
 pub(crate) fn signature(sig: &Signature, errors: &mut Errors) {
     if sig.asyncness.is_none() {
         errors.push(error(
-            &sig.fn_token,
+            sig.fn_token,
             "remote methods must be async: write `async fn` (the call crosses a connection)",
         ));
     }
     if let Some(constness) = &sig.constness {
-        errors.push(error(constness, "remote methods cannot be `const`; remove `const`"));
+        errors.push(error(
+            constness,
+            "remote methods cannot be `const`; remove `const`",
+        ));
     }
     if let Some(unsafety) = &sig.unsafety {
-        errors.push(error(unsafety, "remote methods cannot be `unsafe`; remove `unsafe`"));
+        errors.push(error(
+            unsafety,
+            "remote methods cannot be `unsafe`; remove `unsafe`",
+        ));
     }
     if let Some(abi) = &sig.abi {
-        errors.push(error(abi, "remote methods cannot declare an ABI; remove `extern`"));
+        errors.push(error(
+            abi,
+            "remote methods cannot declare an ABI; remove `extern`",
+        ));
     }
     if let Some(variadic) = &sig.variadic {
-        errors.push(error(variadic, "remote methods cannot be variadic; take a `Vec<T>` instead"));
+        errors.push(error(
+            variadic,
+            "remote methods cannot be variadic; take a `Vec<T>` instead",
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.push(error(
@@ -137,14 +157,14 @@ pub(crate) fn return_type(ty: &Type, errors: &mut Errors) {
 fn owned_type(ty: &Type, role: &str, errors: &mut Errors) {
     let mut finder = Borrowed::default();
     finder.visit_type(ty);
-    if let Some(span) = finder.impl_trait {
-        errors.push(syn::Error::new(
-            span,
+    if let Some(tokens) = finder.impl_trait {
+        errors.push(syn::Error::new_spanned(
+            tokens,
             format!("`impl Trait` is not supported as a remote {role} type; use a concrete serializable type"),
         ));
-    } else if let Some(span) = finder.borrowed {
-        errors.push(syn::Error::new(
-            span,
+    } else if let Some(tokens) = finder.borrowed {
+        errors.push(syn::Error::new_spanned(
+            tokens,
             format!(
                 "remote {role} types must be owned (they cross a connection): write `String` instead of `&str`, `Vec<T>` instead of `&[T]`, and drop lifetimes"
             ),
@@ -152,23 +172,25 @@ fn owned_type(ty: &Type, role: &str, errors: &mut Errors) {
     }
 }
 
+/// Finds the first borrowed part and the first `impl Trait` of a type, as tokens so
+/// the error underlines all of it.
 #[derive(Default)]
 struct Borrowed {
-    borrowed: Option<Span>,
-    impl_trait: Option<Span>,
+    borrowed: Option<TokenStream>,
+    impl_trait: Option<TokenStream>,
 }
 
 impl<'ast> Visit<'ast> for Borrowed {
     fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
-        self.borrowed.get_or_insert(r.span());
+        self.borrowed.get_or_insert_with(|| r.to_token_stream());
     }
     fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
         if l.ident != "static" {
-            self.borrowed.get_or_insert(l.span());
+            self.borrowed.get_or_insert_with(|| l.to_token_stream());
         }
     }
     fn visit_type_impl_trait(&mut self, t: &'ast syn::TypeImplTrait) {
-        self.impl_trait.get_or_insert(t.span());
+        self.impl_trait.get_or_insert_with(|| t.to_token_stream());
     }
 }
 
@@ -208,7 +230,10 @@ pub(crate) fn unique_ids(methods: &[RemoteMethod<'_>], errors: &mut Errors) {
         if let Some(b) = methods[..i].iter().find(|b| b.id == a.id) {
             errors.push(error(
                 &a.item.sig.ident,
-                &format!("method `{}` has the same wire id as `{}`; rename one of them", a.name, b.name),
+                &format!(
+                    "method `{}` has the same wire id as `{}`; rename one of them",
+                    a.name, b.name
+                ),
             ));
         }
     }

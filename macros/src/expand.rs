@@ -8,7 +8,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
 
-use crate::model::{Ret, RemoteMethod, RemoteTrait};
+use crate::model::{RemoteMethod, RemoteTrait, Ret};
 
 mod client;
 mod server;

@@ -2,7 +2,10 @@
 //! expansion and errors keep the user's spans.
 
 use syn::ext::IdentExt;
-use syn::{Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PathArguments, ReturnType, TraitItem, TraitItemFn, Type};
+use syn::{
+    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PathArguments, ReturnType, TraitItem,
+    TraitItemFn, Type,
+};
 
 use crate::check::{self, Errors};
 use crate::hash;
@@ -68,7 +71,11 @@ impl<'a> RemoteTrait<'a> {
         use quote::ToTokens;
         let mut text = self.name.clone();
         for m in &self.methods {
-            text.push_str(&format!("|{}{}", if m.oneway { "oneway " } else { "" }, m.name));
+            text.push_str(&format!(
+                "|{}{}",
+                if m.oneway { "oneway " } else { "" },
+                m.name
+            ));
             for arg in &m.args {
                 text.push_str(&format!(",{}", arg.ty.to_token_stream()));
             }

@@ -216,7 +216,9 @@ impl WireError {
             WireError::BadArguments(e) => {
                 RpcError::BadMessage(format!("the peer could not decode the arguments of {e}"))
             }
-            WireError::Encode(e) => RpcError::Encode(format!("the peer could not encode the result: {e}")),
+            WireError::Encode(e) => {
+                RpcError::Encode(format!("the peer could not encode the result: {e}"))
+            }
             WireError::ResultTooLarge { size, limit } => RpcError::FrameTooLarge {
                 size: size as usize,
                 limit: limit as usize,

@@ -105,7 +105,11 @@ impl AnyCodec {
     }
 
     /// Appends the encoding of `value` to `out`.
-    pub fn encode<T: Serialize + ?Sized>(self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    pub fn encode<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
         with_codec!(self, C => C::encode(value, out))
     }
 
@@ -161,7 +165,9 @@ mod tests {
             let value = vec![
                 Shape::Unit,
                 Shape::Pair(7, "x".into()),
-                Shape::Named { map: HashMap::from([("k".to_string(), vec![-1, 1 << 40])]) },
+                Shape::Named {
+                    map: HashMap::from([("k".to_string(), vec![-1, 1 << 40])]),
+                },
             ];
             let mut out = vec![0xAA];
             codec.encode(&value, &mut out).unwrap();
@@ -174,7 +180,9 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for codec in AnyCodec::ALL {
-            assert!(codec.decode::<Vec<String>>(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+            assert!(codec
+                .decode::<Vec<String>>(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x0f])
+                .is_err());
         }
     }
 }

@@ -149,7 +149,10 @@ impl Builder {
     }
 
     /// Connects to a TCP server (with `TCP_NODELAY` set, as small calls need).
-    pub async fn connect_tcp(&self, addr: impl tokio::net::ToSocketAddrs) -> io::Result<Connection> {
+    pub async fn connect_tcp(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+    ) -> io::Result<Connection> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(self.connect_stream(stream))
@@ -263,7 +266,10 @@ impl Connection {
         let frame = encode_frame(self.codec(), &header, &())?;
         let call: Call<Plain<()>> = self.ask(question, frame.into(), &BOOTSTRAP);
         match call.await {
-            Ok(()) => Ok(C::from_client(Client::new(self.clone(), Target::Export(ROOT_EXPORT)))),
+            Ok(()) => Ok(C::from_client(Client::new(
+                self.clone(),
+                Target::Export(ROOT_EXPORT),
+            ))),
             Err(RpcError::WrongInterface { found, .. }) => Err(RpcError::WrongInterface {
                 expected: interface.name.to_owned(),
                 found,

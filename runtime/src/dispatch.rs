@@ -13,9 +13,9 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tracing::Instrument;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::codec::AnyCodec;
 use crate::context::{CallContext, CONTEXT};
@@ -99,7 +99,9 @@ impl ReplyTo {
         };
         // A `WireError` is small; if even it cannot be encoded the codec is broken and
         // the caller learns it from the connection closing.
-        encode_frame(self.codec, &header, error).ok().map(Bytes::from)
+        encode_frame(self.codec, &header, error)
+            .ok()
+            .map(Bytes::from)
     }
 
     pub(crate) fn panic(&self, payload: Box<dyn Any + Send>) -> Option<Bytes> {
@@ -146,21 +148,25 @@ impl Incoming {
         };
         let work = run(args);
         let span = tracing::trace_span!("farcall::call", method = method.name);
-        Box::pin(CONTEXT.scope(
-            context,
-            async move {
-                let outcome = AssertUnwindSafe(async { S::encode_value(work.await, &reply) })
-                    .catch_unwind()
-                    .await;
-                outcome.unwrap_or_else(|panic| reply.panic(panic))
-            }
-            .instrument(span),
-        ))
+        Box::pin(
+            CONTEXT.scope(
+                context,
+                async move {
+                    let outcome = AssertUnwindSafe(async { S::encode_value(work.await, &reply) })
+                        .catch_unwind()
+                        .await;
+                    outcome.unwrap_or_else(|panic| reply.panic(panic))
+                }
+                .instrument(span),
+            ),
+        )
     }
 
     /// Answers that the method does not exist on this interface.
     pub fn method_not_found(self) -> Handler {
-        Box::pin(std::future::ready(self.reply.error(&WireError::MethodNotFound)))
+        Box::pin(std::future::ready(
+            self.reply.error(&WireError::MethodNotFound),
+        ))
     }
 }
 

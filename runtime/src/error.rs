@@ -77,8 +77,8 @@ impl RpcError {
 ///
 /// An application error `E` sent by the peer arrives as [`CallError::App`]; anything
 /// that went wrong on the way arrives as [`CallError::Rpc`]. `?` converts an
-/// [`RpcError`] into it, and it converts into `Box<dyn Error>`/`anyhow::Error` when
-/// `E` is an error type.
+/// [`RpcError`] into it, and it converts into `Box<dyn Error>`/`anyhow::Error` whenever
+/// `E` is `Debug + Display` (a `String` will do).
 ///
 /// ```
 /// # use farcall::{CallError, RpcError};
@@ -142,10 +142,14 @@ impl<E: fmt::Display> fmt::Display for CallError<E> {
     }
 }
 
-impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
+/// Any displayable application error (including a plain `String`) makes a
+/// `CallError` an error type, so `?` works into `Box<dyn Error>` and `anyhow`. Its
+/// `source` is the [`RpcError`] for RPC failures; an application error is shown by
+/// `Display` itself.
+impl<E: fmt::Debug + fmt::Display> std::error::Error for CallError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CallError::App(e) => Some(e),
+            CallError::App(_) => None,
             CallError::Rpc(e) => Some(e),
         }
     }

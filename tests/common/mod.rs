@@ -47,7 +47,12 @@ pub fn setups() -> Vec<(AnyCodec, Link)> {
 }
 
 /// Connects `a` and `b` over `link`; both get `codec`.
-pub async fn connect(link: Link, codec: AnyCodec, a: Builder, b: Builder) -> (Connection, Connection) {
+pub async fn connect(
+    link: Link,
+    codec: AnyCodec,
+    a: Builder,
+    b: Builder,
+) -> (Connection, Connection) {
     let (a, b) = (a.codec(codec), b.codec(codec));
     match link {
         Link::Memory => {
@@ -238,7 +243,9 @@ impl Service for ServiceImpl {
         peer.double(x).await.map_err(|e| e.to_string())
     }
     async fn connection_id(&self) -> u64 {
-        CallContext::current().map(|cx| cx.connection().id()).unwrap_or(0)
+        CallContext::current()
+            .map(|cx| cx.connection().id())
+            .unwrap_or(0)
     }
 }
 
@@ -264,10 +271,21 @@ pub struct Fixture {
 }
 
 pub async fn fixture(link: Link, codec: AnyCodec) -> Fixture {
-    fixture_with(link, codec, Connection::builder(), Connection::builder().root(PeerServer::new(PeerImpl))).await
+    fixture_with(
+        link,
+        codec,
+        Connection::builder(),
+        Connection::builder().root(PeerServer::new(PeerImpl)),
+    )
+    .await
 }
 
-pub async fn fixture_with(link: Link, codec: AnyCodec, server: Builder, client: Builder) -> Fixture {
+pub async fn fixture_with(
+    link: Link,
+    codec: AnyCodec,
+    server: Builder,
+    client: Builder,
+) -> Fixture {
     let imp = ServiceImpl::default();
     let state = imp.0.clone();
     let (server, client) = connect(link, codec, server.root(ServiceServer::new(imp)), client).await;

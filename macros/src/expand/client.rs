@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::{args_tuple, shape, Names};
-use crate::model::{Ret, RemoteMethod, RemoteTrait};
+use crate::model::{RemoteMethod, RemoteTrait, Ret};
 
 pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
     let vis = &model.item.vis;

@@ -8,8 +8,10 @@ use crate::model::{is_farcall_attr, RemoteTrait};
 
 pub(crate) fn expand(model: &RemoteTrait<'_>) -> TokenStream {
     let mut item = model.item.clone();
-    item.supertraits.push(parse_quote!(::farcall::__private::Send));
-    item.supertraits.push(parse_quote!(::farcall::__private::Sync));
+    item.supertraits
+        .push(parse_quote!(::farcall::__private::Send));
+    item.supertraits
+        .push(parse_quote!(::farcall::__private::Sync));
     item.supertraits.push(parse_quote!('static));
     for trait_item in &mut item.items {
         let TraitItem::Fn(method) = trait_item else {

@@ -239,7 +239,8 @@ impl<T: Transport> Actor<T> {
             }
             Command::Finish { question } => {
                 if self.questions.remove(&question).is_some() {
-                    if let Ok(frame) = encode_frame(self.codec(), &Header::Finish { question }, &()) {
+                    if let Ok(frame) = encode_frame(self.codec(), &Header::Finish { question }, &())
+                    {
                         self.enqueue(frame.into());
                     }
                 }
@@ -254,7 +255,11 @@ impl<T: Transport> Actor<T> {
             }
             Command::Close { done } => {
                 tracing::debug!("closing gracefully");
-                let _ = self.conn.shared.reason.set(Arc::from("connection closed locally"));
+                let _ = self
+                    .conn
+                    .shared
+                    .reason
+                    .set(Arc::from("connection closed locally"));
                 // Our own pending calls will not be answered after we close.
                 self.questions.clear();
                 self.closing.get_or_insert_with(Vec::new).push(done);
@@ -299,7 +304,13 @@ impl<T: Transport> Actor<T> {
                 match self.questions.remove(&question) {
                     // A dropped receiver is normal: the caller stopped waiting.
                     Some(reply) => drop(reply.send(Response { outcome, payload })),
-                    None if question < self.conn.shared.next_question.load(std::sync::atomic::Ordering::Relaxed) => {
+                    None if question
+                        < self
+                            .conn
+                            .shared
+                            .next_question
+                            .load(std::sync::atomic::Ordering::Relaxed) =>
+                    {
                         // Finished by us, or failed by `close()`, before this arrived.
                     }
                     None => {

@@ -72,7 +72,9 @@ where
     }
 
     fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> io::Result<()> {
-        Pin::new(&mut self.sink).start_send(frame).map_err(Into::into)
+        Pin::new(&mut self.sink)
+            .start_send(frame)
+            .map_err(Into::into)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -48,7 +48,9 @@ impl<S: AsyncRead + Unpin> Stream for Framed<S> {
         Pin::new(&mut self.inner).poll_next(cx).map(|frame| {
             frame.map(|r| {
                 r.map(|f| f.freeze()).map_err(|e| {
-                    if e.get_ref().is_some_and(|inner| inner.is::<LengthDelimitedCodecError>()) {
+                    if e.get_ref()
+                        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
+                    {
                         io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!("incoming frame exceeds max_frame_size ({limit} bytes)"),

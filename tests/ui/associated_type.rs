@@ -1,0 +1,7 @@
+#[farcall::remote]
+trait Api {
+    type Item;
+    async fn ping(&self);
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[farcall::remote]
+trait Api {
+    async extern "C" fn ping(&self);
+}
+
+fn main() {}

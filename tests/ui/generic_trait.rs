@@ -1,0 +1,6 @@
+#[farcall::remote]
+trait Api<T> {
+    async fn ping(&self);
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[farcall::remote]
+trait Api {
+    async fn greet(&self, name: impl Into<String>);
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[farcall::remote]
+trait Api {
+    async fn create(size: u32);
+}
+
+fn main() {}

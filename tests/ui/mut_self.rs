@@ -1,0 +1,6 @@
+#[farcall::remote]
+trait Api {
+    async fn bump(&mut self);
+}
+
+fn main() {}

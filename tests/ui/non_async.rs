@@ -1,0 +1,6 @@
+#[farcall::remote]
+trait Api {
+    fn ping(&self);
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[farcall::remote]
+trait Api {
+    async fn greet(&self, name: &str);
+}
+
+fn main() {}

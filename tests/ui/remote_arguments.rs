@@ -1,0 +1,6 @@
+#[farcall::remote(something)]
+trait Api {
+    async fn ping(&self);
+}
+
+fn main() {}

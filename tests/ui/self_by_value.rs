@@ -1,0 +1,6 @@
+#[farcall::remote]
+trait Api {
+    async fn finish(self);
+}
+
+fn main() {}

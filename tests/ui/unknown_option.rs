@@ -1,0 +1,7 @@
+#[farcall::remote]
+trait Api {
+    #[farcall(retry)]
+    async fn ping(&self);
+}
+
+fn main() {}

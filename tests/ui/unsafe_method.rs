@@ -1,0 +1,6 @@
+#[farcall::remote]
+trait Api {
+    async unsafe fn ping(&self);
+}
+
+fn main() {}

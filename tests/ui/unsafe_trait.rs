@@ -1,0 +1,6 @@
+#[farcall::remote]
+unsafe trait Api {
+    async fn ping(&self);
+}
+
+fn main() {}
