@@ -85,6 +85,11 @@ pub use error::{CallError, RpcError};
 pub use farcall_macros::remote;
 pub use server::{Listener, Server};
 
+/// The README's code blocks, compiled and run as doctests so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// What generated code uses. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
