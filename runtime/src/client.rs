@@ -1,4 +1,5 @@
-//! The calling side: a reference to a remote object and the future of one call.
+//! The calling side: a reference to an object (remote or local) and the future of
+//! one call.
 //!
 //! Generated `{Trait}Client` types wrap a [`Client`]; each method encodes its
 //! arguments right away (so calls go out in the order they are made, whether or not
@@ -6,106 +7,266 @@
 
 use std::fmt;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
-use serde::Serialize;
-use tokio::sync::oneshot;
+use serde::{Deserializer, Serialize, Serializer};
+use tokio::task::JoinHandle;
 
-use crate::connection::{Command, Connection, Response};
-use crate::dispatch::{Interface, Method, Shape};
+use crate::cap::{self, encode_message, CapRef, LocalObject, Message};
+use crate::codec::AnyCodec;
+use crate::connection::{Connection, Outgoing, Question};
+use crate::dispatch::{Dispatch, Handler, Incoming, Interface, Method, Reply, ReplyTo, Shape};
 use crate::error::{RpcError, WireError};
-use crate::wire::{encode_frame, Header, Outcome, QuestionId, Target};
+use crate::wire::{Outcome, Target, HEADER_ROOM};
 
-/// A generated client type: a typed reference to a remote object.
+/// A generated client type: a typed reference to an object, remote or local.
 ///
-/// Implemented by every `{Trait}Client` that `#[farcall::remote]` generates; use it as
-/// a bound, as in [`Connection::root`].
+/// Implemented by every `{Trait}Client` that `#[farcall::remote]` generates. Besides
+/// serving as a bound (as in [`Connection::root`]) it gives every client the handle
+/// operations below; call them as `RemoteClient::release(&client)` or bring the trait
+/// into scope.
 pub trait RemoteClient: Clone + Send + Sync + 'static {
     /// The interface the client speaks.
     const INTERFACE: &'static Interface;
     #[doc(hidden)]
     fn from_client(client: Client) -> Self;
-    #[doc(hidden)]
+    /// The untyped reference inside.
     fn client(&self) -> &Client;
+
+    /// Gives a remote object back to its owner now (see [`Client::release`]).
+    fn release(&self) {
+        self.client().release()
+    }
+    /// Stops a local object from serving anyone it was handed to (see
+    /// [`Client::revoke`]).
+    fn revoke(&self) {
+        self.client().revoke()
+    }
+    /// Resolves once calls through this reference can no longer succeed (see
+    /// [`Client::closed`]).
+    fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.client().closed()
+    }
+    /// Whether calls through this reference can no longer succeed.
+    fn is_closed(&self) -> bool {
+        self.client().is_closed()
+    }
 }
 
-/// An untyped reference to an object on the other side of a connection. Generated
-/// clients wrap one; cloning is cheap.
+/// An untyped reference to an object: remote (imported over a connection) or local
+/// (served in this process). Generated clients and [`Callback`](crate::Callback)s wrap
+/// one. Cloning is cheap; clones are the same reference.
+///
+/// Two references compare equal (and hash equal) when they name the same object: the
+/// same local object, or the same import on the same connection. A peer passing the
+/// same object twice yields equal references, so they can be kept in a set and
+/// removed again.
 #[derive(Clone)]
 pub struct Client {
-    conn: Connection,
-    target: Target,
+    pub(crate) cap: CapRef,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
-            .field("connection", &self.conn.id())
-            .field("target", &self.target)
-            .finish()
+        self.cap.fmt(f)
+    }
+}
+
+impl PartialEq for Client {
+    fn eq(&self, other: &Self) -> bool {
+        self.cap.key() == other.cap.key()
+    }
+}
+
+impl Eq for Client {}
+
+impl Hash for Client {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.cap.key().hash(state)
+    }
+}
+
+/// Settings for calls on local objects: no frame limit, panics reported in full.
+fn local_reply_to() -> ReplyTo {
+    ReplyTo {
+        codec: AnyCodec::default(),
+        max_frame_size: usize::MAX,
+        expose_panics: true,
     }
 }
 
 impl Client {
-    pub(crate) fn new(conn: Connection, target: Target) -> Self {
-        Client { conn, target }
+    pub(crate) fn from_cap(cap: CapRef) -> Self {
+        Client { cap }
     }
 
-    /// The connection this reference lives on.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    /// A reference to an object served in this process. It behaves exactly like a
+    /// remote one: pass it in calls and the peer gets a remote reference to it.
+    pub fn from_local(object: impl Dispatch) -> Self {
+        Client::from_cap(CapRef::Local(LocalObject::new(Arc::new(object))))
+    }
+
+    /// The connection a remote reference lives on; `None` for a local object.
+    pub fn connection(&self) -> Option<&Connection> {
+        match &self.cap {
+            CapRef::Import(entry) => Some(&entry.conn),
+            _ => None,
+        }
+    }
+
+    /// Whether the object is served in this process.
+    pub fn is_local(&self) -> bool {
+        matches!(self.cap, CapRef::Local(_))
+    }
+
+    /// Gives a remote object back to its owner now instead of when the last clone is
+    /// dropped (ioRPC's `unbind`). Calls through any clone then fail with
+    /// [`RpcError::Released`]. Does nothing on a local object.
+    pub fn release(&self) {
+        if let CapRef::Import(entry) = &self.cap {
+            entry.release();
+        }
+    }
+
+    /// Stops a local object from serving calls, wherever it was handed: peers holding
+    /// it get [`RpcError::Revoked`] (a client ending its subscription even if the
+    /// server never drops the callback). Does nothing on a remote reference.
+    pub fn revoke(&self) {
+        if let CapRef::Local(obj) = &self.cap {
+            obj.revoke();
+        }
+    }
+
+    /// Resolves once calls through this reference can no longer succeed: for a remote
+    /// object, when its connection ends. A local object never closes.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let closed = self.connection().map(Connection::closed);
+        async move {
+            match closed {
+                Some(closed) => closed.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Whether calls through this reference can no longer succeed: released,
+    /// revoked, or its connection ended.
+    pub fn is_closed(&self) -> bool {
+        match &self.cap {
+            CapRef::Local(obj) => obj.is_revoked(),
+            CapRef::Import(entry) => entry.is_released() || entry.conn.is_closed(),
+            CapRef::Broken => true,
+        }
     }
 
     /// Sends a call of `method` with the argument tuple `args`; the returned future
     /// yields its result as `S` prescribes.
-    pub fn call<A: Serialize, S: Shape>(&self, method: &'static Method, args: &A) -> Call<S> {
-        let question = self.conn.next_question();
-        let header = Header::Call {
-            question: Some(question),
-            target: self.target,
-            method: method.id,
-        };
-        let frame = match self.encode(&header, args) {
-            Ok(frame) => frame,
-            Err(e) => return Call::failed(method, e),
-        };
-        tracing::trace!(method = method.name, question, "call");
-        self.conn.ask(question, frame, method)
-    }
-
-    /// Sends a one-way call: no question, no reply. It is delivered in order with the
-    /// other calls on this reference. Fails only if it cannot be sent.
-    pub fn send<A: Serialize>(&self, method: &'static Method, args: &A) -> Result<(), RpcError> {
-        let header = Header::Call {
-            question: None,
-            target: self.target,
-            method: method.id,
-        };
-        let frame = self.encode(&header, args)?;
-        tracing::trace!(method = method.name, "send");
-        self.conn.command(Command::Send { frame })
-    }
-
-    fn encode<A: Serialize>(&self, header: &Header, args: &A) -> Result<Bytes, RpcError> {
-        let frame = encode_frame(self.conn.codec(), header, args)?;
-        let limit = self.conn.max_frame_size();
-        if frame.len() > limit {
-            return Err(RpcError::FrameTooLarge {
-                size: frame.len(),
-                limit,
-            });
+    pub fn call<A: Serialize + ?Sized, S: Shape>(&self, method: &'static Method, args: &A) -> Call<S> {
+        match &self.cap {
+            CapRef::Import(entry) => {
+                if entry.is_released() {
+                    return Call::failed(method, RpcError::Released);
+                }
+                let message = match encode_for(&entry.conn, args) {
+                    Ok(message) => message,
+                    Err(e) => return Call::failed(method, e),
+                };
+                tracing::trace!(method = method.name, "call");
+                let outgoing = Outgoing::Call {
+                    target: Target::Export(entry.id),
+                    method: method.id,
+                };
+                match entry.conn.ask(outgoing, message) {
+                    Ok(question) => Call::new(method, State::Remote(question)),
+                    Err(e) => Call::failed(method, e),
+                }
+            }
+            CapRef::Local(_) | CapRef::Broken => match self.local(method, args, true) {
+                Ok(handler) => Call::new(method, start_local(handler)),
+                Err(e) => Call::failed(method, e),
+            },
         }
-        Ok(frame.into())
+    }
+
+    /// Sends a one-way call: no reply. It is delivered in order with the other calls
+    /// on this reference. Fails only if it cannot be sent.
+    pub fn send<A: Serialize + ?Sized>(&self, method: &'static Method, args: &A) -> Result<(), RpcError> {
+        match &self.cap {
+            CapRef::Import(entry) => {
+                if entry.is_released() {
+                    return Err(RpcError::Released);
+                }
+                let message = encode_for(&entry.conn, args)?;
+                tracing::trace!(method = method.name, "send");
+                entry.conn.send(Target::Export(entry.id), method.id, message)
+            }
+            CapRef::Local(_) | CapRef::Broken => {
+                let handler = self.local(method, args, false)?;
+                drop(start_local(handler));
+                Ok(())
+            }
+        }
+    }
+
+    /// Builds the handler of a call on a local object.
+    fn local<A: Serialize + ?Sized>(
+        &self,
+        method: &'static Method,
+        args: &A,
+        wants_reply: bool,
+    ) -> Result<Handler, RpcError> {
+        let reply = local_reply_to();
+        let message = encode_message(reply.codec, args)?;
+        Ok(self.cap.dispatch(Incoming {
+            method: method.id,
+            payload: message.payload,
+            caps: message.caps,
+            wants_reply,
+            reply,
+            context: None,
+        }))
+    }
+
+    pub(crate) fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        cap::serialize_cap(&self.cap, serializer)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        cap::deserialize_cap(deserializer).map(Client::from_cap)
+    }
+}
+
+/// Encodes arguments for a connection, refusing what would exceed its frame limit.
+fn encode_for<A: Serialize + ?Sized>(conn: &Connection, args: &A) -> Result<Message, RpcError> {
+    let message = encode_message(conn.codec(), args)?;
+    let limit = conn.max_frame_size();
+    let size = message.payload.len() + HEADER_ROOM;
+    if size > limit {
+        return Err(RpcError::FrameTooLarge { size, limit });
+    }
+    Ok(message)
+}
+
+/// Starts a local handler at once, so local calls start in the order they are made,
+/// as remote ones do; spawns it if it has to wait, so it runs whether or not the
+/// caller polls.
+fn start_local(mut handler: Handler) -> State {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match handler.as_mut().poll(&mut cx) {
+        Poll::Ready(reply) => State::Ready(reply),
+        Poll::Pending => State::Spawned(tokio::spawn(handler)),
     }
 }
 
 /// The future of one call; yields `S::Output` (`Result<T, RpcError>` or
 /// `Result<T, CallError<E>>`).
 ///
-/// Dropping it before it completes tells the peer the answer is no longer wanted.
+/// Dropping it before it completes tells the object the answer is no longer wanted:
+/// a remote peer drops the handler at its next `.await`, a local handler is aborted.
 #[must_use = "the call is sent, but its result is lost unless awaited"]
 pub struct Call<S: Shape> {
     state: State,
@@ -115,34 +276,23 @@ pub struct Call<S: Shape> {
 
 enum State {
     Failed(RpcError),
-    Waiting {
-        conn: Connection,
-        question: QuestionId,
-        rx: oneshot::Receiver<Response>,
-    },
+    Remote(Question),
+    Ready(Reply),
+    Spawned(JoinHandle<Reply>),
     Done,
 }
 
 impl<S: Shape> Call<S> {
-    pub(crate) fn failed(method: &'static Method, error: RpcError) -> Self {
+    fn new(method: &'static Method, state: State) -> Self {
         Call {
-            state: State::Failed(error),
+            state,
             method,
             _shape: PhantomData,
         }
     }
 
-    pub(crate) fn waiting(
-        method: &'static Method,
-        conn: Connection,
-        question: QuestionId,
-        rx: oneshot::Receiver<Response>,
-    ) -> Self {
-        Call {
-            state: State::Waiting { conn, question, rx },
-            method,
-            _shape: PhantomData,
-        }
+    pub(crate) fn failed(method: &'static Method, error: RpcError) -> Self {
+        Call::new(method, State::Failed(error))
     }
 }
 
@@ -151,54 +301,61 @@ impl<S: Shape> Future for Call<S> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<S::Output> {
         let this = &mut *self;
-        let result = match &mut this.state {
-            State::Failed(_) => match std::mem::replace(&mut this.state, State::Done) {
-                State::Failed(e) => Err(e),
-                _ => unreachable!(),
-            },
-            State::Waiting { conn, rx, .. } => {
-                let received = ready!(Pin::new(rx).poll(cx));
-                let result = match received {
-                    Ok(response) => decode_response::<S>(this.method, conn, response),
-                    Err(_) => Err(conn.disconnect_error()),
-                };
-                this.state = State::Done;
-                result
+        let local = local_reply_to().codec;
+        let (reply, codec) = match &mut this.state {
+            State::Remote(question) => {
+                let codec = question.codec();
+                (ready!(Pin::new(question).poll(cx)), codec)
             }
+            State::Spawned(task) => {
+                let joined = ready!(Pin::new(task).poll(cx));
+                let reply = joined.map_err(|e| {
+                    if e.is_panic() {
+                        RpcError::RemotePanic(None)
+                    } else {
+                        RpcError::disconnected("local handler cancelled")
+                    }
+                });
+                (reply, local)
+            }
+            State::Ready(_) | State::Failed(_) => (Err(RpcError::Closing), local),
             State::Done => panic!("`Call` polled after completion"),
         };
-        Poll::Ready(result.unwrap_or_else(S::failed))
-    }
-}
-
-fn decode_response<S: Shape>(
-    method: &'static Method,
-    conn: &Connection,
-    response: Response,
-) -> Result<S::Output, RpcError> {
-    let codec = conn.codec();
-    match response.outcome {
-        Outcome::Value => S::decode(false, &response.payload, codec),
-        Outcome::AppError => S::decode(true, &response.payload, codec),
-        Outcome::Failed => {
-            let error: WireError = codec
-                .decode(&response.payload)
-                .map_err(|e| RpcError::Decode(format!("error payload: {e}")))?;
-            Err(error.into_rpc(method.interface, method.name))
-        }
+        let reply = match std::mem::replace(&mut this.state, State::Done) {
+            State::Ready(reply) => Ok(reply),
+            State::Failed(e) => Err(e),
+            _ => reply,
+        };
+        let output = reply.and_then(|reply| decode_reply::<S>(this.method, codec, reply));
+        Poll::Ready(output.unwrap_or_else(S::failed))
     }
 }
 
 impl<S: Shape> Drop for Call<S> {
     fn drop(&mut self) {
-        if let State::Waiting { conn, question, .. } = &self.state {
-            // The answer is no longer wanted: free both sides' table entries. If the
-            // return is already on its way, the actor ignores the late finish.
-            let _ = conn.command(Command::Finish {
-                question: *question,
-            });
+        // A dropped `Question` sends `Finish` itself.
+        if let State::Spawned(task) = &self.state {
+            task.abort();
         }
     }
+}
+
+/// Decodes a reply as shape `S`, with the reply's capabilities in scope.
+pub(crate) fn decode_reply<S: Shape>(
+    method: &'static Method,
+    codec: AnyCodec,
+    reply: Reply,
+) -> Result<S::Output, RpcError> {
+    cap::with_incoming(&reply.caps, || match reply.outcome {
+        Outcome::Value => S::decode(false, &reply.payload, codec),
+        Outcome::AppError => S::decode(true, &reply.payload, codec),
+        Outcome::Failed => {
+            let error: WireError = codec
+                .decode(&reply.payload)
+                .map_err(|e| RpcError::Decode(format!("error payload: {e}")))?;
+            Err(error.into_rpc(method.interface, method.name))
+        }
+    })
 }
 
 impl WireError {
@@ -224,6 +381,8 @@ impl WireError {
                 limit: limit as usize,
             },
             WireError::Closing => RpcError::Closing,
+            WireError::Revoked => RpcError::Revoked,
+            WireError::Forward(e) => RpcError::disconnected(format!("forwarding failed: {e}")),
         }
     }
 }

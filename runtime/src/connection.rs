@@ -8,19 +8,21 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::client::{Call, Client, RemoteClient};
+use crate::cap::{LocalObject, Message};
+use crate::client::{decode_reply, Client, RemoteClient};
 use crate::codec::AnyCodec;
-use crate::dispatch::{Dispatch, Method, Plain};
+use crate::dispatch::{Dispatch, Method, Plain, Reply};
 use crate::error::RpcError;
 use crate::transport::{self, Transport};
-use crate::wire::{encode_frame, Header, Outcome, QuestionId, Target, ROOT_EXPORT};
+use crate::wire::{ExportId, QuestionId, Target};
 
 mod actor;
 
@@ -62,14 +64,14 @@ impl Default for Config {
 #[derive(Clone, Default)]
 pub struct Builder {
     config: Config,
-    root: Option<Arc<dyn Dispatch>>,
+    root: Option<Arc<LocalObject>>,
 }
 
 impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("config", &self.config)
-            .field("root", &self.root.as_ref().map(|r| r.interface().name))
+            .field("root", &self.root.as_ref().map(|r| r.dispatch.interface().name))
             .finish()
     }
 }
@@ -78,7 +80,7 @@ impl Builder {
     /// Offers `root` to the peer, which gets it with [`Connection::root`]. Pass a
     /// generated server, such as `CounterServer::new(my_counter)`.
     pub fn root(mut self, root: impl Dispatch) -> Self {
-        self.root = Some(Arc::new(root));
+        self.root = Some(LocalObject::new(Arc::new(root)));
         self
     }
 
@@ -171,29 +173,90 @@ fn next_connection_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// What a question asks for.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Call `method` on `target`.
+    Call { target: Target, method: u32 },
+    /// Ask for the peer's root, expecting `interface`.
+    Bootstrap { interface: String, fingerprint: u64 },
+}
+
 /// What the actor is asked to do by handles.
 pub(crate) enum Command {
-    /// Send `frame` (a call or bootstrap) and route its return to `reply`.
+    /// Send a question and route its return to `reply`.
     Ask {
         question: QuestionId,
-        frame: Bytes,
-        reply: oneshot::Sender<Response>,
+        outgoing: Outgoing,
+        message: Message,
+        reply: oneshot::Sender<Reply>,
     },
-    /// Send a one-way frame.
-    Send { frame: Bytes },
+    /// Send a one-way call.
+    Send {
+        target: Target,
+        method: u32,
+        message: Message,
+    },
     /// The caller dropped the future of `question`.
     Finish { question: QuestionId },
+    /// The last handle to an import was dropped, or it was released.
+    ImportDropped { id: ExportId, generation: u64 },
+    /// Report the table sizes.
+    Stats { reply: oneshot::Sender<Stats> },
     /// Close gracefully; reply when done.
     Close { done: oneshot::Sender<()> },
     /// Close now, failing everything in flight.
     Abort,
 }
 
-/// A return routed to the task that asked.
-#[derive(Debug)]
-pub(crate) struct Response {
-    pub(crate) outcome: Outcome,
-    pub(crate) payload: Bytes,
+/// The sizes of a connection's tables, from [`Connection::stats`]. After every
+/// handle, callback and pending call is dropped, all are zero: a number that keeps
+/// growing is a leak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Calls this side made that await a return (questions).
+    pub questions: usize,
+    /// Calls the peer made whose handlers are still running (answers).
+    pub answers: usize,
+    /// Objects and callbacks this side exported to the peer, not counting the root.
+    pub exports: usize,
+    /// Objects and callbacks the peer exported that this side still holds.
+    pub imports: usize,
+}
+
+/// A question in flight: resolves to its reply, and sends `Finish` if dropped first.
+pub(crate) struct Question {
+    conn: Connection,
+    id: QuestionId,
+    rx: oneshot::Receiver<Reply>,
+    done: bool,
+}
+
+impl Question {
+    pub(crate) fn codec(&self) -> AnyCodec {
+        self.conn.codec()
+    }
+}
+
+impl Future for Question {
+    type Output = Result<Reply, RpcError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let received = ready!(Pin::new(&mut self.rx).poll(cx));
+        self.done = true;
+        Poll::Ready(received.map_err(|_| self.conn.disconnect_error()))
+    }
+}
+
+impl Drop for Question {
+    fn drop(&mut self) {
+        if !self.done {
+            // The answer is no longer wanted: free both sides' table entries. If the
+            // return is already on its way, the actor ignores the late finish.
+            let _ = self.conn.command(Command::Finish { question: self.id });
+        }
+    }
 }
 
 pub(crate) struct Shared {
@@ -257,25 +320,33 @@ impl Connection {
     /// not have fail with [`RpcError::MethodNotFound`] when called.
     pub async fn root<C: RemoteClient>(&self) -> Result<C, RpcError> {
         let interface = C::INTERFACE;
-        let question = self.next_question();
-        let header = Header::Bootstrap {
-            question,
+        let outgoing = Outgoing::Bootstrap {
             interface: interface.name.to_owned(),
             fingerprint: interface.fingerprint,
         };
-        let frame = encode_frame(self.codec(), &header, &())?;
-        let call: Call<Plain<()>> = self.ask(question, frame.into(), &BOOTSTRAP);
-        match call.await {
-            Ok(()) => Ok(C::from_client(Client::new(
-                self.clone(),
-                Target::Export(ROOT_EXPORT),
-            ))),
+        let question = self.ask(outgoing, Message::default())?;
+        let codec = question.codec();
+        let reply = question.await?;
+        let cap = reply.caps.first().cloned();
+        match decode_reply::<Plain<()>>(&BOOTSTRAP, codec, reply).and_then(|r| r) {
+            Ok(()) => match cap {
+                Some(cap) => Ok(C::from_client(Client::from_cap(cap))),
+                None => Err(RpcError::BadMessage("bootstrap returned no capability".into())),
+            },
             Err(RpcError::WrongInterface { found, .. }) => Err(RpcError::WrongInterface {
                 expected: interface.name.to_owned(),
                 found,
             }),
             Err(e) => Err(e),
         }
+    }
+
+    /// The sizes of this side's tables: pending calls, running handlers, exports and
+    /// imports. See [`Stats`].
+    pub async fn stats(&self) -> Result<Stats, RpcError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Stats { reply })?;
+        rx.await.map_err(|_| self.disconnect_error())
     }
 
     /// Closes gracefully: incoming calls already running finish and their results
@@ -339,22 +410,31 @@ impl Connection {
             .map_err(|_| self.disconnect_error())
     }
 
-    /// Sends a question's frame and returns the future of its return.
-    pub(crate) fn ask<S: crate::dispatch::Shape>(
-        &self,
-        question: QuestionId,
-        frame: Bytes,
-        method: &'static Method,
-    ) -> Call<S> {
+    /// Sends a question; the returned future yields its reply.
+    pub(crate) fn ask(&self, outgoing: Outgoing, message: Message) -> Result<Question, RpcError> {
+        let id = self.next_question();
         let (reply, rx) = oneshot::channel();
-        match self.command(Command::Ask {
-            question,
-            frame,
+        self.command(Command::Ask {
+            question: id,
+            outgoing,
+            message,
             reply,
-        }) {
-            Ok(()) => Call::waiting(method, self.clone(), question, rx),
-            Err(e) => Call::failed(method, e),
-        }
+        })?;
+        Ok(Question {
+            conn: self.clone(),
+            id,
+            rx,
+            done: false,
+        })
+    }
+
+    /// Sends a one-way call.
+    pub(crate) fn send(&self, target: Target, method: u32, message: Message) -> Result<(), RpcError> {
+        self.command(Command::Send {
+            target,
+            method,
+            message,
+        })
     }
 
     pub(crate) fn disconnect_error(&self) -> RpcError {

@@ -64,12 +64,23 @@ pub enum RpcError {
     /// The peer is shutting down and accepts no new calls.
     #[error("the peer is closing and accepts no new calls")]
     Closing,
+    /// This reference was released (explicitly, with `release()`), so it can no
+    /// longer be called.
+    #[error("the capability was released")]
+    Released,
+    /// The object's owner revoked it: it serves no one any more.
+    #[error("the capability was revoked by its owner")]
+    Revoked,
 }
 
 impl RpcError {
     /// Whether this error means the connection itself is gone.
     pub fn is_disconnected(&self) -> bool {
         matches!(self, RpcError::Disconnected(_))
+    }
+
+    pub(crate) fn disconnected(reason: impl Into<Arc<str>>) -> Self {
+        RpcError::Disconnected(reason.into())
     }
 }
 
@@ -168,4 +179,6 @@ pub(crate) enum WireError {
     Encode(String),
     ResultTooLarge { size: u64, limit: u64 },
     Closing,
+    Revoked,
+    Forward(String),
 }

@@ -66,23 +66,28 @@
 //! - A panicking handler fails its caller with [`RpcError::RemotePanic`]; the
 //!   connection keeps serving.
 
+mod callback;
+mod cap;
 mod client;
 pub mod codec;
 mod connection;
 mod context;
 mod dispatch;
 mod error;
+mod listeners;
 mod server;
 pub mod transport;
 mod wire;
 
+pub use callback::Callback;
 pub use client::{Call, Client, RemoteClient};
 pub use codec::AnyCodec;
-pub use connection::{Builder, Config, Connection, MAX_FRAME_CEILING};
+pub use connection::{Builder, Config, Connection, Stats, MAX_FRAME_CEILING};
 pub use context::CallContext;
-pub use dispatch::{Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain, Shape};
+pub use dispatch::{Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain, Reply, Shape};
 pub use error::{CallError, RpcError};
 pub use farcall_macros::remote;
+pub use listeners::Listeners;
 pub use server::{Listener, Server};
 
 /// The README's code blocks, compiled and run as doctests so they cannot drift.
@@ -99,7 +104,20 @@ pub mod __private {
     pub use core::clone::Clone;
     pub use core::fmt;
     pub use core::future::Future;
+    pub use core::cmp::{Eq, PartialEq};
     pub use core::marker::{Send, Sync};
+    pub use core::hash::{Hash, Hasher};
     pub use core::result::Result;
+    pub use serde;
     pub use std::sync::Arc;
+
+    /// Serializes a client as a capability of the message being encoded.
+    pub fn serialize_client<S: serde::Serializer>(client: &Client, serializer: S) -> Result<S::Ok, S::Error> {
+        client.serialize(serializer)
+    }
+
+    /// Deserializes a capability of the message being decoded.
+    pub fn deserialize_client<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Client, D::Error> {
+        Client::deserialize(deserializer)
+    }
 }

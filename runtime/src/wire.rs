@@ -1,17 +1,21 @@
 //! The protocol: frame layout, message headers and ids.
 //!
-//! A frame is one message: a little-endian `u16` header length, the header (a
-//! [`Header`] in the connection's codec), then the payload (arguments, a result or a
-//! [`WireError`](crate::error::WireError), also in the codec). Keeping the payload
-//! outside the header lets the actor route a frame by decoding only the few header
-//! bytes, and lets the caller's task, not the actor, decode the payload.
+//! A frame is one message: the payload (arguments, a result or a
+//! [`WireError`](crate::error::WireError), in the connection's codec), then the header
+//! (a [`Header`], in the codec too), then the header's length as a little-endian
+//! `u16`. The header goes last so that a payload can be encoded straight into the
+//! buffer that becomes the frame, by the caller's task, before the connection task
+//! adds the header with the capability descriptors it alone can assign; and the
+//! connection task routes a frame by decoding only the few header bytes.
 //!
 //! The message set follows Cap'n Proto's level 1 design: a `Call` names a question id
 //! chosen by the caller, which the callee's answer table tracks until it sends the
-//! `Return`; `Finish` tells the callee the caller no longer wants an answer. Ids name
-//! entries of the receiver's own tables, so a peer can only reach what it was handed.
+//! `Return`; `Finish` tells the callee the caller no longer wants an answer; `Release`
+//! gives back references to exported objects, with a count so that a release racing a
+//! new reference to the same object never frees a live entry. Ids name entries of the
+//! receiver's own tables, so a peer can only reach what it was handed.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::AnyCodec;
@@ -21,7 +25,8 @@ use crate::error::RpcError;
 /// on a connection.
 pub(crate) type QuestionId = u64;
 
-/// Identifies an entry in the receiver's export table. The root object is export 0.
+/// Identifies an entry in the sender's (for `SenderHosted`) or receiver's export
+/// table. The root object is export 0.
 pub(crate) type ExportId = u64;
 
 /// The export id of the root object offered by a connection's builder.
@@ -32,6 +37,17 @@ pub(crate) const ROOT_EXPORT: ExportId = 0;
 pub(crate) enum Target {
     /// An object in the receiver's export table.
     Export(ExportId),
+}
+
+/// A capability inside a payload, as the receiver must interpret it. The payload
+/// refers to capabilities by their index in the header's list of descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum CapDescriptor {
+    /// An object the sender exports under this id; the receiver imports it and owes
+    /// one `Release` reference for it.
+    SenderHosted(ExportId),
+    /// An object the receiver itself exported under this id, coming home.
+    ReceiverHosted(ExportId),
 }
 
 /// How a `Return` ended; the payload's type follows from it.
@@ -60,14 +76,18 @@ pub(crate) enum Header {
         question: Option<QuestionId>,
         target: Target,
         method: u32,
+        caps: Vec<CapDescriptor>,
     },
     /// Ends a question. Payload according to `outcome`.
     Return {
         question: QuestionId,
         outcome: Outcome,
+        caps: Vec<CapDescriptor>,
     },
     /// The caller no longer wants the answer to `question`; the callee may stop work.
     Finish { question: QuestionId },
+    /// The sender drops `count` references to the receiver's export `id`.
+    Release { id: ExportId, count: u64 },
     /// The sender is about to close the connection because of `reason`.
     Abort { reason: String },
 }
@@ -87,44 +107,66 @@ impl Header {
     }
 }
 
-/// Encodes a whole frame: header length, header, payload.
+/// Room reserved after a payload for the header, so appending it rarely reallocates.
+pub(crate) const HEADER_ROOM: usize = 64;
+
+/// Starts a frame buffer with the payload encoded into it.
+pub(crate) fn encode_payload<P: Serialize + ?Sized>(
+    codec: AnyCodec,
+    payload: &P,
+) -> Result<Vec<u8>, RpcError> {
+    let mut buf = Vec::with_capacity(64);
+    codec
+        .encode(payload, &mut buf)
+        .map_err(|e| RpcError::Encode(e.to_string()))?;
+    buf.reserve(HEADER_ROOM);
+    Ok(buf)
+}
+
+/// Completes a frame: appends the header and its length to the encoded payload.
+pub(crate) fn finish_frame(
+    codec: AnyCodec,
+    payload: Bytes,
+    header: &Header,
+) -> Result<Bytes, RpcError> {
+    let mut buf: Vec<u8> = match payload.try_into_mut() {
+        Ok(unique) => BytesMut::into(unique),
+        Err(shared) => shared.to_vec(),
+    };
+    let start = buf.len();
+    codec
+        .encode(header, &mut buf)
+        .map_err(|e| RpcError::Encode(e.to_string()))?;
+    let header_len = u16::try_from(buf.len() - start)
+        .map_err(|_| RpcError::Encode("message header longer than 65535 bytes".into()))?;
+    buf.extend_from_slice(&header_len.to_le_bytes());
+    Ok(buf.into())
+}
+
+/// Encodes a frame whose payload has no capabilities (control messages).
 pub(crate) fn encode_frame<P: Serialize + ?Sized>(
     codec: AnyCodec,
     header: &Header,
     payload: &P,
-) -> Result<Vec<u8>, RpcError> {
-    let mut buf = Vec::with_capacity(64);
-    buf.extend_from_slice(&[0, 0]);
-    codec
-        .encode(header, &mut buf)
-        .map_err(|e| RpcError::Encode(e.to_string()))?;
-    let header_len = u16::try_from(buf.len() - 2)
-        .map_err(|_| RpcError::Encode("message header longer than 65535 bytes".into()))?;
-    buf[..2].copy_from_slice(&header_len.to_le_bytes());
-    codec
-        .encode(payload, &mut buf)
-        .map_err(|e| RpcError::Encode(e.to_string()))?;
-    Ok(buf)
+) -> Result<Bytes, RpcError> {
+    finish_frame(codec, encode_payload(codec, payload)?.into(), header)
 }
 
 /// Splits a received frame into its decoded header and its payload bytes.
 pub(crate) fn decode_frame(codec: AnyCodec, frame: Bytes) -> Result<(Header, Bytes), RpcError> {
     let bad = |what: String| RpcError::BadMessage(what);
-    if frame.len() < 2 {
-        return Err(bad(format!("frame of {} bytes is too short", frame.len())));
+    let len = frame.len();
+    if len < 2 {
+        return Err(bad(format!("frame of {len} bytes is too short")));
     }
-    let header_len = u16::from_le_bytes([frame[0], frame[1]]) as usize;
-    let header_end = 2 + header_len;
-    if header_end > frame.len() {
-        return Err(bad(format!(
-            "header length {header_len} exceeds frame of {} bytes",
-            frame.len()
-        )));
-    }
+    let header_len = u16::from_le_bytes([frame[len - 2], frame[len - 1]]) as usize;
+    let Some(header_start) = (len - 2).checked_sub(header_len) else {
+        return Err(bad(format!("header length {header_len} exceeds frame of {len} bytes")));
+    };
     let header = codec
-        .decode(&frame[2..header_end])
+        .decode(&frame[header_start..len - 2])
         .map_err(|e| bad(format!("undecodable header: {e}")))?;
-    Ok((header, frame.slice(header_end..)))
+    Ok((header, frame.slice(..header_start)))
 }
 
 #[cfg(test)]
@@ -138,9 +180,10 @@ mod tests {
                 question: Some(u64::MAX),
                 target: Target::Export(3),
                 method: 0xdead_beef,
+                caps: vec![CapDescriptor::SenderHosted(7), CapDescriptor::ReceiverHosted(0)],
             };
             let frame = encode_frame(codec, &header, &(1u8, "two")).unwrap();
-            let (back, payload) = decode_frame(codec, Bytes::from(frame)).unwrap();
+            let (back, payload) = decode_frame(codec, frame).unwrap();
             assert_eq!(back, header);
             let args: (u8, String) = codec.decode(&payload).unwrap();
             assert_eq!(args, (1, "two".to_string()));
@@ -150,7 +193,7 @@ mod tests {
     #[test]
     fn truncated_and_garbage_frames_are_errors() {
         for &codec in AnyCodec::ALL {
-            for frame in [&b""[..], &[5], &[200, 0, 1, 2], &[3, 0, 0xff, 0xff, 0xff]] {
+            for frame in [&b""[..], &[5], &[1, 2, 200, 0], &[0xff, 0xff, 0xff, 3, 0]] {
                 let err = decode_frame(codec, Bytes::copy_from_slice(frame)).unwrap_err();
                 assert!(matches!(err, RpcError::BadMessage(_)), "{err}");
             }

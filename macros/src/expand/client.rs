@@ -9,6 +9,12 @@ use crate::model::{RemoteMethod, RemoteTrait, Ret};
 pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
     let vis = &model.item.vis;
     let client = &names.client;
+    let server = &names.server;
+    let trait_ident = &model.item.ident;
+    let from_local_doc = format!(
+        "A reference to a local implementation, which behaves exactly like a remote \
+         one: pass it in calls and peers get a remote reference to it."
+    );
     let name = &model.name;
     let fingerprint = model.fingerprint();
     let client_name = client.to_string();
@@ -43,6 +49,40 @@ pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
             }
         }
 
+        impl ::farcall::__private::PartialEq for #client {
+            fn eq(&self, other: &Self) -> bool {
+                self.__client == other.__client
+            }
+        }
+
+        impl ::farcall::__private::Eq for #client {}
+
+        impl ::farcall::__private::Hash for #client {
+            fn hash<__H: ::farcall::__private::Hasher>(&self, state: &mut __H) {
+                ::farcall::__private::Hash::hash(&self.__client, state)
+            }
+        }
+
+        impl ::farcall::__private::serde::Serialize for #client {
+            fn serialize<__S: ::farcall::__private::serde::Serializer>(
+                &self,
+                serializer: __S,
+            ) -> ::farcall::__private::Result<__S::Ok, __S::Error> {
+                ::farcall::__private::serialize_client(&self.__client, serializer)
+            }
+        }
+
+        impl<'de> ::farcall::__private::serde::Deserialize<'de> for #client {
+            fn deserialize<__D: ::farcall::__private::serde::Deserializer<'de>>(
+                deserializer: __D,
+            ) -> ::farcall::__private::Result<Self, __D::Error> {
+                ::farcall::__private::Result::map(
+                    ::farcall::__private::deserialize_client(deserializer),
+                    |client| #client { __client: client },
+                )
+            }
+        }
+
         impl ::farcall::__private::RemoteClient for #client {
             const INTERFACE: &'static ::farcall::__private::Interface = &::farcall::__private::Interface {
                 name: #name,
@@ -58,6 +98,11 @@ pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
         }
 
         impl #client {
+            #[doc = #from_local_doc]
+            pub fn from_local<__T: #trait_ident>(imp: __T) -> Self {
+                #client { __client: ::farcall::__private::Client::from_local(#server::new(imp)) }
+            }
+
             #(#methods)*
         }
     }

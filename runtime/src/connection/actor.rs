@@ -13,9 +13,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -23,12 +23,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
-use super::{Command, Connection, Response};
+use super::{Command, Connection, Outgoing, Stats};
+use crate::cap::{CapRef, ImportEntry, LocalObject, Message};
 use crate::context::CallContext;
-use crate::dispatch::{Dispatch, Handler, Incoming, ReplyTo};
+use crate::dispatch::{Handler, Incoming, Reply, ReplyTo};
 use crate::error::{RpcError, WireError};
 use crate::transport::Transport;
-use crate::wire::{decode_frame, encode_frame, Header, Outcome, QuestionId, Target, ROOT_EXPORT};
+use crate::wire::{
+    decode_frame, encode_frame, finish_frame, CapDescriptor, ExportId, Header, Outcome, QuestionId,
+    Target, ROOT_EXPORT,
+};
 
 /// Items taken from one source before the others get a turn.
 const BATCH: usize = 64;
@@ -37,10 +41,14 @@ pub(super) fn spawn<T: Transport>(
     conn: Connection,
     commands: mpsc::UnboundedReceiver<Command>,
     transport: T,
-    root: Option<Arc<dyn Dispatch>>,
+    root: Option<Arc<LocalObject>>,
 ) {
     let span = tracing::debug_span!("farcall::connection", id = conn.id());
-    tracing::debug!(parent: &span, root = root.as_ref().map(|r| r.interface().name), "connection open");
+    tracing::debug!(parent: &span, root = root.as_ref().map(|r| r.dispatch.interface().name), "connection open");
+    let mut exports = Exports::default();
+    if let Some(root) = root {
+        exports.insert_root(CapRef::Local(root));
+    }
     let actor = Actor {
         transport,
         conn,
@@ -48,7 +56,9 @@ pub(super) fn spawn<T: Transport>(
         questions: HashMap::new(),
         answers: HashMap::new(),
         running: JoinSet::new(),
-        root,
+        exports,
+        imports: HashMap::new(),
+        next_generation: 0,
         outbound: VecDeque::new(),
         queued_bytes: 0,
         needs_flush: false,
@@ -62,7 +72,92 @@ pub(super) fn spawn<T: Transport>(
 /// The output of a spawned handler.
 struct Finished {
     question: Option<QuestionId>,
-    frame: Option<Bytes>,
+    reply: Reply,
+}
+
+/// An object exported to the peer, with the references the peer holds.
+struct Export {
+    cap: CapRef,
+    count: u64,
+}
+
+/// Objects this side exported, by id and by identity (so the same object exported
+/// twice gets the same id, and the peer sees one identity).
+#[derive(Default)]
+struct Exports {
+    by_id: HashMap<ExportId, Export>,
+    by_key: HashMap<usize, ExportId>,
+    next: ExportId,
+}
+
+impl Exports {
+    fn insert_root(&mut self, cap: CapRef) {
+        self.by_key.insert(cap.key(), ROOT_EXPORT);
+        self.by_id.insert(ROOT_EXPORT, Export { cap, count: 0 });
+    }
+
+    /// Adds one reference to `cap`'s export, creating it if needed.
+    fn add(&mut self, cap: &CapRef) -> ExportId {
+        let key = cap.key();
+        if let Some(&id) = self.by_key.get(&key) {
+            if let Some(export) = self.by_id.get_mut(&id) {
+                export.count += 1;
+                return id;
+            }
+        }
+        self.next += 1;
+        let id = self.next;
+        self.by_key.insert(key, id);
+        self.by_id.insert(
+            id,
+            Export {
+                cap: cap.clone(),
+                count: 1,
+            },
+        );
+        id
+    }
+
+    /// Drops `count` references; frees the export when none are left. The root is
+    /// never freed: any peer may ask for it again.
+    fn release(&mut self, id: ExportId, count: u64) -> Result<(), RpcError> {
+        let Some(export) = self.by_id.get_mut(&id) else {
+            return Err(RpcError::BadMessage(format!("release of unknown export {id}")));
+        };
+        if id == ROOT_EXPORT {
+            export.count = export.count.saturating_sub(count);
+            return Ok(());
+        }
+        if count > export.count {
+            return Err(RpcError::BadMessage(format!(
+                "release of {count} references to export {id}, which has {}",
+                export.count
+            )));
+        }
+        export.count -= count;
+        if export.count == 0 {
+            let export = self.by_id.remove(&id).expect("present");
+            self.by_key.remove(&export.cap.key());
+        }
+        Ok(())
+    }
+
+    fn get(&self, id: ExportId) -> Option<&CapRef> {
+        self.by_id.get(&id).map(|e| &e.cap)
+    }
+
+    /// Exports, not counting the root.
+    fn len(&self) -> usize {
+        self.by_id.len() - usize::from(self.by_id.contains_key(&ROOT_EXPORT))
+    }
+}
+
+/// An object the peer exported, as this side's table holds it.
+struct Import {
+    entry: Weak<ImportEntry>,
+    generation: u64,
+    /// References received: what the `Release` gives back.
+    count: u64,
 }
 
 struct Actor<T> {
@@ -70,11 +165,13 @@ struct Actor<T> {
     conn: Connection,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Calls this side made that await a return.
-    questions: HashMap<QuestionId, oneshot::Sender<Response>>,
+    questions: HashMap<QuestionId, oneshot::Sender<Reply>>,
     /// Calls the peer made whose handlers are still running (spawned).
     answers: HashMap<QuestionId, AbortHandle>,
     running: JoinSet<Finished>,
-    root: Option<Arc<dyn Dispatch>>,
+    exports: Exports,
+    imports: HashMap<ExportId, Import>,
+    next_generation: u64,
     outbound: VecDeque<Bytes>,
     queued_bytes: usize,
     needs_flush: bool,
@@ -194,6 +291,14 @@ impl<T: Transport> Actor<T> {
         self.outbound.push_back(frame);
     }
 
+    /// Queues a control frame (no payload, no capabilities).
+    fn enqueue_control(&mut self, header: &Header) {
+        match encode_frame(self.codec(), header, &()) {
+            Ok(frame) => self.enqueue(frame),
+            Err(e) => tracing::error!(error = %e, "cannot encode a control frame"),
+        }
+    }
+
     /// Moves queued frames into the transport and flushes once they are in.
     fn write(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while let Some(frame) = self.outbound.front() {
@@ -218,11 +323,94 @@ impl<T: Transport> Actor<T> {
         Poll::Ready(Ok(()))
     }
 
+    fn codec(&self) -> crate::codec::AnyCodec {
+        self.conn.codec()
+    }
+
+    /// Turns a message's capabilities into descriptors, exporting local objects.
+    fn describe(&mut self, caps: &[CapRef]) -> Vec<CapDescriptor> {
+        caps.iter()
+            .map(|cap| match cap {
+                // The peer's own object, going home.
+                CapRef::Import(entry) if Arc::ptr_eq(&entry.conn.shared, &self.conn.shared) => {
+                    CapDescriptor::ReceiverHosted(entry.id)
+                }
+                // Local objects, and imports from other connections (which calls
+                // from this peer will be forwarded to).
+                other => CapDescriptor::SenderHosted(self.exports.add(other)),
+            })
+            .collect()
+    }
+
+    /// Turns received descriptors into references, importing what the peer exports.
+    fn resolve(&mut self, descriptors: Vec<CapDescriptor>) -> Vec<CapRef> {
+        descriptors
+            .into_iter()
+            .map(|d| match d {
+                CapDescriptor::SenderHosted(id) => CapRef::Import(self.import(id)),
+                // An id we never exported (or already freed) names nothing: calls on
+                // it fail, and it grants no access.
+                CapDescriptor::ReceiverHosted(id) => {
+                    self.exports.get(id).cloned().unwrap_or(CapRef::Broken)
+                }
+            })
+            .collect()
+    }
+
+    fn import(&mut self, id: ExportId) -> Arc<ImportEntry> {
+        if let Some(import) = self.imports.get_mut(&id) {
+            if let Some(entry) = import.entry.upgrade() {
+                import.count += 1;
+                return entry;
+            }
+            // The last handle is gone but its drop notice is still queued: give its
+            // references back now and start a new entry.
+            let count = import.count;
+            self.enqueue_control(&Header::Release { id, count });
+        }
+        self.next_generation += 1;
+        let entry = Arc::new(ImportEntry::new(self.conn.clone(), id, self.next_generation));
+        self.imports.insert(
+            id,
+            Import {
+                entry: Arc::downgrade(&entry),
+                generation: self.next_generation,
+                count: 1,
+            },
+        );
+        entry
+    }
+
+    /// Frames a message with `header` built from its capability descriptors.
+    fn send_message(&mut self, message: Message, header: impl FnOnce(Vec<CapDescriptor>) -> Header) {
+        let caps = self.describe(&message.caps);
+        match finish_frame(self.codec(), message.payload, &header(caps)) {
+            Ok(frame) => self.enqueue(frame),
+            Err(e) => tracing::error!(error = %e, "cannot encode a frame header"),
+        }
+    }
+
+    fn send_return(&mut self, question: QuestionId, reply: Reply) {
+        let outcome = reply.outcome;
+        self.send_message(
+            Message {
+                payload: reply.payload,
+                caps: reply.caps,
+            },
+            |caps| Header::Return {
+                question,
+                outcome,
+                caps,
+            },
+        );
+    }
+
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Ask {
                 question,
-                frame,
+                outgoing,
+                message,
                 reply,
             } => {
                 if self.closing.is_some() {
@@ -230,36 +418,68 @@ impl<T: Transport> Actor<T> {
                     return;
                 }
                 self.questions.insert(question, reply);
-                self.enqueue(frame);
+                self.send_message(message, |caps| match outgoing {
+                    Outgoing::Call { target, method } => Header::Call {
+                        question: Some(question),
+                        target,
+                        method,
+                        caps,
+                    },
+                    Outgoing::Bootstrap {
+                        interface,
+                        fingerprint,
+                    } => Header::Bootstrap {
+                        question,
+                        interface,
+                        fingerprint,
+                    },
+                });
             }
-            Command::Send { frame } => {
+            Command::Send {
+                target,
+                method,
+                message,
+            } => {
                 if self.closing.is_none() {
-                    self.enqueue(frame);
+                    self.send_message(message, |caps| Header::Call {
+                        question: None,
+                        target,
+                        method,
+                        caps,
+                    });
                 }
             }
             Command::Finish { question } => {
                 if self.questions.remove(&question).is_some() {
-                    if let Ok(frame) = encode_frame(self.codec(), &Header::Finish { question }, &())
-                    {
-                        self.enqueue(frame.into());
-                    }
+                    self.enqueue_control(&Header::Finish { question });
                 }
+            }
+            Command::ImportDropped { id, generation } => {
+                if self.imports.get(&id).is_some_and(|i| i.generation == generation) {
+                    let import = self.imports.remove(&id).expect("present");
+                    self.enqueue_control(&Header::Release {
+                        id,
+                        count: import.count,
+                    });
+                }
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(Stats {
+                    questions: self.questions.len(),
+                    answers: self.answers.len(),
+                    exports: self.exports.len(),
+                    imports: self.imports.len(),
+                });
             }
             Command::Abort => {
                 let reason = "connection aborted locally";
                 let _ = self.conn.shared.reason.set(Arc::from(reason));
-                if let Ok(frame) = encode_frame(self.codec(), &Header::abort(reason), &()) {
-                    self.enqueue(frame.into());
-                }
+                self.enqueue_control(&Header::abort(reason));
                 self.aborted = true;
             }
             Command::Close { done } => {
                 tracing::debug!("closing gracefully");
-                let _ = self
-                    .conn
-                    .shared
-                    .reason
-                    .set(Arc::from("connection closed locally"));
+                let _ = self.conn.shared.reason.set(Arc::from("connection closed locally"));
                 // Our own pending calls will not be answered after we close.
                 self.questions.clear();
                 self.closing.get_or_insert_with(Vec::new).push(done);
@@ -270,17 +490,10 @@ impl<T: Transport> Actor<T> {
     fn on_finished(&mut self, finished: Finished) {
         if let Some(question) = finished.question {
             // Gone if the caller sent `Finish` first: then it wants no return.
-            if self.answers.remove(&question).is_none() {
-                return;
+            if self.answers.remove(&question).is_some() {
+                self.send_return(question, finished.reply);
             }
         }
-        if let Some(frame) = finished.frame {
-            self.enqueue(frame);
-        }
-    }
-
-    fn codec(&self) -> crate::codec::AnyCodec {
-        self.conn.codec()
     }
 
     fn on_frame(&mut self, frame: Bytes, cx: &mut Context<'_>) -> Result<(), Arc<str>> {
@@ -299,18 +512,26 @@ impl<T: Transport> Actor<T> {
                 question,
                 target,
                 method,
-            } => self.on_call(question, target, method, payload, cx),
-            Header::Return { question, outcome } => {
+                caps,
+            } => {
+                let caps = self.resolve(caps);
+                self.on_call(question, target, method, payload, caps, cx)
+            }
+            Header::Return {
+                question,
+                outcome,
+                caps,
+            } => {
+                // Resolved even if nobody waits: dropping them releases them.
+                let caps = self.resolve(caps);
                 match self.questions.remove(&question) {
                     // A dropped receiver is normal: the caller stopped waiting.
-                    Some(reply) => drop(reply.send(Response { outcome, payload })),
-                    None if question
-                        < self
-                            .conn
-                            .shared
-                            .next_question
-                            .load(std::sync::atomic::Ordering::Relaxed) =>
-                    {
+                    Some(reply) => drop(reply.send(Reply {
+                        outcome,
+                        payload,
+                        caps,
+                    })),
+                    None if question < self.conn.shared.next_question.load(Ordering::Relaxed) => {
                         // Finished by us, or failed by `close()`, before this arrived.
                     }
                     None => {
@@ -326,39 +547,8 @@ impl<T: Transport> Actor<T> {
                 interface,
                 fingerprint,
             } => {
-                let reply = self.reply_to(Some(question));
-                let frame = match (&self.root, &self.closing) {
-                    (_, Some(_)) => reply.error(&WireError::Closing),
-                    (None, None) => reply.error(&WireError::NoRoot),
-                    (Some(root), None) => {
-                        let offered = root.interface();
-                        if offered.name != interface {
-                            reply.error(&WireError::WrongInterface {
-                                found: offered.name.to_owned(),
-                            })
-                        } else {
-                            if offered.fingerprint != fingerprint {
-                                tracing::debug!(
-                                    interface,
-                                    "peer's interface differs from ours (another version)"
-                                );
-                            }
-                            encode_frame(
-                                self.codec(),
-                                &Header::Return {
-                                    question,
-                                    outcome: Outcome::Value,
-                                },
-                                &(),
-                            )
-                            .ok()
-                            .map(Bytes::from)
-                        }
-                    }
-                };
-                if let Some(frame) = frame {
-                    self.enqueue(frame);
-                }
+                let reply = self.bootstrap(&interface, fingerprint);
+                self.send_return(question, reply);
                 Ok(())
             }
             Header::Finish { question } => {
@@ -368,7 +558,35 @@ impl<T: Transport> Actor<T> {
                 }
                 Ok(())
             }
+            Header::Release { id, count } => self.exports.release(id, count).map_err(|e| self.violation(e)),
             Header::Abort { reason } => Err(format!("peer aborted: {reason}").into()),
+        }
+    }
+
+    fn bootstrap(&mut self, interface: &str, fingerprint: u64) -> Reply {
+        let reply = self.reply_to();
+        if self.closing.is_some() {
+            return reply.error(&WireError::Closing);
+        }
+        let Some(root) = self.exports.get(ROOT_EXPORT).cloned() else {
+            return reply.error(&WireError::NoRoot);
+        };
+        let CapRef::Local(object) = &root else {
+            return reply.error(&WireError::NoRoot);
+        };
+        let offered = object.dispatch.interface();
+        if offered.name != interface {
+            return reply.error(&WireError::WrongInterface {
+                found: offered.name.to_owned(),
+            });
+        }
+        if offered.fingerprint != fingerprint {
+            tracing::debug!(interface, "peer's interface differs from ours (another version)");
+        }
+        Reply {
+            outcome: Outcome::Value,
+            payload: crate::wire::encode_payload(self.codec(), &()).map(Bytes::from).unwrap_or_default(),
+            caps: vec![root],
         }
     }
 
@@ -378,6 +596,7 @@ impl<T: Transport> Actor<T> {
         target: Target,
         method: u32,
         payload: Bytes,
+        caps: Vec<CapRef>,
         cx: &mut Context<'_>,
     ) -> Result<(), Arc<str>> {
         if let Some(q) = question {
@@ -387,10 +606,9 @@ impl<T: Transport> Actor<T> {
                 ))));
             }
         }
-        let reply = self.reply_to(question);
+        let reply = self.reply_to();
         let object = match target {
-            Target::Export(ROOT_EXPORT) => self.root.clone(),
-            Target::Export(_) => None,
+            Target::Export(id) => self.exports.get(id).cloned(),
         };
         let refused = match (&object, &self.closing) {
             (_, Some(_)) => Some(WireError::Closing),
@@ -398,27 +616,22 @@ impl<T: Transport> Actor<T> {
             _ => None,
         };
         if let Some(error) = refused {
-            if let Some(frame) = reply.error(&error) {
-                self.enqueue(frame);
+            if let Some(question) = question {
+                self.send_return(question, reply.error(&error));
             }
             return Ok(());
         }
-        let object = object.expect("checked above");
         let incoming = Incoming {
             method,
             payload,
-            reply: reply.clone(),
-            context: CallContext {
+            caps,
+            wants_reply: question.is_some(),
+            reply,
+            context: Some(CallContext {
                 connection: self.conn.clone(),
-            },
+            }),
         };
-        // `dispatch` only decodes and builds a future, but a user's `Deserialize`
-        // impl could still panic.
-        let handler: Handler =
-            match std::panic::catch_unwind(AssertUnwindSafe(|| object.dispatch(incoming))) {
-                Ok(handler) => handler,
-                Err(panic) => Box::pin(std::future::ready(reply.panic(panic))),
-            };
+        let handler = object.expect("checked above").dispatch(incoming);
         self.start(question, handler, cx);
         Ok(())
     }
@@ -427,16 +640,16 @@ impl<T: Transport> Actor<T> {
     /// only if it has to wait.
     fn start(&mut self, question: Option<QuestionId>, mut handler: Handler, cx: &mut Context<'_>) {
         match handler.as_mut().poll(cx) {
-            Poll::Ready(frame) => {
-                if let Some(frame) = frame {
-                    self.enqueue(frame);
+            Poll::Ready(reply) => {
+                if let Some(question) = question {
+                    self.send_return(question, reply);
                 }
             }
             Poll::Pending => {
                 let abort = self.running.spawn(async move {
                     Finished {
                         question,
-                        frame: handler.await,
+                        reply: handler.await,
                     }
                 });
                 if let Some(question) = question {
@@ -446,10 +659,9 @@ impl<T: Transport> Actor<T> {
         }
     }
 
-    fn reply_to(&self, question: Option<QuestionId>) -> ReplyTo {
+    fn reply_to(&self) -> ReplyTo {
         let config = &self.conn.shared.config;
         ReplyTo {
-            question,
             codec: config.codec,
             max_frame_size: config.max_frame_size,
             expose_panics: config.expose_panics,
@@ -460,10 +672,8 @@ impl<T: Transport> Actor<T> {
     fn violation(&mut self, error: RpcError) -> Arc<str> {
         let reason = error.to_string();
         tracing::warn!(%reason, "closing connection: protocol violation");
-        if let Ok(frame) = encode_frame(self.codec(), &Header::abort(&reason), &()) {
-            // Best effort: written once more before the actor stops, never waited for.
-            self.enqueue(frame.into());
-        }
+        // Best effort: written once more before the actor stops, never waited for.
+        self.enqueue_control(&Header::abort(&reason));
         reason.into()
     }
 
@@ -479,6 +689,10 @@ impl<T: Transport> Actor<T> {
         self.questions.clear();
         self.running.abort_all();
         self.answers.clear();
+        // Exported objects are dropped (their `Drop` runs if this was the last
+        // holder); imports are broken because the command channel is closed.
+        self.exports = Exports::default();
+        self.imports.clear();
         self.commands.close();
         for done in self.closing.take().into_iter().flatten() {
             let _ = done.send(());
@@ -497,6 +711,7 @@ impl<T> Drop for Actor<T> {
                 .reason
                 .set(Arc::from("connection task stopped"));
             self.questions.clear();
+            self.exports = Exports::default();
             self.conn.shared.closed.send_replace(true);
         }
     }

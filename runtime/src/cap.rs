@@ -1,0 +1,278 @@
+//! Capabilities: references to objects, local or remote, that can travel inside
+//! arguments and results.
+//!
+//! A [`CapRef`] is either a local object (served by this process) or an import (an
+//! object exported by a peer over one connection). While a payload is encoded, every
+//! capability serialized inside it is collected into the message's capability list
+//! and written as its index there; the connection task then turns the list into wire
+//! descriptors, exporting local objects as needed. Decoding runs the other way: the
+//! connection task turns received descriptors into `CapRef`s the moment a frame
+//! arrives (so a message dropped unread still releases what it carried), and the
+//! payload's indices are resolved against that list.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec::AnyCodec;
+use crate::connection::{Command, Connection, Outgoing};
+use crate::dispatch::{Dispatch, Handler, Incoming, Reply};
+use crate::error::{RpcError, WireError};
+use crate::wire::{encode_payload, ExportId, Target};
+
+/// A reference to an object, wherever it lives.
+#[derive(Clone)]
+pub(crate) enum CapRef {
+    /// Served here.
+    Local(Arc<LocalObject>),
+    /// Exported by the peer of a connection.
+    Import(Arc<ImportEntry>),
+    /// A reference that cannot be called (named an export that does not exist).
+    Broken,
+}
+
+impl CapRef {
+    /// Identity: two `CapRef`s with the same key are the same object.
+    pub(crate) fn key(&self) -> usize {
+        match self {
+            CapRef::Local(obj) => Arc::as_ptr(obj) as *const () as usize,
+            CapRef::Import(entry) => Arc::as_ptr(entry) as *const () as usize,
+            CapRef::Broken => 0,
+        }
+    }
+
+    /// Starts serving a call addressed to this object: runs a local object's
+    /// handler, or forwards the call to the peer that exports an import.
+    pub(crate) fn dispatch(&self, incoming: Incoming) -> Handler {
+        match self {
+            CapRef::Local(obj) => obj.dispatch(incoming),
+            CapRef::Import(entry) => entry.forward(incoming),
+            CapRef::Broken => incoming.fail(WireError::ObjectNotFound),
+        }
+    }
+}
+
+impl fmt::Debug for CapRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CapRef::Local(obj) => write!(f, "Local({})", obj.dispatch.interface().name),
+            CapRef::Import(entry) => {
+                write!(f, "Import(connection {}, id {})", entry.conn.id(), entry.id)
+            }
+            CapRef::Broken => f.write_str("Broken"),
+        }
+    }
+}
+
+/// An object served in this process.
+pub(crate) struct LocalObject {
+    pub(crate) dispatch: Arc<dyn Dispatch>,
+    revoked: AtomicBool,
+}
+
+impl LocalObject {
+    pub(crate) fn new(dispatch: Arc<dyn Dispatch>) -> Arc<Self> {
+        Arc::new(LocalObject {
+            dispatch,
+            revoked: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    fn dispatch(&self, incoming: Incoming) -> Handler {
+        if self.is_revoked() {
+            return incoming.fail(WireError::Revoked);
+        }
+        // `dispatch` only decodes and builds a future, but a user's `Deserialize`
+        // impl could still panic.
+        let reply = incoming.reply.clone();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.dispatch.dispatch(incoming)
+        }))
+        .unwrap_or_else(|panic| Box::pin(std::future::ready(reply.panic(panic))))
+    }
+}
+
+/// An object the peer of `conn` exports under `id`, as held here.
+///
+/// Every handle to the same import shares one entry; when the last is dropped (or
+/// [`release`](Self::release) is called) the connection task sends the peer one
+/// `Release` for all the references it received.
+pub(crate) struct ImportEntry {
+    pub(crate) conn: Connection,
+    pub(crate) id: ExportId,
+    /// Tells this entry apart from a later one for the same id.
+    pub(crate) generation: u64,
+    released: AtomicBool,
+}
+
+impl ImportEntry {
+    pub(crate) fn new(conn: Connection, id: ExportId, generation: u64) -> Self {
+        ImportEntry {
+            conn,
+            id,
+            generation,
+            released: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+
+    /// Gives the references back now; calls through any handle then fail.
+    pub(crate) fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            let _ = self.conn.command(Command::ImportDropped {
+                id: self.id,
+                generation: self.generation,
+            });
+        }
+    }
+
+    /// Forwards a call that arrived on another connection to this import's peer.
+    fn forward(&self, incoming: Incoming) -> Handler {
+        if self.is_released() {
+            return incoming.fail(WireError::ObjectNotFound);
+        }
+        let (from, to) = (incoming.reply.codec, self.conn.codec());
+        if from != to {
+            return incoming.fail(WireError::Forward(format!(
+                "cannot forward between connections using different codecs ({} and {})",
+                from.name(),
+                to.name()
+            )));
+        }
+        let message = Message {
+            payload: incoming.payload,
+            caps: incoming.caps,
+        };
+        let target = Target::Export(self.id);
+        let asked = if incoming.wants_reply {
+            self.conn.ask(Outgoing::Call { target, method: incoming.method }, message).map(Some)
+        } else {
+            self.conn.send(target, incoming.method, message).map(|()| None)
+        };
+        let reply = incoming.reply;
+        Box::pin(async move {
+            match asked {
+                Ok(Some(question)) => match question.await {
+                    Ok(answer) => answer,
+                    Err(e) => reply.error(&WireError::Forward(e.to_string())),
+                },
+                Ok(None) => Reply::none(),
+                Err(e) => reply.error(&WireError::Forward(e.to_string())),
+            }
+        })
+    }
+}
+
+impl Drop for ImportEntry {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// An encoded payload and the capabilities it refers to by index.
+#[derive(Default)]
+pub(crate) struct Message {
+    pub(crate) payload: Bytes,
+    pub(crate) caps: Vec<CapRef>,
+}
+
+thread_local! {
+    /// Capabilities met while encoding the current payload, if one is being encoded.
+    static OUTGOING: RefCell<Option<Vec<CapRef>>> = const { RefCell::new(None) };
+    /// Capabilities of the payload being decoded.
+    static INCOMING: RefCell<Option<Vec<CapRef>>> = const { RefCell::new(None) };
+}
+
+type Slot = &'static std::thread::LocalKey<RefCell<Option<Vec<CapRef>>>>;
+
+/// Restores the previous context when dropped, even on panic, so nested encodes
+/// (a `Serialize` impl that encodes something itself) and panics cannot leak one.
+struct Restore {
+    slot: Slot,
+    previous: Option<Vec<CapRef>>,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        self.slot.with(|s| *s.borrow_mut() = previous);
+    }
+}
+
+fn enter(slot: Slot, caps: Vec<CapRef>) -> Restore {
+    let previous = slot.with(|s| s.borrow_mut().replace(caps));
+    Restore { slot, previous }
+}
+
+/// Encodes `value`, collecting the capabilities inside it.
+pub(crate) fn encode_message<T: Serialize + ?Sized>(
+    codec: AnyCodec,
+    value: &T,
+) -> Result<Message, RpcError> {
+    let guard = enter(&OUTGOING, Vec::new());
+    let payload = encode_payload(codec, value);
+    let caps = OUTGOING.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    drop(guard);
+    Ok(Message {
+        payload: payload?.into(),
+        caps,
+    })
+}
+
+/// Runs `decode` with `caps` as the capabilities payload indices refer to.
+pub(crate) fn with_incoming<R>(caps: &[CapRef], decode: impl FnOnce() -> R) -> R {
+    let _guard = enter(&INCOMING, caps.to_vec());
+    decode()
+}
+
+/// Decodes `payload` against `caps`.
+pub(crate) fn decode_message<T: DeserializeOwned>(
+    codec: AnyCodec,
+    payload: &[u8],
+    caps: &[CapRef],
+) -> Result<T, RpcError> {
+    with_incoming(caps, || codec.decode(payload)).map_err(|e| RpcError::Decode(e.to_string()))
+}
+
+pub(crate) fn serialize_cap<S: Serializer>(cap: &CapRef, serializer: S) -> Result<S::Ok, S::Error> {
+    let index = OUTGOING.with(|s| {
+        s.borrow_mut().as_mut().map(|caps| {
+            caps.push(cap.clone());
+            caps.len() - 1
+        })
+    });
+    match index.map(u32::try_from) {
+        Some(Ok(index)) => index.serialize(serializer),
+        Some(Err(_)) => Err(S::Error::custom("too many capabilities in one message")),
+        None => Err(S::Error::custom(
+            "farcall capabilities can only be serialized as part of a call or its result",
+        )),
+    }
+}
+
+pub(crate) fn deserialize_cap<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CapRef, D::Error> {
+    let index = u32::deserialize(deserializer)?;
+    INCOMING
+        .with(|s| s.borrow().as_ref().map(|caps| caps.get(index as usize).cloned()))
+        .ok_or_else(|| {
+            D::Error::custom("farcall capabilities can only be deserialized as part of a call or its result")
+        })?
+        .ok_or_else(|| D::Error::custom(format!("capability index {index} is not in the message")))
+}
