@@ -131,7 +131,10 @@ where
 {
     /// Calls a closure returning `Result<T, E>`, with its error as an application
     /// error, as for methods: `Err(CallError::App(e))`.
-    pub fn try_call(&self, args: A) -> impl Future<Output = Result<T, CallError<E>>> + Send + 'static {
+    pub fn try_call(
+        &self,
+        args: A,
+    ) -> impl Future<Output = Result<T, CallError<E>>> + Send + 'static {
         let call = self.call(args);
         async move {
             match call.await {

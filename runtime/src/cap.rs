@@ -162,9 +162,19 @@ impl ImportEntry {
         };
         let target = Target::Export(self.id);
         let asked = if incoming.wants_reply {
-            self.conn.ask(Outgoing::Call { target, method: incoming.method }, message).map(Some)
+            self.conn
+                .ask(
+                    Outgoing::Call {
+                        target,
+                        method: incoming.method,
+                    },
+                    message,
+                )
+                .map(Some)
         } else {
-            self.conn.send(target, incoming.method, message).map(|()| None)
+            self.conn
+                .send(target, incoming.method, message)
+                .map(|()| None)
         };
         let reply = incoming.reply;
         Box::pin(async move {
@@ -267,12 +277,20 @@ pub(crate) fn serialize_cap<S: Serializer>(cap: &CapRef, serializer: S) -> Resul
     }
 }
 
-pub(crate) fn deserialize_cap<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CapRef, D::Error> {
+pub(crate) fn deserialize_cap<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<CapRef, D::Error> {
     let index = u32::deserialize(deserializer)?;
     INCOMING
-        .with(|s| s.borrow().as_ref().map(|caps| caps.get(index as usize).cloned()))
+        .with(|s| {
+            s.borrow()
+                .as_ref()
+                .map(|caps| caps.get(index as usize).cloned())
+        })
         .ok_or_else(|| {
-            D::Error::custom("farcall capabilities can only be deserialized as part of a call or its result")
+            D::Error::custom(
+                "farcall capabilities can only be deserialized as part of a call or its result",
+            )
         })?
         .ok_or_else(|| D::Error::custom(format!("capability index {index} is not in the message")))
 }

@@ -165,7 +165,11 @@ impl Client {
 
     /// Sends a call of `method` with the argument tuple `args`; the returned future
     /// yields its result as `S` prescribes.
-    pub fn call<A: Serialize + ?Sized, S: Shape>(&self, method: &'static Method, args: &A) -> Call<S> {
+    pub fn call<A: Serialize + ?Sized, S: Shape>(
+        &self,
+        method: &'static Method,
+        args: &A,
+    ) -> Call<S> {
         match &self.cap {
             CapRef::Import(entry) => {
                 if entry.is_released() {
@@ -194,7 +198,11 @@ impl Client {
 
     /// Sends a one-way call: no reply. It is delivered in order with the other calls
     /// on this reference. Fails only if it cannot be sent.
-    pub fn send<A: Serialize + ?Sized>(&self, method: &'static Method, args: &A) -> Result<(), RpcError> {
+    pub fn send<A: Serialize + ?Sized>(
+        &self,
+        method: &'static Method,
+        args: &A,
+    ) -> Result<(), RpcError> {
         match &self.cap {
             CapRef::Import(entry) => {
                 if entry.is_released() {
@@ -202,7 +210,9 @@ impl Client {
                 }
                 let message = encode_for(&entry.conn, args)?;
                 tracing::trace!(method = method.name, "send");
-                entry.conn.send(Target::Export(entry.id), method.id, message)
+                entry
+                    .conn
+                    .send(Target::Export(entry.id), method.id, message)
             }
             CapRef::Local(_) | CapRef::Broken => {
                 let handler = self.local(method, args, false)?;
@@ -235,7 +245,9 @@ impl Client {
         cap::serialize_cap(&self.cap, serializer)
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Self, D::Error> {
         cap::deserialize_cap(deserializer).map(Client::from_cap)
     }
 }

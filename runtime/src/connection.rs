@@ -9,9 +9,9 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -71,7 +71,10 @@ impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("config", &self.config)
-            .field("root", &self.root.as_ref().map(|r| r.dispatch.interface().name))
+            .field(
+                "root",
+                &self.root.as_ref().map(|r| r.dispatch.interface().name),
+            )
             .finish()
     }
 }
@@ -331,7 +334,9 @@ impl Connection {
         match decode_reply::<Plain<()>>(&BOOTSTRAP, codec, reply).and_then(|r| r) {
             Ok(()) => match cap {
                 Some(cap) => Ok(C::from_client(Client::from_cap(cap))),
-                None => Err(RpcError::BadMessage("bootstrap returned no capability".into())),
+                None => Err(RpcError::BadMessage(
+                    "bootstrap returned no capability".into(),
+                )),
             },
             Err(RpcError::WrongInterface { found, .. }) => Err(RpcError::WrongInterface {
                 expected: interface.name.to_owned(),
@@ -429,7 +434,12 @@ impl Connection {
     }
 
     /// Sends a one-way call.
-    pub(crate) fn send(&self, target: Target, method: u32, message: Message) -> Result<(), RpcError> {
+    pub(crate) fn send(
+        &self,
+        target: Target,
+        method: u32,
+        message: Message,
+    ) -> Result<(), RpcError> {
         self.command(Command::Send {
             target,
             method,

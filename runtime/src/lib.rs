@@ -102,22 +102,27 @@ pub mod __private {
     pub use crate::dispatch::{Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain};
     pub use crate::error::{CallError, RpcError};
     pub use core::clone::Clone;
+    pub use core::cmp::{Eq, PartialEq};
     pub use core::fmt;
     pub use core::future::Future;
-    pub use core::cmp::{Eq, PartialEq};
-    pub use core::marker::{Send, Sync};
     pub use core::hash::{Hash, Hasher};
+    pub use core::marker::{Send, Sync};
     pub use core::result::Result;
     pub use serde;
     pub use std::sync::Arc;
 
     /// Serializes a client as a capability of the message being encoded.
-    pub fn serialize_client<S: serde::Serializer>(client: &Client, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize_client<S: serde::Serializer>(
+        client: &Client,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         client.serialize(serializer)
     }
 
     /// Deserializes a capability of the message being decoded.
-    pub fn deserialize_client<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Client, D::Error> {
+    pub fn deserialize_client<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Client, D::Error> {
         Client::deserialize(deserializer)
     }
 }

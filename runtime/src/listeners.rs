@@ -112,7 +112,10 @@ where
             let result = call.await;
             if matches!(
                 result,
-                Err(RpcError::Disconnected(_) | RpcError::Released | RpcError::Revoked | RpcError::ObjectNotFound)
+                Err(RpcError::Disconnected(_)
+                    | RpcError::Released
+                    | RpcError::Revoked
+                    | RpcError::ObjectNotFound)
             ) {
                 gone.push(cb);
             }

@@ -161,7 +161,9 @@ pub(crate) fn decode_frame(codec: AnyCodec, frame: Bytes) -> Result<(Header, Byt
     }
     let header_len = u16::from_le_bytes([frame[len - 2], frame[len - 1]]) as usize;
     let Some(header_start) = (len - 2).checked_sub(header_len) else {
-        return Err(bad(format!("header length {header_len} exceeds frame of {len} bytes")));
+        return Err(bad(format!(
+            "header length {header_len} exceeds frame of {len} bytes"
+        )));
     };
     let header = codec
         .decode(&frame[header_start..len - 2])
@@ -180,7 +182,10 @@ mod tests {
                 question: Some(u64::MAX),
                 target: Target::Export(3),
                 method: 0xdead_beef,
-                caps: vec![CapDescriptor::SenderHosted(7), CapDescriptor::ReceiverHosted(0)],
+                caps: vec![
+                    CapDescriptor::SenderHosted(7),
+                    CapDescriptor::ReceiverHosted(0),
+                ],
             };
             let frame = encode_frame(codec, &header, &(1u8, "two")).unwrap();
             let (back, payload) = decode_frame(codec, frame).unwrap();

@@ -122,7 +122,9 @@ impl Exports {
     /// never freed: any peer may ask for it again.
     fn release(&mut self, id: ExportId, count: u64) -> Result<(), RpcError> {
         let Some(export) = self.by_id.get_mut(&id) else {
-            return Err(RpcError::BadMessage(format!("release of unknown export {id}")));
+            return Err(RpcError::BadMessage(format!(
+                "release of unknown export {id}"
+            )));
         };
         if id == ROOT_EXPORT {
             export.count = export.count.saturating_sub(count);
@@ -369,7 +371,11 @@ impl<T: Transport> Actor<T> {
             self.enqueue_control(&Header::Release { id, count });
         }
         self.next_generation += 1;
-        let entry = Arc::new(ImportEntry::new(self.conn.clone(), id, self.next_generation));
+        let entry = Arc::new(ImportEntry::new(
+            self.conn.clone(),
+            id,
+            self.next_generation,
+        ));
         self.imports.insert(
             id,
             Import {
@@ -382,7 +388,11 @@ impl<T: Transport> Actor<T> {
     }
 
     /// Frames a message with `header` built from its capability descriptors.
-    fn send_message(&mut self, message: Message, header: impl FnOnce(Vec<CapDescriptor>) -> Header) {
+    fn send_message(
+        &mut self,
+        message: Message,
+        header: impl FnOnce(Vec<CapDescriptor>) -> Header,
+    ) {
         let caps = self.describe(&message.caps);
         match finish_frame(self.codec(), message.payload, &header(caps)) {
             Ok(frame) => self.enqueue(frame),
@@ -455,7 +465,11 @@ impl<T: Transport> Actor<T> {
                 }
             }
             Command::ImportDropped { id, generation } => {
-                if self.imports.get(&id).is_some_and(|i| i.generation == generation) {
+                if self
+                    .imports
+                    .get(&id)
+                    .is_some_and(|i| i.generation == generation)
+                {
                     let import = self.imports.remove(&id).expect("present");
                     self.enqueue_control(&Header::Release {
                         id,
@@ -479,7 +493,11 @@ impl<T: Transport> Actor<T> {
             }
             Command::Close { done } => {
                 tracing::debug!("closing gracefully");
-                let _ = self.conn.shared.reason.set(Arc::from("connection closed locally"));
+                let _ = self
+                    .conn
+                    .shared
+                    .reason
+                    .set(Arc::from("connection closed locally"));
                 // Our own pending calls will not be answered after we close.
                 self.questions.clear();
                 self.closing.get_or_insert_with(Vec::new).push(done);
@@ -558,7 +576,10 @@ impl<T: Transport> Actor<T> {
                 }
                 Ok(())
             }
-            Header::Release { id, count } => self.exports.release(id, count).map_err(|e| self.violation(e)),
+            Header::Release { id, count } => self
+                .exports
+                .release(id, count)
+                .map_err(|e| self.violation(e)),
             Header::Abort { reason } => Err(format!("peer aborted: {reason}").into()),
         }
     }
@@ -581,11 +602,16 @@ impl<T: Transport> Actor<T> {
             });
         }
         if offered.fingerprint != fingerprint {
-            tracing::debug!(interface, "peer's interface differs from ours (another version)");
+            tracing::debug!(
+                interface,
+                "peer's interface differs from ours (another version)"
+            );
         }
         Reply {
             outcome: Outcome::Value,
-            payload: crate::wire::encode_payload(self.codec(), &()).map(Bytes::from).unwrap_or_default(),
+            payload: crate::wire::encode_payload(self.codec(), &())
+                .map(Bytes::from)
+                .unwrap_or_default(),
             caps: vec![root],
         }
     }
