@@ -667,3 +667,73 @@ async fn a_hundred_thousand_fresh_callbacks_leave_no_trace() {
     assert_eq!(s.server.stats().await.unwrap(), Stats::default());
     eprintln!("RSS (KiB) after each 10,000 calls: {rss:?}");
 }
+
+#[farcall::remote]
+pub trait Feed {
+    async fn subscribe(&self, on_event: Callback<String>) -> bool;
+    async fn unsubscribe(&self, on_event: Callback<String>) -> bool;
+    async fn publish(&self, text: String) -> usize;
+}
+
+struct FeedImpl(Arc<farcall::Listeners<String>>);
+
+impl Feed for FeedImpl {
+    async fn subscribe(&self, on_event: Callback<String>) -> bool {
+        self.0.add(on_event)
+    }
+    async fn unsubscribe(&self, on_event: Callback<String>) -> bool {
+        self.0.remove(&on_event)
+    }
+    async fn publish(&self, text: String) -> usize {
+        self.0.emit(&text)
+    }
+}
+
+#[tokio::test]
+async fn listeners_forget_the_handlers_of_a_client_that_left() {
+    bounded("listeners", async {
+        let listeners = Arc::new(farcall::Listeners::<String>::new());
+        let server_builder =
+            Connection::builder().root(FeedServer::new(FeedImpl(listeners.clone())));
+        let mut clients = Vec::new();
+        let mut inboxes = Vec::new();
+        for _ in 0..3 {
+            let (server, client) = connect(
+                Link::Memory,
+                Default::default(),
+                server_builder.clone(),
+                Connection::builder(),
+            )
+            .await;
+            let feed: FeedClient = client.root().await.unwrap();
+            let (tx, rx) = mpsc::unbounded_channel();
+            let cb = Callback::new(move |text: String| {
+                let _ = tx.send(text);
+                async {}
+            });
+            assert!(feed.subscribe(cb.clone()).await.unwrap());
+            assert!(
+                !feed.subscribe(cb.clone()).await.unwrap(),
+                "registered once"
+            );
+            clients.push((server, client, feed, cb));
+            inboxes.push(rx);
+        }
+        assert_eq!(listeners.len(), 3);
+        assert_eq!(clients[0].2.publish("hello".into()).await.unwrap(), 3);
+        for inbox in &mut inboxes {
+            assert_eq!(inbox.recv().await.as_deref(), Some("hello"));
+        }
+        // One unsubscribes by identity, one disconnects.
+        let (_, _, feed0, cb0) = &clients[0];
+        assert!(feed0.unsubscribe(cb0.clone()).await.unwrap());
+        let (server1, client1, _, _) = &clients[1];
+        client1.abort().await;
+        server1.closed().await;
+        assert_eq!(listeners.len(), 1, "the departed client's handler is gone");
+        assert_eq!(clients[2].2.publish("again".into()).await.unwrap(), 1);
+        assert_eq!(inboxes[2].recv().await.as_deref(), Some("again"));
+        assert!(inboxes[0].try_recv().is_err());
+    })
+    .await;
+}

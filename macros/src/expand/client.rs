@@ -11,10 +11,8 @@ pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
     let client = &names.client;
     let server = &names.server;
     let trait_ident = &model.item.ident;
-    let from_local_doc = format!(
-        "A reference to a local implementation, which behaves exactly like a remote \
-         one: pass it in calls and peers get a remote reference to it."
-    );
+    let from_local_doc = "A reference to a local implementation, which behaves exactly like a \
+         remote one: pass it in calls and peers get a remote reference to it.";
     let name = &model.name;
     let fingerprint = model.fingerprint();
     let client_name = client.to_string();
