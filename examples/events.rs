@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use farcall::{Callback, Connection, Listeners};
+use farcall::{Callback, Connection, Listeners, RpcError};
 use tokio::sync::mpsc;
 
 #[farcall::remote]
@@ -44,81 +44,69 @@ impl Events for Hub {
     }
 }
 
-/// One client: its connection (and the hub's end of it), the hub, its callback, and
-/// the channel that callback forwards events into.
-struct Peer {
-    conn: Connection,
-    server_side: Connection,
-    events: EventsClient,
-    on_event: Callback<String>,
-    got: mpsc::UnboundedReceiver<String>,
-}
-
-/// Connects a client named `name` to the shared hub over its own memory pair. Its
-/// callback reports each event into `got`, where `run` awaits (and prints) it.
-async fn connect(hub: &Arc<Hub>, name: &'static str) -> Result<Peer, farcall::RpcError> {
+/// Connects a new client to the shared hub over its own memory pair. Returns the
+/// client's connection, the hub's end of it, and the `Events` client.
+async fn connect(hub: &Arc<Hub>) -> Result<(Connection, Connection, EventsClient), RpcError> {
     let (server_end, client_end) = farcall::transport::memory();
-    let server_side = Connection::builder()
+    let hub_side = Connection::builder()
         .root(EventsServer::from_arc(hub.clone()))
         .connect(server_end);
     let conn = Connection::builder().connect(client_end);
-    let events: EventsClient = conn.root().await?;
-    let (tx, got) = mpsc::unbounded_channel();
-    let on_event = Callback::new(move |text: String| {
-        let _ = tx.send(format!("{name} got {text:?}"));
-        async {}
-    });
-    Ok(Peer {
-        conn,
-        server_side,
-        events,
-        on_event,
-        got,
-    })
+    let events = conn.root().await?;
+    Ok((conn, hub_side, events))
 }
 
-async fn run() -> Result<(), farcall::RpcError> {
-    let hub = Arc::new(Hub::default());
-    let mut a = connect(&hub, "A").await?;
-    let mut b = connect(&hub, "B").await?;
+/// An event handler that forwards each event into a channel, so delivery can be
+/// awaited (and printed) by `next` in a fixed order.
+fn handler() -> (Callback<String>, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let on_event = Callback::new(move |text: String| {
+        let _ = tx.send(text);
+        async {}
+    });
+    (on_event, rx)
+}
 
-    a.events.subscribe(a.on_event.clone()).await?;
-    a.events.subscribe(a.on_event.clone()).await?; // same identity: still one entry
-    b.events.subscribe(b.on_event.clone()).await?;
-    let count = a.events.listeners().await?;
+async fn next(who: &str, got: &mut mpsc::UnboundedReceiver<String>) -> String {
+    let text = got.recv().await.expect("handler alive");
+    println!("  {who} got {text:?}");
+    text
+}
+
+async fn run() -> Result<(), RpcError> {
+    let hub = Arc::new(Hub::default());
+    let (conn_a, _hub_a, a) = connect(&hub).await?;
+    let (conn_b, hub_b, b) = connect(&hub).await?;
+    let ((on_a, mut got_a), (on_b, mut got_b)) = (handler(), handler());
+
+    a.subscribe(on_a.clone()).await?;
+    a.subscribe(on_a.clone()).await?; // same identity: still one entry
+    b.subscribe(on_b.clone()).await?;
+    let count = a.listeners().await?;
     println!("A and B subscribed: {count} listeners");
     assert_eq!(count, 2);
-
-    assert_eq!(a.events.publish("hello".into()).await?, 2);
-    for peer in [&mut a, &mut b] {
-        let got = peer.got.recv().await.expect("delivered");
-        println!("  {got}");
-        assert!(got.ends_with("got \"hello\""));
-    }
+    assert_eq!(a.publish("hello".into()).await?, 2);
+    assert_eq!(next("A", &mut got_a).await, "hello");
+    assert_eq!(next("B", &mut got_b).await, "hello");
 
     // Unsubscribing passes the very same callback; the hub finds it by identity.
-    assert!(a.events.unsubscribe(a.on_event.clone()).await?);
-    assert!(
-        !a.events.unsubscribe(a.on_event.clone()).await?,
-        "already gone"
-    );
+    assert!(a.unsubscribe(on_a.clone()).await?);
+    assert!(!a.unsubscribe(on_a.clone()).await?); // already gone
     println!("A unsubscribed");
-    assert_eq!(b.events.publish("only B".into()).await?, 1);
-    let got = b.got.recv().await.expect("delivered");
-    println!("  {got}");
-    assert_eq!(got, "B got \"only B\"");
-    assert!(a.got.try_recv().is_err(), "A no longer listens");
+    assert_eq!(b.publish("only B".into()).await?, 1);
+    assert_eq!(next("B", &mut got_b).await, "only B");
+    assert!(got_a.try_recv().is_err(), "A no longer listens");
 
-    // B goes away without unsubscribing; its callback must not linger in the hub.
-    let before = a.events.listeners().await?;
+    // B goes away without unsubscribing; its handler must not linger in the hub.
+    let before = a.listeners().await?;
     println!("before B disconnects: {before} listener(s)");
-    b.conn.abort().await;
-    b.server_side.closed().await; // the hub's end of B's connection has ended too
-    let after = a.events.listeners().await?;
+    conn_b.abort().await;
+    hub_b.closed().await; // the hub's end of B's connection has ended too
+    let after = a.listeners().await?;
     println!("after B disconnected: {after} listener(s)");
     assert_eq!((before, after), (1, 0));
-    assert_eq!(a.events.publish("anyone?".into()).await?, 0);
-    a.conn.close().await;
+    assert_eq!(a.publish("anyone?".into()).await?, 0);
+    conn_a.close().await;
     println!("done: no listener leaked");
     Ok(())
 }

@@ -21,7 +21,7 @@ use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::AnyCodec;
-use crate::connection::{Command, Connection, Outgoing};
+use crate::connection::{AnswerRef, Command, Connection, Outgoing};
 use crate::dispatch::{Dispatch, Handler, Incoming, Reply};
 use crate::error::{RpcError, WireError};
 use crate::wire::{encode_payload, ExportId, Target};
@@ -33,8 +33,12 @@ pub(crate) enum CapRef {
     Local(Arc<LocalObject>),
     /// Exported by the peer of a connection.
     Import(Arc<ImportEntry>),
-    /// A reference that cannot be called (named an export that does not exist).
-    Broken,
+    /// The capability a remote call will return: calls on it are pipelined.
+    Promise(Arc<AnswerRef>),
+    /// The capability a local call still running will return.
+    Later(Arc<LaterCap>),
+    /// A reference that cannot be called, and why.
+    Broken(WireError),
 }
 
 impl CapRef {
@@ -43,7 +47,9 @@ impl CapRef {
         match self {
             CapRef::Local(obj) => Arc::as_ptr(obj) as *const () as usize,
             CapRef::Import(entry) => Arc::as_ptr(entry) as *const () as usize,
-            CapRef::Broken => 0,
+            CapRef::Promise(answer) => Arc::as_ptr(answer) as *const () as usize,
+            CapRef::Later(later) => Arc::as_ptr(later) as *const () as usize,
+            CapRef::Broken(_) => 0,
         }
     }
 
@@ -52,8 +58,15 @@ impl CapRef {
     pub(crate) fn dispatch(&self, incoming: Incoming) -> Handler {
         match self {
             CapRef::Local(obj) => obj.dispatch(incoming),
-            CapRef::Import(entry) => entry.forward(incoming),
-            CapRef::Broken => incoming.fail(WireError::ObjectNotFound),
+            CapRef::Import(entry) => {
+                if entry.is_released() {
+                    return incoming.fail(WireError::ObjectNotFound);
+                }
+                forward(&entry.conn, Target::Export(entry.id), incoming)
+            }
+            CapRef::Promise(answer) => forward(&answer.conn, Target::Answer(answer.question), incoming),
+            CapRef::Later(later) => later.dispatch(incoming),
+            CapRef::Broken(error) => incoming.fail(error.clone()),
         }
     }
 }
@@ -65,7 +78,11 @@ impl fmt::Debug for CapRef {
             CapRef::Import(entry) => {
                 write!(f, "Import(connection {}, id {})", entry.conn.id(), entry.id)
             }
-            CapRef::Broken => f.write_str("Broken"),
+            CapRef::Promise(answer) => {
+                write!(f, "Promise(connection {}, question {})", answer.conn.id(), answer.question)
+            }
+            CapRef::Later(_) => f.write_str("Later"),
+            CapRef::Broken(error) => write!(f, "Broken({error:?})"),
         }
     }
 }
@@ -142,50 +159,87 @@ impl ImportEntry {
             });
         }
     }
+}
 
-    /// Forwards a call that arrived on another connection to this import's peer.
-    fn forward(&self, incoming: Incoming) -> Handler {
-        if self.is_released() {
-            return incoming.fail(WireError::ObjectNotFound);
-        }
-        let (from, to) = (incoming.reply.codec, self.conn.codec());
-        if from != to {
-            return incoming.fail(WireError::Forward(format!(
-                "cannot forward between connections using different codecs ({} and {})",
-                from.name(),
-                to.name()
-            )));
-        }
-        let message = Message {
-            payload: incoming.payload,
-            caps: incoming.caps,
-        };
-        let target = Target::Export(self.id);
-        let asked = if incoming.wants_reply {
-            self.conn
-                .ask(
-                    Outgoing::Call {
-                        target,
-                        method: incoming.method,
-                    },
-                    message,
-                )
-                .map(Some)
-        } else {
-            self.conn
-                .send(target, incoming.method, message)
-                .map(|()| None)
-        };
-        let reply = incoming.reply;
-        Box::pin(async move {
-            match asked {
-                Ok(Some(question)) => match question.await {
-                    Ok(answer) => answer,
-                    Err(e) => reply.error(&WireError::Forward(e.to_string())),
-                },
-                Ok(None) => Reply::none(),
+/// Forwards a call to `target` over `conn`: a call that arrived on another
+/// connection, or one made on a local handle to a remote promise.
+fn forward(conn: &Connection, target: Target, incoming: Incoming) -> Handler {
+    let (from, to) = (incoming.reply.codec, conn.codec());
+    if from != to {
+        return incoming.fail(WireError::Forward(format!(
+            "cannot forward between connections using different codecs ({} and {})",
+            from.name(),
+            to.name()
+        )));
+    }
+    let message = Message {
+        payload: incoming.payload,
+        caps: incoming.caps,
+    };
+    let method = incoming.method;
+    let asked = if incoming.wants_reply {
+        conn.ask(Outgoing::Call { target, method }, message).map(Some)
+    } else {
+        conn.send(target, method, message).map(|()| None)
+    };
+    let reply = incoming.reply;
+    Box::pin(async move {
+        match asked {
+            Ok(Some(question)) => match question.await {
+                Ok(answer) => answer,
                 Err(e) => reply.error(&WireError::Forward(e.to_string())),
+            },
+            Ok(None) => Reply::none(),
+            Err(e) => reply.error(&WireError::Forward(e.to_string())),
+        }
+    })
+}
+
+/// The capability a local call that is still running will return. Calls on it wait,
+/// in the order they were made, until the call finishes.
+pub(crate) struct LaterCap {
+    resolved: tokio::sync::watch::Sender<Option<CapRef>>,
+    /// Handed out in request order (tokio's mutex is fair), so waiting calls start in
+    /// the order they were made.
+    order: tokio::sync::Mutex<()>,
+}
+
+impl LaterCap {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(LaterCap {
+            resolved: tokio::sync::watch::Sender::new(None),
+            order: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Records what the call returned: its first capability, or why there is none.
+    pub(crate) fn resolve(&self, reply: &Reply, codec: AnyCodec) {
+        self.resolved.send_replace(Some(reply.promised_cap(codec)));
+    }
+
+    fn dispatch(self: &Arc<Self>, incoming: Incoming) -> Handler {
+        let this = self.clone();
+        let mut resolved = self.resolved.subscribe();
+        Box::pin(async move {
+            let turn = this.order.lock().await;
+            let cap = resolved
+                .wait_for(Option::is_some)
+                .await
+                .map(|cap| cap.clone())
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| CapRef::Broken(WireError::PromiseFailed("the call was dropped".into())));
+            let mut handler = cap.dispatch(incoming);
+            // Start it before letting the next call in, to keep their order.
+            let started = {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                handler.as_mut().poll(&mut cx)
+            };
+            if let std::task::Poll::Ready(reply) = started {
+                return reply;
             }
+            drop(turn);
+            handler.await
         })
     }
 }

@@ -9,17 +9,20 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
+use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
 use serde::{Deserializer, Serialize, Serializer};
 use tokio::task::JoinHandle;
 
-use crate::cap::{self, encode_message, CapRef, LocalObject, Message};
+use crate::cap::{self, encode_message, CapRef, LaterCap, LocalObject, Message};
 use crate::codec::AnyCodec;
 use crate::connection::{Connection, Outgoing, Question};
-use crate::dispatch::{Dispatch, Handler, Incoming, Interface, Method, Reply, ReplyTo, Shape};
+use crate::dispatch::{
+    Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain, Reply, ReplyTo, Shape,
+};
 use crate::error::{RpcError, WireError};
 use crate::wire::{Outcome, Target, HEADER_ROOM};
 
@@ -29,7 +32,14 @@ use crate::wire::{Outcome, Target, HEADER_ROOM};
 /// serving as a bound (as in [`Connection::root`]) it gives every client the handle
 /// operations below; call them as `RemoteClient::release(&client)` or bring the trait
 /// into scope.
-pub trait RemoteClient: Clone + Send + Sync + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a farcall client type",
+    label = "not a `#[farcall::remote]` client",
+    note = "only calls returning a generated client (or `Result<Client, E>`) can be pipelined; `.await` the call to get its value"
+)]
+pub trait RemoteClient:
+    Clone + Send + Sync + Serialize + serde::de::DeserializeOwned + 'static
+{
     /// The interface the client speaks.
     const INTERFACE: &'static Interface;
     #[doc(hidden)]
@@ -159,66 +169,63 @@ impl Client {
         match &self.cap {
             CapRef::Local(obj) => obj.is_revoked(),
             CapRef::Import(entry) => entry.is_released() || entry.conn.is_closed(),
-            CapRef::Broken => true,
+            CapRef::Promise(answer) => answer.conn.is_closed(),
+            CapRef::Later(_) => false,
+            CapRef::Broken(_) => true,
         }
     }
 
     /// Sends a call of `method` with the argument tuple `args`; the returned future
     /// yields its result as `S` prescribes.
-    pub fn call<A: Serialize + ?Sized, S: Shape>(
-        &self,
-        method: &'static Method,
-        args: &A,
-    ) -> Call<S> {
-        match &self.cap {
-            CapRef::Import(entry) => {
-                if entry.is_released() {
-                    return Call::failed(method, RpcError::Released);
-                }
-                let message = match encode_for(&entry.conn, args) {
+    pub fn call<A: Serialize + ?Sized, S: Shape>(&self, method: &'static Method, args: &A) -> Call<S> {
+        match self.remote() {
+            Ok(Some((conn, target))) => {
+                let message = match encode_for(conn, args) {
                     Ok(message) => message,
                     Err(e) => return Call::failed(method, e),
                 };
                 tracing::trace!(method = method.name, "call");
                 let outgoing = Outgoing::Call {
-                    target: Target::Export(entry.id),
+                    target,
                     method: method.id,
                 };
-                match entry.conn.ask(outgoing, message) {
+                match conn.ask(outgoing, message) {
                     Ok(question) => Call::new(method, State::Remote(question)),
                     Err(e) => Call::failed(method, e),
                 }
             }
-            CapRef::Local(_) | CapRef::Broken => match self.local(method, args, true) {
+            Ok(None) => match self.local(method, args, true) {
                 Ok(handler) => Call::new(method, start_local(handler)),
                 Err(e) => Call::failed(method, e),
             },
+            Err(e) => Call::failed(method, e),
         }
     }
 
     /// Sends a one-way call: no reply. It is delivered in order with the other calls
     /// on this reference. Fails only if it cannot be sent.
-    pub fn send<A: Serialize + ?Sized>(
-        &self,
-        method: &'static Method,
-        args: &A,
-    ) -> Result<(), RpcError> {
-        match &self.cap {
-            CapRef::Import(entry) => {
-                if entry.is_released() {
-                    return Err(RpcError::Released);
-                }
-                let message = encode_for(&entry.conn, args)?;
+    pub fn send<A: Serialize + ?Sized>(&self, method: &'static Method, args: &A) -> Result<(), RpcError> {
+        match self.remote()? {
+            Some((conn, target)) => {
+                let message = encode_for(conn, args)?;
                 tracing::trace!(method = method.name, "send");
-                entry
-                    .conn
-                    .send(Target::Export(entry.id), method.id, message)
+                conn.send(target, method.id, message)
             }
-            CapRef::Local(_) | CapRef::Broken => {
+            None => {
                 let handler = self.local(method, args, false)?;
                 drop(start_local(handler));
                 Ok(())
             }
+        }
+    }
+
+    /// Where calls on a remote reference go; `None` for references served here.
+    fn remote(&self) -> Result<Option<(&Connection, Target)>, RpcError> {
+        match &self.cap {
+            CapRef::Import(entry) if entry.is_released() => Err(RpcError::Released),
+            CapRef::Import(entry) => Ok(Some((&entry.conn, Target::Export(entry.id)))),
+            CapRef::Promise(answer) => Ok(Some((&answer.conn, Target::Answer(answer.question)))),
+            CapRef::Local(_) | CapRef::Later(_) | CapRef::Broken(_) => Ok(None),
         }
     }
 
@@ -270,19 +277,44 @@ fn start_local(mut handler: Handler) -> State {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     match handler.as_mut().poll(&mut cx) {
         Poll::Ready(reply) => State::Ready(reply),
-        Poll::Pending => State::Spawned(tokio::spawn(handler)),
+        Poll::Pending => {
+            let later = LaterCap::new();
+            let resolves = later.clone();
+            let task = tokio::spawn(async move {
+                let reply = handler.await;
+                resolves.resolve(&reply, local_reply_to().codec);
+                reply
+            });
+            State::Spawned(task, later)
+        }
     }
 }
 
+/// A call returning `T`: `.await` it for `Result<T, RpcError>`.
+///
+/// When `T` is a client type, the promise also *is* that client (it derefs to it):
+/// call its methods right away and they are sent at once, pipelined on the answer,
+/// without waiting for it: `root.child("a").child("b").next().await` costs one round
+/// trip. [`Call::pipelined`] gives an owned handle to pass as an argument.
+pub type Promise<T> = Call<Plain<T>>;
+
+/// A call returning `Result<T, E>`: `.await` it for `Result<T, CallError<E>>`.
+/// Pipelines like [`Promise`] when `T` is a client type; if the call returns an
+/// application error, pipelined calls fail with [`RpcError::PromiseFailed`].
+pub type TryPromise<T, E> = Call<Fallible<T, E>>;
+
 /// The future of one call; yields `S::Output` (`Result<T, RpcError>` or
-/// `Result<T, CallError<E>>`).
+/// `Result<T, CallError<E>>`). Usually named through [`Promise`] and [`TryPromise`].
 ///
 /// Dropping it before it completes tells the object the answer is no longer wanted:
-/// a remote peer drops the handler at its next `.await`, a local handler is aborted.
+/// a remote peer drops the handler at its next `.await` (unless calls pipelined on
+/// the answer still need it), a local handler is aborted.
 #[must_use = "the call is sent, but its result is lost unless awaited"]
 pub struct Call<S: Shape> {
     state: State,
     method: &'static Method,
+    /// The client calls are pipelined through, made on first use.
+    promised: OnceLock<Box<S::Ok>>,
     _shape: PhantomData<fn() -> S>,
 }
 
@@ -290,7 +322,7 @@ enum State {
     Failed(RpcError),
     Remote(Question),
     Ready(Reply),
-    Spawned(JoinHandle<Reply>),
+    Spawned(JoinHandle<Reply>, Arc<LaterCap>),
     Done,
 }
 
@@ -299,12 +331,63 @@ impl<S: Shape> Call<S> {
         Call {
             state,
             method,
+            promised: OnceLock::new(),
             _shape: PhantomData,
         }
     }
 
     pub(crate) fn failed(method: &'static Method, error: RpcError) -> Self {
         Call::new(method, State::Failed(error))
+    }
+
+    /// The capability the answer will hold, for pipelining.
+    fn promised_cap(&self) -> CapRef {
+        match &self.state {
+            State::Remote(question) => CapRef::Promise(question.answer()),
+            State::Ready(reply) => reply.promised_cap(local_reply_to().codec),
+            State::Spawned(_, later) => CapRef::Later(later.clone()),
+            State::Failed(e) => CapRef::Broken(WireError::PromiseFailed(e.to_string())),
+            State::Done => CapRef::Broken(WireError::PromiseFailed("already awaited".into())),
+        }
+    }
+
+    fn promised_client<T: RemoteClient>(&self) -> &T
+    where
+        S: Shape<Ok = T>,
+    {
+        self.promised
+            .get_or_init(|| Box::new(T::from_client(Client::from_cap(self.promised_cap()))))
+    }
+}
+
+impl<S: Shape> Call<S>
+where
+    S::Ok: RemoteClient,
+{
+    /// An owned handle to the client this call will return, usable now: calls on it
+    /// are pipelined, and it can be passed as an argument before the call resolves
+    /// (the receiver gets the resolved capability).
+    pub fn pipelined(&self) -> S::Ok {
+        self.promised_client().clone()
+    }
+}
+
+impl<T: RemoteClient> Deref for Call<Plain<T>> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.promised_client()
+    }
+}
+
+impl<T: RemoteClient, E> Deref for Call<Fallible<T, E>>
+where
+    Fallible<T, E>: Shape<Ok = T>,
+{
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.promised_client()
     }
 }
 
@@ -319,7 +402,7 @@ impl<S: Shape> Future for Call<S> {
                 let codec = question.codec();
                 (ready!(Pin::new(question).poll(cx)), codec)
             }
-            State::Spawned(task) => {
+            State::Spawned(task, _) => {
                 let joined = ready!(Pin::new(task).poll(cx));
                 let reply = joined.map_err(|e| {
                     if e.is_panic() {
@@ -345,9 +428,12 @@ impl<S: Shape> Future for Call<S> {
 
 impl<S: Shape> Drop for Call<S> {
     fn drop(&mut self) {
-        // A dropped `Question` sends `Finish` itself.
-        if let State::Spawned(task) = &self.state {
-            task.abort();
+        // A dropped `Question` sends `Finish` itself. A local handler stops unless
+        // calls were pipelined on its result.
+        if let State::Spawned(task, _) = &self.state {
+            if self.promised.get().is_none() {
+                task.abort();
+            }
         }
     }
 }
@@ -395,6 +481,7 @@ impl WireError {
             WireError::Closing => RpcError::Closing,
             WireError::Revoked => RpcError::Revoked,
             WireError::Forward(e) => RpcError::disconnected(format!("forwarding failed: {e}")),
+            WireError::PromiseFailed(why) => RpcError::PromiseFailed(why),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
@@ -200,8 +200,9 @@ pub(crate) enum Command {
         method: u32,
         message: Message,
     },
-    /// The caller dropped the future of `question`.
-    Finish { question: QuestionId },
+    /// The caller no longer wants the answer to `question`. `answered`: its return
+    /// was received (so the question entry is gone but the callee kept the answer).
+    Finish { question: QuestionId, answered: bool },
     /// The last handle to an import was dropped, or it was released.
     ImportDropped { id: ExportId, generation: u64 },
     /// Report the table sizes.
@@ -228,17 +229,72 @@ pub struct Stats {
     pub imports: usize,
 }
 
-/// A question in flight: resolves to its reply, and sends `Finish` if dropped first.
+/// A question in flight: resolves to its reply, and tells the callee when the answer
+/// is no longer wanted (`Finish`), unless pipelined handles on it still exist.
 pub(crate) struct Question {
     conn: Connection,
     id: QuestionId,
     rx: oneshot::Receiver<Reply>,
     done: bool,
+    /// Created when calls are pipelined on the answer; takes over sending `Finish`.
+    answer: OnceLock<Arc<AnswerRef>>,
+}
+
+/// The answer to a question, as the target of pipelined calls. The last reference
+/// to go sends `Finish`, if the callee keeps the answer.
+pub(crate) struct AnswerRef {
+    pub(crate) conn: Connection,
+    pub(crate) question: QuestionId,
+    finish_owed: AtomicBool,
+    answered: AtomicBool,
+}
+
+impl Drop for AnswerRef {
+    fn drop(&mut self) {
+        if self.finish_owed.load(Ordering::Acquire) {
+            let _ = self.conn.command(Command::Finish {
+                question: self.question,
+                answered: self.answered.load(Ordering::Acquire),
+            });
+        }
+    }
 }
 
 impl Question {
     pub(crate) fn codec(&self) -> AnyCodec {
         self.conn.codec()
+    }
+
+    /// The answer as a pipelining target.
+    pub(crate) fn answer(&self) -> Arc<AnswerRef> {
+        self.answer
+            .get_or_init(|| {
+                Arc::new(AnswerRef {
+                    conn: self.conn.clone(),
+                    question: self.id,
+                    finish_owed: AtomicBool::new(true),
+                    answered: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    /// Settles who owes the callee a `Finish` once the reply is known.
+    fn settle(&self, reply: Option<&Reply>) {
+        let owed = reply.is_none_or(Reply::needs_finish);
+        match self.answer.get() {
+            Some(answer) => {
+                answer.answered.store(reply.is_some(), Ordering::Release);
+                answer.finish_owed.store(owed, Ordering::Release);
+            }
+            None if owed => {
+                let _ = self.conn.command(Command::Finish {
+                    question: self.id,
+                    answered: reply.is_some(),
+                });
+            }
+            None => {}
+        }
     }
 }
 
@@ -248,16 +304,22 @@ impl Future for Question {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let received = ready!(Pin::new(&mut self.rx).poll(cx));
         self.done = true;
-        Poll::Ready(received.map_err(|_| self.conn.disconnect_error()))
+        match received {
+            Ok(reply) => {
+                self.settle(Some(&reply));
+                Poll::Ready(Ok(reply))
+            }
+            Err(_) => Poll::Ready(Err(self.conn.disconnect_error())),
+        }
     }
 }
 
 impl Drop for Question {
     fn drop(&mut self) {
         if !self.done {
-            // The answer is no longer wanted: free both sides' table entries. If the
-            // return is already on its way, the actor ignores the late finish.
-            let _ = self.conn.command(Command::Finish { question: self.id });
+            // The answer may already be here, unread.
+            let reply = self.rx.try_recv().ok();
+            self.settle(reply.as_ref());
         }
     }
 }
@@ -430,6 +492,7 @@ impl Connection {
             id,
             rx,
             done: false,
+            answer: OnceLock::new(),
         })
     }
 

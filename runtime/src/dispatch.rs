@@ -78,6 +78,30 @@ impl fmt::Debug for Reply {
 }
 
 impl Reply {
+    /// Whether the callee keeps this answer until the caller's `Finish`: when it
+    /// holds capabilities (calls may be pipelined on them) or failed (so pipelined
+    /// calls can say why). Both sides decide with this same rule.
+    pub(crate) fn needs_finish(&self) -> bool {
+        self.outcome != Outcome::Value || !self.caps.is_empty()
+    }
+
+    /// The capability calls pipelined on this answer go to: its first, or a broken
+    /// reference saying why there is none.
+    pub(crate) fn promised_cap(&self, codec: AnyCodec) -> CapRef {
+        let why = match self.outcome {
+            Outcome::Value => match self.caps.first() {
+                Some(cap) => return cap.clone(),
+                None => "the result holds no capability".to_string(),
+            },
+            Outcome::AppError => "the call returned an application error".to_string(),
+            Outcome::Failed => match codec.decode::<WireError>(&self.payload) {
+                Ok(e) => format!("the call failed: {}", e.into_rpc("the interface", "the method")),
+                Err(_) => "the call failed".to_string(),
+            },
+        };
+        CapRef::Broken(WireError::PromiseFailed(why))
+    }
+
     /// The empty reply of a one-way call.
     pub(crate) fn none() -> Self {
         Reply {
@@ -215,6 +239,8 @@ impl Incoming {
 pub trait Shape: Send + 'static {
     /// What the implementation returns.
     type Value: Send;
+    /// The success type: what calls are pipelined on when it is a client type.
+    type Ok: Send;
     /// What the caller's future yields.
     type Output;
     #[doc(hidden)]
@@ -246,6 +272,7 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     type Value = T;
+    type Ok = T;
     type Output = Result<T, RpcError>;
 
     fn encode_value(value: T, reply: &ReplyTo) -> Reply {
@@ -272,6 +299,7 @@ where
     E: Serialize + DeserializeOwned + Send + 'static,
 {
     type Value = Result<T, E>;
+    type Ok = T;
     type Output = Result<T, CallError<E>>;
 
     fn encode_value(value: Result<T, E>, reply: &ReplyTo) -> Reply {

@@ -71,6 +71,10 @@ pub enum RpcError {
     /// The object's owner revoked it: it serves no one any more.
     #[error("the capability was revoked by its owner")]
     Revoked,
+    /// This call was pipelined on the result of another call, which did not produce
+    /// a capability; the message says what happened to it.
+    #[error("the promised capability is not available: {0}")]
+    PromiseFailed(String),
 }
 
 impl RpcError {
@@ -181,4 +185,5 @@ pub(crate) enum WireError {
     Closing,
     Revoked,
     Forward(String),
+    PromiseFailed(String),
 }

@@ -80,7 +80,7 @@ pub mod transport;
 mod wire;
 
 pub use callback::Callback;
-pub use client::{Call, Client, RemoteClient};
+pub use client::{Call, Client, Promise, RemoteClient, TryPromise};
 pub use codec::AnyCodec;
 pub use connection::{Builder, Config, Connection, Stats, MAX_FRAME_CEILING};
 pub use context::CallContext;
@@ -98,7 +98,7 @@ pub struct ReadmeDoctests;
 /// What generated code uses. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::client::{Call, Client, RemoteClient};
+    pub use crate::client::{Call, Client, Promise, RemoteClient, TryPromise};
     pub use crate::dispatch::{Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain};
     pub use crate::error::{CallError, RpcError};
     pub use core::clone::Clone;

@@ -37,6 +37,9 @@ pub(crate) const ROOT_EXPORT: ExportId = 0;
 pub(crate) enum Target {
     /// An object in the receiver's export table.
     Export(ExportId),
+    /// The capability that the receiver's answer to this question of the sender's
+    /// holds (its first): promise pipelining.
+    Answer(QuestionId),
 }
 
 /// A capability inside a payload, as the receiver must interpret it. The payload
@@ -48,6 +51,9 @@ pub(crate) enum CapDescriptor {
     SenderHosted(ExportId),
     /// An object the receiver itself exported under this id, coming home.
     ReceiverHosted(ExportId),
+    /// The capability the receiver's answer to this question will hold (a promise
+    /// passed before it resolved).
+    ReceiverAnswer(QuestionId),
 }
 
 /// How a `Return` ended; the payload's type follows from it.
@@ -88,6 +94,11 @@ pub(crate) enum Header {
     Finish { question: QuestionId },
     /// The sender drops `count` references to the receiver's export `id`.
     Release { id: ExportId, count: u64 },
+    /// Sent by a caller whose promise resolved to one of its own objects after it
+    /// pipelined calls on it; the callee sends it back (`reflected`) after every call
+    /// it reflected, and the caller releases the result only then, so calls made on
+    /// the promise stay ahead of calls made on what it resolved to.
+    Disembargo { question: QuestionId, reflected: bool },
     /// The sender is about to close the connection because of `reason`.
     Abort { reason: String },
 }

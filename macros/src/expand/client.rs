@@ -128,18 +128,14 @@ fn method(m: &RemoteMethod<'_>, index: usize) -> TokenStream {
         };
     }
     let output = match &m.ret {
-        Ret::Unit => quote!(::farcall::__private::Result<(), ::farcall::__private::RpcError>),
-        Ret::Plain(ty) => quote!(::farcall::__private::Result<#ty, ::farcall::__private::RpcError>),
-        Ret::Fallible { ok, err } => {
-            quote!(::farcall::__private::Result<#ok, ::farcall::__private::CallError<#err>>)
-        }
+        Ret::Unit => quote!(::farcall::__private::Promise<()>),
+        Ret::Plain(ty) => quote!(::farcall::__private::Promise<#ty>),
+        Ret::Fallible { ok, err } => quote!(::farcall::__private::TryPromise<#ok, #err>),
     };
     let shape = shape(m);
     quote! {
         #(#docs)*
-        pub fn #ident(&self, #(#params),*)
-            -> impl ::farcall::__private::Future<Output = #output> + ::farcall::__private::Send + 'static
-        {
+        pub fn #ident(&self, #(#params),*) -> #output {
             self.__client.call::<_, #shape>(#info, &#args)
         }
     }

@@ -11,7 +11,7 @@
 //! ready at once (most are) is answered without spawning a task or crossing a
 //! channel. Only handlers that are still pending are spawned.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -56,6 +56,10 @@ pub(super) fn spawn<T: Transport>(
         questions: HashMap::new(),
         answers: HashMap::new(),
         running: JoinSet::new(),
+        stalled: HashMap::new(),
+        draining: false,
+        pipelined: HashSet::new(),
+        embargoed: HashMap::new(),
         exports,
         imports: HashMap::new(),
         next_generation: 0,
@@ -73,6 +77,28 @@ pub(super) fn spawn<T: Transport>(
 struct Finished {
     question: Option<QuestionId>,
     reply: Reply,
+}
+
+/// A call the peer made, in the answer table.
+enum Answer {
+    /// Its handler is running. `finished`: the caller sent `Finish`, but calls
+    /// pipelined on the answer wait for it, so it runs on without a return.
+    Running(AbortHandle, bool),
+    /// It returned; pipelined calls go to this capability (or fail with its reason).
+    Done(CapRef),
+}
+
+/// An incoming message that must wait for an answer.
+enum Stalled {
+    Call {
+        question: Option<QuestionId>,
+        method: u32,
+        payload: Bytes,
+        caps: Vec<CapDescriptor>,
+    },
+    Disembargo {
+        question: QuestionId,
+    },
 }
 
 /// An object exported to the peer, with the references the peer holds.
@@ -99,15 +125,20 @@ impl Exports {
     /// Adds one reference to `cap`'s export, creating it if needed.
     fn add(&mut self, cap: &CapRef) -> ExportId {
         let key = cap.key();
-        if let Some(&id) = self.by_key.get(&key) {
-            if let Some(export) = self.by_id.get_mut(&id) {
-                export.count += 1;
-                return id;
+        // Broken references have no identity: each gets its own export.
+        if key != 0 {
+            if let Some(&id) = self.by_key.get(&key) {
+                if let Some(export) = self.by_id.get_mut(&id) {
+                    export.count += 1;
+                    return id;
+                }
             }
         }
         self.next += 1;
         let id = self.next;
-        self.by_key.insert(key, id);
+        if key != 0 {
+            self.by_key.insert(key, id);
+        }
         self.by_id.insert(
             id,
             Export {
@@ -139,7 +170,9 @@ impl Exports {
         export.count -= count;
         if export.count == 0 {
             let export = self.by_id.remove(&id).expect("present");
-            self.by_key.remove(&export.cap.key());
+            if self.by_key.get(&export.cap.key()) == Some(&id) {
+                self.by_key.remove(&export.cap.key());
+            }
         }
         Ok(())
     }
@@ -168,9 +201,19 @@ struct Actor<T> {
     commands: mpsc::UnboundedReceiver<Command>,
     /// Calls this side made that await a return.
     questions: HashMap<QuestionId, oneshot::Sender<Reply>>,
-    /// Calls the peer made whose handlers are still running (spawned).
-    answers: HashMap<QuestionId, AbortHandle>,
+    /// Calls the peer made: running (spawned) handlers, and finished answers kept
+    /// for pipelined calls until the peer's `Finish`.
+    answers: HashMap<QuestionId, Answer>,
     running: JoinSet<Finished>,
+    /// Incoming calls waiting for an answer they depend on, per target so that calls
+    /// on one reference stay in order.
+    stalled: HashMap<Target, VecDeque<Stalled>>,
+    /// Set while `stalled` is being drained, so delivery does not recurse into it.
+    draining: bool,
+    /// Our questions on which we pipelined calls.
+    pipelined: HashSet<QuestionId>,
+    /// Returns held until the callee reflects our `Disembargo` (see `Header`).
+    embargoed: HashMap<QuestionId, (oneshot::Sender<Reply>, Reply)>,
     exports: Exports,
     imports: HashMap<ExportId, Import>,
     next_generation: u64,
@@ -236,7 +279,7 @@ impl<T: Transport> Actor<T> {
                 match self.running.poll_join_next(cx) {
                     Poll::Ready(Some(Ok(finished))) => {
                         progress = true;
-                        self.on_finished(finished);
+                        self.on_finished(finished, cx);
                     }
                     // Aborted after a `Finish`: its answer entry is already gone.
                     Poll::Ready(Some(Err(_))) => progress = true,
@@ -334,8 +377,12 @@ impl<T: Transport> Actor<T> {
         caps.iter()
             .map(|cap| match cap {
                 // The peer's own object, going home.
-                CapRef::Import(entry) if Arc::ptr_eq(&entry.conn.shared, &self.conn.shared) => {
+                CapRef::Import(entry) if self.is_ours(&entry.conn) => {
                     CapDescriptor::ReceiverHosted(entry.id)
+                }
+                // The peer's own answer, not yet (known to be) resolved.
+                CapRef::Promise(answer) if self.is_ours(&answer.conn) => {
+                    CapDescriptor::ReceiverAnswer(answer.question)
                 }
                 // Local objects, and imports from other connections (which calls
                 // from this peer will be forwarded to).
@@ -352,11 +399,25 @@ impl<T: Transport> Actor<T> {
                 CapDescriptor::SenderHosted(id) => CapRef::Import(self.import(id)),
                 // An id we never exported (or already freed) names nothing: calls on
                 // it fail, and it grants no access.
-                CapDescriptor::ReceiverHosted(id) => {
-                    self.exports.get(id).cloned().unwrap_or(CapRef::Broken)
-                }
+                CapDescriptor::ReceiverHosted(id) => self
+                    .exports
+                    .get(id)
+                    .cloned()
+                    .unwrap_or(CapRef::Broken(WireError::ObjectNotFound)),
+                // Calls carrying a running answer wait for it (see `on_call`).
+                CapDescriptor::ReceiverAnswer(question) => match self.answers.get(&question) {
+                    Some(Answer::Done(cap)) => cap.clone(),
+                    Some(Answer::Running(..)) => CapRef::Broken(WireError::PromiseFailed(
+                        "the promised answer is not ready".into(),
+                    )),
+                    None => CapRef::Broken(WireError::ObjectNotFound),
+                },
             })
             .collect()
+    }
+
+    fn is_ours(&self, conn: &Connection) -> bool {
+        Arc::ptr_eq(&conn.shared, &self.conn.shared)
     }
 
     fn import(&mut self, id: ExportId) -> Arc<ImportEntry> {
@@ -428,6 +489,13 @@ impl<T: Transport> Actor<T> {
                     return;
                 }
                 self.questions.insert(question, reply);
+                if let Outgoing::Call {
+                    target: Target::Answer(on),
+                    ..
+                } = outgoing
+                {
+                    self.pipelined.insert(on);
+                }
                 self.send_message(message, |caps| match outgoing {
                     Outgoing::Call { target, method } => Header::Call {
                         question: Some(question),
@@ -450,6 +518,9 @@ impl<T: Transport> Actor<T> {
                 method,
                 message,
             } => {
+                if let Target::Answer(on) = target {
+                    self.pipelined.insert(on);
+                }
                 if self.closing.is_none() {
                     self.send_message(message, |caps| Header::Call {
                         question: None,
@@ -459,8 +530,11 @@ impl<T: Transport> Actor<T> {
                     });
                 }
             }
-            Command::Finish { question } => {
-                if self.questions.remove(&question).is_some() {
+            Command::Finish { question, answered } => {
+                self.pipelined.remove(&question);
+                let held = self.embargoed.remove(&question);
+                let asked = self.questions.remove(&question).is_some();
+                if asked || answered || held.is_some_and(|(_, reply)| reply.needs_finish()) {
                     self.enqueue_control(&Header::Finish { question });
                 }
             }
@@ -479,7 +553,7 @@ impl<T: Transport> Actor<T> {
             }
             Command::Stats { reply } => {
                 let _ = reply.send(Stats {
-                    questions: self.questions.len(),
+                    questions: self.questions.len() + self.embargoed.len(),
                     answers: self.answers.len(),
                     exports: self.exports.len(),
                     imports: self.imports.len(),
@@ -505,13 +579,100 @@ impl<T: Transport> Actor<T> {
         }
     }
 
-    fn on_finished(&mut self, finished: Finished) {
+    fn on_finished(&mut self, finished: Finished, cx: &mut Context<'_>) {
         if let Some(question) = finished.question {
-            // Gone if the caller sent `Finish` first: then it wants no return.
-            if self.answers.remove(&question).is_some() {
-                self.send_return(question, finished.reply);
+            // Not running any more if the caller sent `Finish` first: then it wants
+            // no return.
+            match self.answers.get(&question) {
+                Some(Answer::Running(_, false)) => self.answer_done(question, finished.reply, cx),
+                Some(Answer::Running(_, true)) => {
+                    // Only its pipelined calls still want it.
+                    let cap = finished.reply.promised_cap(self.codec());
+                    self.answers.insert(question, Answer::Done(cap));
+                    self.drain_stalled(cx);
+                    self.answers.remove(&question);
+                }
+                _ => {}
             }
         }
+    }
+
+    /// Records a finished answer, starts the calls that waited for it, then returns.
+    fn answer_done(&mut self, question: QuestionId, reply: Reply, cx: &mut Context<'_>) {
+        if reply.needs_finish() {
+            let cap = reply.promised_cap(self.codec());
+            self.answers.insert(question, Answer::Done(cap));
+        } else {
+            self.answers.remove(&question);
+        }
+        // Pipelined calls start (and calls reflected back to the caller are queued)
+        // before the return, which keeps them ahead of calls on the result.
+        self.drain_stalled(cx);
+        self.send_return(question, reply);
+    }
+
+    /// Whether an incoming message must wait for one of our answers.
+    fn blocked(&self, target: Target, caps: &[CapDescriptor]) -> bool {
+        let running = |q: &QuestionId| matches!(self.answers.get(q), Some(Answer::Running(..)));
+        matches!(target, Target::Answer(q) if running(&q))
+            || caps
+                .iter()
+                .any(|d| matches!(d, CapDescriptor::ReceiverAnswer(q) if running(q)))
+    }
+
+    /// Whether stalled calls wait for `question`'s answer.
+    fn awaited(&self, question: QuestionId) -> bool {
+        self.stalled.contains_key(&Target::Answer(question))
+            || self.stalled.values().flatten().any(|s| {
+                matches!(s, Stalled::Call { caps, .. }
+                    if caps.contains(&CapDescriptor::ReceiverAnswer(question)))
+            })
+    }
+
+    /// Delivers stalled messages whose answers are ready, in order per target.
+    fn drain_stalled(&mut self, cx: &mut Context<'_>) {
+        if self.draining || self.stalled.is_empty() {
+            return;
+        }
+        self.draining = true;
+        loop {
+            let mut progress = false;
+            let targets: Vec<Target> = self.stalled.keys().copied().collect();
+            for target in targets {
+                loop {
+                    let ready = match self.stalled.get(&target).and_then(VecDeque::front) {
+                        Some(Stalled::Call { caps, .. }) => !self.blocked(target, caps),
+                        Some(Stalled::Disembargo { .. }) => !self.blocked(target, &[]),
+                        None => break,
+                    };
+                    if !ready {
+                        break;
+                    }
+                    let queue = self.stalled.get_mut(&target).expect("present");
+                    let next = queue.pop_front().expect("front exists");
+                    if queue.is_empty() {
+                        self.stalled.remove(&target);
+                    }
+                    progress = true;
+                    match next {
+                        Stalled::Call {
+                            question,
+                            method,
+                            payload,
+                            caps,
+                        } => self.deliver(question, target, method, payload, caps, cx),
+                        Stalled::Disembargo { question } => self.enqueue_control(&Header::Disembargo {
+                            question,
+                            reflected: true,
+                        }),
+                    }
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.draining = false;
     }
 
     fn on_frame(&mut self, frame: Bytes, cx: &mut Context<'_>) -> Result<(), Arc<str>> {
@@ -531,10 +692,7 @@ impl<T: Transport> Actor<T> {
                 target,
                 method,
                 caps,
-            } => {
-                let caps = self.resolve(caps);
-                self.on_call(question, target, method, payload, caps, cx)
-            }
+            } => self.on_call(question, target, method, payload, caps, cx),
             Header::Return {
                 question,
                 outcome,
@@ -542,13 +700,30 @@ impl<T: Transport> Actor<T> {
             } => {
                 // Resolved even if nobody waits: dropping them releases them.
                 let caps = self.resolve(caps);
+                let reply = Reply {
+                    outcome,
+                    payload,
+                    caps,
+                };
                 match self.questions.remove(&question) {
-                    // A dropped receiver is normal: the caller stopped waiting.
-                    Some(reply) => drop(reply.send(Reply {
-                        outcome,
-                        payload,
-                        caps,
-                    })),
+                    Some(sender) => {
+                        let came_home = reply.outcome == Outcome::Value
+                            && reply
+                                .caps
+                                .first()
+                                .is_some_and(|cap| !matches!(cap, CapRef::Import(e) if self.is_ours(&e.conn)));
+                        if self.pipelined.remove(&question) && came_home {
+                            // Calls we pipelined on this answer are being reflected back
+                            // to us; hold the result until they all have arrived.
+                            self.embargoed.insert(question, (sender, reply));
+                            self.enqueue_control(&Header::Disembargo {
+                                question,
+                                reflected: false,
+                            });
+                        } else {
+                            self.deliver_return(question, sender, reply);
+                        }
+                    }
                     None if question < self.conn.shared.next_question.load(Ordering::Relaxed) => {
                         // Finished by us, or failed by `close()`, before this arrived.
                     }
@@ -570,9 +745,44 @@ impl<T: Transport> Actor<T> {
                 Ok(())
             }
             Header::Finish { question } => {
-                if let Some(handle) = self.answers.remove(&question) {
-                    tracing::trace!(question, "caller finished early; cancelling handler");
-                    handle.abort();
+                let awaited = self.awaited(question);
+                match self.answers.get_mut(&question) {
+                    Some(Answer::Running(_, finished)) if awaited => {
+                        // Calls pipelined on it still need its result.
+                        *finished = true;
+                    }
+                    Some(Answer::Running(handle, _)) => {
+                        tracing::trace!(question, "caller finished early; cancelling handler");
+                        handle.abort();
+                        self.answers.remove(&question);
+                    }
+                    Some(Answer::Done(_)) => {
+                        self.answers.remove(&question);
+                    }
+                    None => {}
+                }
+                Ok(())
+            }
+            Header::Disembargo {
+                question,
+                reflected: false,
+            } => {
+                let target = Target::Answer(question);
+                match self.stalled.get_mut(&target) {
+                    Some(queue) => queue.push_back(Stalled::Disembargo { question }),
+                    None => self.enqueue_control(&Header::Disembargo {
+                        question,
+                        reflected: true,
+                    }),
+                }
+                Ok(())
+            }
+            Header::Disembargo {
+                question,
+                reflected: true,
+            } => {
+                if let Some((sender, reply)) = self.embargoed.remove(&question) {
+                    self.deliver_return(question, sender, reply);
                 }
                 Ok(())
             }
@@ -616,13 +826,23 @@ impl<T: Transport> Actor<T> {
         }
     }
 
+    /// Hands a return to the task that asked; if it stopped waiting, frees the
+    /// callee's answer ourselves.
+    fn deliver_return(&mut self, question: QuestionId, sender: oneshot::Sender<Reply>, reply: Reply) {
+        if let Err(reply) = sender.send(reply) {
+            if reply.needs_finish() {
+                self.enqueue_control(&Header::Finish { question });
+            }
+        }
+    }
+
     fn on_call(
         &mut self,
         question: Option<QuestionId>,
         target: Target,
         method: u32,
         payload: Bytes,
-        caps: Vec<CapRef>,
+        caps: Vec<CapDescriptor>,
         cx: &mut Context<'_>,
     ) -> Result<(), Arc<str>> {
         if let Some(q) = question {
@@ -632,9 +852,37 @@ impl<T: Transport> Actor<T> {
                 ))));
             }
         }
+        if self.stalled.contains_key(&target) || self.blocked(target, &caps) {
+            self.stalled.entry(target).or_default().push_back(Stalled::Call {
+                question,
+                method,
+                payload,
+                caps,
+            });
+            return Ok(());
+        }
+        self.deliver(question, target, method, payload, caps, cx);
+        Ok(())
+    }
+
+    /// Starts a call whose dependencies are ready.
+    fn deliver(
+        &mut self,
+        question: Option<QuestionId>,
+        target: Target,
+        method: u32,
+        payload: Bytes,
+        caps: Vec<CapDescriptor>,
+        cx: &mut Context<'_>,
+    ) {
+        let caps = self.resolve(caps);
         let reply = self.reply_to();
         let object = match target {
             Target::Export(id) => self.exports.get(id).cloned(),
+            Target::Answer(q) => match self.answers.get(&q) {
+                Some(Answer::Done(cap)) => Some(cap.clone()),
+                _ => None,
+            },
         };
         let refused = match (&object, &self.closing) {
             (_, Some(_)) => Some(WireError::Closing),
@@ -645,7 +893,7 @@ impl<T: Transport> Actor<T> {
             if let Some(question) = question {
                 self.send_return(question, reply.error(&error));
             }
-            return Ok(());
+            return;
         }
         let incoming = Incoming {
             method,
@@ -657,9 +905,61 @@ impl<T: Transport> Actor<T> {
                 connection: self.conn.clone(),
             }),
         };
-        let handler = object.expect("checked above").dispatch(incoming);
+        let handler = match object.expect("checked above") {
+            // The caller's own object (or answer): send the call straight back, now,
+            // so it stays in order with everything else we send it.
+            CapRef::Import(entry) if self.is_ours(&entry.conn) => {
+                self.reflect(Target::Export(entry.id), incoming)
+            }
+            CapRef::Promise(answer) if self.is_ours(&answer.conn) => {
+                self.reflect(Target::Answer(answer.question), incoming)
+            }
+            object => object.dispatch(incoming),
+        };
         self.start(question, handler, cx);
-        Ok(())
+    }
+
+    /// Sends a call back to the peer that owns its target, as our own question.
+    fn reflect(&mut self, target: Target, incoming: Incoming) -> Handler {
+        let message = Message {
+            payload: incoming.payload,
+            caps: incoming.caps,
+        };
+        let method = incoming.method;
+        if !incoming.wants_reply {
+            self.send_message(message, |caps| Header::Call {
+                question: None,
+                target,
+                method,
+                caps,
+            });
+            return Box::pin(std::future::ready(Reply::none()));
+        }
+        let question = self.conn.next_question();
+        let (sender, rx) = oneshot::channel();
+        self.questions.insert(question, sender);
+        self.send_message(message, |caps| Header::Call {
+            question: Some(question),
+            target,
+            method,
+            caps,
+        });
+        let conn = self.conn.clone();
+        let reply_to = incoming.reply;
+        Box::pin(async move {
+            match rx.await {
+                Ok(reply) => {
+                    if reply.needs_finish() {
+                        let _ = conn.command(Command::Finish {
+                            question,
+                            answered: true,
+                        });
+                    }
+                    reply
+                }
+                Err(_) => reply_to.error(&WireError::Forward("connection closed".into())),
+            }
+        })
     }
 
     /// Polls a new handler once, here, so calls start in arrival order; spawns it
@@ -668,7 +968,7 @@ impl<T: Transport> Actor<T> {
         match handler.as_mut().poll(cx) {
             Poll::Ready(reply) => {
                 if let Some(question) = question {
-                    self.send_return(question, reply);
+                    self.answer_done(question, reply, cx);
                 }
             }
             Poll::Pending => {
@@ -679,7 +979,7 @@ impl<T: Transport> Actor<T> {
                     }
                 });
                 if let Some(question) = question {
-                    self.answers.insert(question, abort);
+                    self.answers.insert(question, Answer::Running(abort, false));
                 }
             }
         }
@@ -713,8 +1013,10 @@ impl<T: Transport> Actor<T> {
         let _ = self.conn.shared.reason.set(reason.clone());
         tracing::debug!(%reason, "connection ended");
         self.questions.clear();
+        self.embargoed.clear();
         self.running.abort_all();
         self.answers.clear();
+        self.stalled.clear();
         // Exported objects are dropped (their `Drop` runs if this was the last
         // holder); imports are broken because the command channel is closed.
         self.exports = Exports::default();
