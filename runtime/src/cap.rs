@@ -64,7 +64,9 @@ impl CapRef {
                 }
                 forward(&entry.conn, Target::Export(entry.id), incoming)
             }
-            CapRef::Promise(answer) => forward(&answer.conn, Target::Answer(answer.question), incoming),
+            CapRef::Promise(answer) => {
+                forward(&answer.conn, Target::Answer(answer.question), incoming)
+            }
             CapRef::Later(later) => later.dispatch(incoming),
             CapRef::Broken(error) => incoming.fail(error.clone()),
         }
@@ -79,7 +81,12 @@ impl fmt::Debug for CapRef {
                 write!(f, "Import(connection {}, id {})", entry.conn.id(), entry.id)
             }
             CapRef::Promise(answer) => {
-                write!(f, "Promise(connection {}, question {})", answer.conn.id(), answer.question)
+                write!(
+                    f,
+                    "Promise(connection {}, question {})",
+                    answer.conn.id(),
+                    answer.question
+                )
             }
             CapRef::Later(_) => f.write_str("Later"),
             CapRef::Broken(error) => write!(f, "Broken({error:?})"),
@@ -178,7 +185,8 @@ fn forward(conn: &Connection, target: Target, incoming: Incoming) -> Handler {
     };
     let method = incoming.method;
     let asked = if incoming.wants_reply {
-        conn.ask(Outgoing::Call { target, method }, message).map(Some)
+        conn.ask(Outgoing::Call { target, method }, message)
+            .map(Some)
     } else {
         conn.send(target, method, message).map(|()| None)
     };
@@ -228,7 +236,9 @@ impl LaterCap {
                 .map(|cap| cap.clone())
                 .ok()
                 .flatten()
-                .unwrap_or_else(|| CapRef::Broken(WireError::PromiseFailed("the call was dropped".into())));
+                .unwrap_or_else(|| {
+                    CapRef::Broken(WireError::PromiseFailed("the call was dropped".into()))
+                });
             let mut handler = cap.dispatch(incoming);
             // Start it before letting the next call in, to keep their order.
             let started = {

@@ -177,7 +177,11 @@ impl Client {
 
     /// Sends a call of `method` with the argument tuple `args`; the returned future
     /// yields its result as `S` prescribes.
-    pub fn call<A: Serialize + ?Sized, S: Shape>(&self, method: &'static Method, args: &A) -> Call<S> {
+    pub fn call<A: Serialize + ?Sized, S: Shape>(
+        &self,
+        method: &'static Method,
+        args: &A,
+    ) -> Call<S> {
         match self.remote() {
             Ok(Some((conn, target))) => {
                 let message = match encode_for(conn, args) {
@@ -204,7 +208,11 @@ impl Client {
 
     /// Sends a one-way call: no reply. It is delivered in order with the other calls
     /// on this reference. Fails only if it cannot be sent.
-    pub fn send<A: Serialize + ?Sized>(&self, method: &'static Method, args: &A) -> Result<(), RpcError> {
+    pub fn send<A: Serialize + ?Sized>(
+        &self,
+        method: &'static Method,
+        args: &A,
+    ) -> Result<(), RpcError> {
         match self.remote()? {
             Some((conn, target)) => {
                 let message = encode_for(conn, args)?;

@@ -202,7 +202,10 @@ pub(crate) enum Command {
     },
     /// The caller no longer wants the answer to `question`. `answered`: its return
     /// was received (so the question entry is gone but the callee kept the answer).
-    Finish { question: QuestionId, answered: bool },
+    Finish {
+        question: QuestionId,
+        answered: bool,
+    },
     /// The last handle to an import was dropped, or it was released.
     ImportDropped { id: ExportId, generation: u64 },
     /// Report the table sizes.

@@ -95,7 +95,10 @@ impl Reply {
             },
             Outcome::AppError => "the call returned an application error".to_string(),
             Outcome::Failed => match codec.decode::<WireError>(&self.payload) {
-                Ok(e) => format!("the call failed: {}", e.into_rpc("the interface", "the method")),
+                Ok(e) => format!(
+                    "the call failed: {}",
+                    e.into_rpc("the interface", "the method")
+                ),
                 Err(_) => "the call failed".to_string(),
             },
         };

@@ -7,17 +7,21 @@
 //!   (TCP, Unix sockets, a child's stdio), with the frame limit checked before a frame
 //!   is allocated;
 //! - [`from_parts`]: a send half and a receive half of your own (a channel pair, a
-//!   message port), like ioRPC's `pair({send, on})`.
+//!   message port), like ioRPC's `pair({send, on})`;
+//! - [`delayed`]: any of these with a fixed latency added, to see what pipelining
+//!   saves (tests and demos).
 
 use std::io;
 
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
 
+mod delay;
 mod memory;
 mod parts;
 mod stream;
 
+pub use delay::{delayed, Delayed};
 pub use memory::{memory, MemoryTransport};
 pub use parts::{from_parts, Parts};
 pub use stream::{framed, Framed};

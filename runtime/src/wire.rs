@@ -98,7 +98,10 @@ pub(crate) enum Header {
     /// pipelined calls on it; the callee sends it back (`reflected`) after every call
     /// it reflected, and the caller releases the result only then, so calls made on
     /// the promise stay ahead of calls made on what it resolved to.
-    Disembargo { question: QuestionId, reflected: bool },
+    Disembargo {
+        question: QuestionId,
+        reflected: bool,
+    },
     /// The sender is about to close the connection because of `reason`.
     Abort { reason: String },
 }

@@ -661,10 +661,12 @@ impl<T: Transport> Actor<T> {
                             payload,
                             caps,
                         } => self.deliver(question, target, method, payload, caps, cx),
-                        Stalled::Disembargo { question } => self.enqueue_control(&Header::Disembargo {
-                            question,
-                            reflected: true,
-                        }),
+                        Stalled::Disembargo { question } => {
+                            self.enqueue_control(&Header::Disembargo {
+                                question,
+                                reflected: true,
+                            })
+                        }
                     }
                 }
             }
@@ -708,10 +710,9 @@ impl<T: Transport> Actor<T> {
                 match self.questions.remove(&question) {
                     Some(sender) => {
                         let came_home = reply.outcome == Outcome::Value
-                            && reply
-                                .caps
-                                .first()
-                                .is_some_and(|cap| !matches!(cap, CapRef::Import(e) if self.is_ours(&e.conn)));
+                            && reply.caps.first().is_some_and(
+                                |cap| !matches!(cap, CapRef::Import(e) if self.is_ours(&e.conn)),
+                            );
                         if self.pipelined.remove(&question) && came_home {
                             // Calls we pipelined on this answer are being reflected back
                             // to us; hold the result until they all have arrived.
@@ -828,7 +829,12 @@ impl<T: Transport> Actor<T> {
 
     /// Hands a return to the task that asked; if it stopped waiting, frees the
     /// callee's answer ourselves.
-    fn deliver_return(&mut self, question: QuestionId, sender: oneshot::Sender<Reply>, reply: Reply) {
+    fn deliver_return(
+        &mut self,
+        question: QuestionId,
+        sender: oneshot::Sender<Reply>,
+        reply: Reply,
+    ) {
         if let Err(reply) = sender.send(reply) {
             if reply.needs_finish() {
                 self.enqueue_control(&Header::Finish { question });
@@ -853,12 +859,15 @@ impl<T: Transport> Actor<T> {
             }
         }
         if self.stalled.contains_key(&target) || self.blocked(target, &caps) {
-            self.stalled.entry(target).or_default().push_back(Stalled::Call {
-                question,
-                method,
-                payload,
-                caps,
-            });
+            self.stalled
+                .entry(target)
+                .or_default()
+                .push_back(Stalled::Call {
+                    question,
+                    method,
+                    payload,
+                    caps,
+                });
             return Ok(());
         }
         self.deliver(question, target, method, payload, caps, cx);

@@ -1,0 +1,354 @@
+//! Promise pipelining: calls on results that have not arrived, one round trip for a
+//! chain, failures that propagate, promises as arguments, and E-order.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::bounded;
+use farcall::{AnyCodec, Connection, RemoteClient, RpcError, Stats};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+const DELAY: Duration = Duration::from_millis(10);
+
+#[farcall::remote]
+pub trait Node {
+    /// A new node one level deeper.
+    async fn child(&self, name: String) -> NodeClient;
+    async fn depth(&self) -> u32;
+    async fn name(&self) -> String;
+    /// Fails with an application error instead of returning a node.
+    async fn refuse(&self) -> Result<NodeClient, String>;
+    async fn explode(&self) -> NodeClient;
+    /// Waits for the gate before returning a node.
+    async fn slow_child(&self) -> NodeClient;
+    /// Describes a node passed in: its name and whether it arrived as a local object.
+    async fn inspect(&self, node: NodeClient) -> (String, bool);
+    /// Returns the recorder it is given.
+    async fn bounce(&self, recorder: RecorderClient) -> RecorderClient;
+    /// A recorder living here.
+    async fn recorder(&self) -> RecorderClient;
+    async fn log(&self) -> Vec<u32>;
+}
+
+#[farcall::remote]
+pub trait Recorder {
+    async fn record(&self, n: u32);
+}
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u32>>>);
+
+impl Recorder for Log {
+    async fn record(&self, n: u32) {
+        self.0.lock().unwrap().push(n);
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    gate: Notify,
+    entered: Notify,
+    dropped: AtomicUsize,
+    log: Log,
+}
+
+struct NodeImpl {
+    name: String,
+    depth: u32,
+    shared: Arc<Shared>,
+}
+
+struct DropFlag(Arc<Shared>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl NodeImpl {
+    fn root(shared: Arc<Shared>) -> Self {
+        NodeImpl {
+            name: "root".into(),
+            depth: 0,
+            shared,
+        }
+    }
+
+    fn make(&self, name: String) -> NodeClient {
+        NodeClient::from_local(NodeImpl {
+            name,
+            depth: self.depth + 1,
+            shared: self.shared.clone(),
+        })
+    }
+}
+
+impl Node for NodeImpl {
+    async fn child(&self, name: String) -> NodeClient {
+        self.make(name)
+    }
+    async fn depth(&self) -> u32 {
+        self.depth
+    }
+    async fn name(&self) -> String {
+        self.name.clone()
+    }
+    async fn refuse(&self) -> Result<NodeClient, String> {
+        Err("no children today".into())
+    }
+    async fn explode(&self) -> NodeClient {
+        panic!("boom")
+    }
+    async fn slow_child(&self) -> NodeClient {
+        let _flag = DropFlag(self.shared.clone());
+        self.shared.entered.notify_one();
+        self.shared.gate.notified().await;
+        self.make("slow".into())
+    }
+    async fn inspect(&self, node: NodeClient) -> (String, bool) {
+        let name = node.name().await.unwrap_or_else(|e| e.to_string());
+        (name, node.client().is_local())
+    }
+    async fn bounce(&self, recorder: RecorderClient) -> RecorderClient {
+        recorder
+    }
+    async fn recorder(&self) -> RecorderClient {
+        RecorderClient::from_local(self.shared.log.clone())
+    }
+    async fn log(&self) -> Vec<u32> {
+        self.shared.log.0.lock().unwrap().clone()
+    }
+}
+
+struct Link {
+    server: Connection,
+    client: Connection,
+    root: NodeClient,
+    shared: Arc<Shared>,
+}
+
+/// A client and a server over a memory link delaying each direction by `DELAY`.
+async fn link(codec: AnyCodec) -> Link {
+    let shared = Arc::new(Shared::default());
+    let (a, b) = farcall::transport::memory();
+    let server = Connection::builder()
+        .codec(codec)
+        .root(NodeServer::new(NodeImpl::root(shared.clone())))
+        .connect(farcall::transport::delayed(a, DELAY));
+    let client = Connection::builder()
+        .codec(codec)
+        .connect(farcall::transport::delayed(b, DELAY));
+    let root = client.root().await.unwrap();
+    Link {
+        server,
+        client,
+        root,
+        shared,
+    }
+}
+
+fn round_trips(elapsed: Duration) -> f64 {
+    elapsed.as_secs_f64() / (2.0 * DELAY.as_secs_f64())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pipelined_chain_of_ten_costs_one_round_trip() {
+    for &codec in AnyCodec::ALL {
+        let l = link(codec).await;
+
+        let start = Instant::now();
+        let mut node = l.root.child("1".into());
+        for i in 2..=10 {
+            node = node.child(i.to_string());
+        }
+        let last = node.await.unwrap();
+        let pipelined = round_trips(start.elapsed());
+        assert_eq!(last.depth().await.unwrap(), 10);
+
+        let start = Instant::now();
+        let mut node = l.root.clone();
+        for i in 1..=10 {
+            node = node.child(i.to_string()).await.unwrap();
+        }
+        let awaited = round_trips(start.elapsed());
+        assert_eq!(node.depth().await.unwrap(), 10);
+
+        assert!(
+            pipelined <= 2.0,
+            "{codec:?}: pipelined chain took {pipelined} round trips"
+        );
+        assert!(
+            (9.5..=11.0).contains(&awaited),
+            "{codec:?}: awaited chain took {awaited} round trips"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn methods_on_a_promise_read_like_methods_on_the_client() {
+    let l = link(AnyCodec::default()).await;
+    let start = Instant::now();
+    let depth = l
+        .root
+        .child("a".into())
+        .child("b".into())
+        .child("c".into())
+        .depth()
+        .await;
+    assert_eq!(depth, Ok(3));
+    assert!(round_trips(start.elapsed()) <= 1.01);
+    let name = l.root.child("x".into()).name().await.unwrap();
+    assert_eq!(name, "x");
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_on_a_failed_promise_fail_and_say_why() {
+    for &codec in AnyCodec::ALL {
+        let l = link(codec).await;
+        let err = l.root.refuse().depth().await.unwrap_err();
+        assert!(
+            matches!(&err, RpcError::PromiseFailed(why) if why.contains("application error")),
+            "{err}"
+        );
+        let err = l.root.explode().child("x".into()).name().await.unwrap_err();
+        assert!(
+            matches!(&err, RpcError::PromiseFailed(why) if why.contains("boom")),
+            "{err}"
+        );
+        // The connection is fine.
+        assert_eq!(l.root.depth().await.unwrap(), 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_promise_can_be_passed_as_an_argument_before_it_resolves() {
+    for &codec in AnyCodec::ALL {
+        let l = link(codec).await;
+        let start = Instant::now();
+        let child = l.root.child("passed".into());
+        let (name, local) = l.root.inspect(child.pipelined()).await.unwrap();
+        assert_eq!(name, "passed");
+        assert!(local, "the receiver gets its own resolved object");
+        assert!(round_trips(start.elapsed()) <= 1.01);
+        drop(child);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_on_a_promise_stay_ahead_of_calls_on_what_it_resolves_to() {
+    for &codec in AnyCodec::ALL {
+        let l = link(codec).await;
+        // Resolving to an object on the server.
+        let promise = l.root.recorder();
+        let first = promise.record(1);
+        let second = promise.record(2);
+        let recorder = promise.await.unwrap();
+        recorder.record(3).await.unwrap();
+        first.await.unwrap();
+        second.await.unwrap();
+        assert_eq!(l.root.log().await.unwrap(), vec![1, 2, 3]);
+
+        // Resolving to an object on the caller's own side: the pipelined calls travel
+        // to the server and back, the later call is local, yet order holds.
+        let ours = Log::default();
+        let promise = l.root.bounce(RecorderClient::from_local(ours.clone()));
+        // Pipelined a little later, so their reflections arrive after the return.
+        tokio::time::sleep(DELAY / 2).await;
+        let first = promise.record(1);
+        let second = promise.record(2);
+        let recorder = promise.await.unwrap();
+        assert!(
+            recorder.client().is_local(),
+            "came home as the original object"
+        );
+        recorder.record(3).await.unwrap();
+        first.await.unwrap();
+        second.await.unwrap();
+        assert_eq!(*ours.0.lock().unwrap(), vec![1, 2, 3], "{codec:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_an_unawaited_promise_frees_the_answer_and_stops_the_work() {
+    let l = link(AnyCodec::default()).await;
+    let promise = l.root.slow_child();
+    l.shared.entered.notified().await;
+    assert_eq!(l.server.stats().await.unwrap().answers, 1);
+    drop(promise);
+    bounded("handler dropped", async {
+        while l.shared.dropped.load(Ordering::SeqCst) == 0 {
+            l.root.depth().await.unwrap();
+        }
+    })
+    .await;
+    assert_eq!(l.server.stats().await.unwrap().answers, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_promise_with_pipelined_calls_keeps_running_for_them() {
+    let l = link(AnyCodec::default()).await;
+    let promise = l.root.slow_child();
+    let name = promise.name();
+    drop(promise);
+    l.shared.entered.notified().await;
+    l.shared.gate.notify_one();
+    assert_eq!(bounded("pipelined", name).await.unwrap(), "slow");
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_table_is_empty_once_everything_is_dropped() {
+    let l = link(AnyCodec::default()).await;
+    {
+        let a = l.root.child("a".into());
+        let b = a.child("b".into());
+        let c = b.child("c".into());
+        assert_eq!(c.depth().await.unwrap(), 3);
+        let resolved = a.await.unwrap();
+        assert_eq!(resolved.name().await.unwrap(), "a");
+        drop((b, c));
+    }
+    bounded("settle", async {
+        for _ in 0..100 {
+            let server = l.server.stats().await.unwrap();
+            let client = l.client.stats().await.unwrap();
+            let mut root_only = Stats::default();
+            root_only.imports = 1;
+            if server == Stats::default() && client == root_only {
+                return;
+            }
+            l.root.depth().await.unwrap();
+        }
+        panic!(
+            "tables not empty: server {:?}, client {:?}",
+            l.server.stats().await.unwrap(),
+            l.client.stats().await.unwrap()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn local_objects_pipeline_too() {
+    let shared = Arc::new(Shared::default());
+    let root = NodeClient::from_local(NodeImpl::root(shared.clone()));
+    let depth = bounded(
+        "local chain",
+        root.child("a".into()).child("b".into()).depth(),
+    )
+    .await;
+    assert_eq!(depth, Ok(2));
+    // A local call still running: calls on its result wait for it, in order.
+    let promise = root.slow_child();
+    let first = promise.name();
+    let second = promise.depth();
+    shared.entered.notified().await;
+    shared.gate.notify_one();
+    assert_eq!(bounded("first", first).await.unwrap(), "slow");
+    assert_eq!(bounded("second", second).await.unwrap(), 1);
+    assert_eq!(promise.await.unwrap().name().await.unwrap(), "slow");
+}
