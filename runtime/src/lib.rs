@@ -44,10 +44,12 @@
 //! `async fn` as usual, and the trait gains `Send + Sync + 'static` as supertraits)
 //! and adds:
 //! - `CalculatorClient`: a cheap-to-clone typed reference to a remote `Calculator`. Each
-//!   method sends its call at once and returns a future of `Result<T, RpcError>`, or
-//!   of `Result<T, CallError<E>>` when the method returns `Result<T, E>` (any return
-//!   type written `Result<T, E>` with two arguments is treated as an application
-//!   result). Doc comments carry over.
+//!   method sends its call at once and returns a [`Promise<T>`] to `.await` for
+//!   `Result<T, RpcError>`, or a [`TryPromise<T, E>`] giving `Result<T, CallError<E>>`
+//!   when the method returns `Result<T, E>` (any return type written `Result<T, E>`
+//!   with two arguments is treated as an application result). When `T` is a client
+//!   type the promise derefs to it, so calls on the result are pipelined. Doc comments
+//!   carry over. `CalculatorClient::from_local(imp)` wraps a local implementation.
 //! - `CalculatorServer<T>`: wraps any `T: Calculator` into a root you pass to
 //!   [`Builder::root`].
 //!

@@ -19,7 +19,8 @@ pub struct Delayed<T> {
     inner: T,
     delay: Duration,
     queue: VecDeque<(Instant, Bytes)>,
-    sleep: Pin<Box<Sleep>>,
+    /// Made on first use, inside the runtime.
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 /// Wraps `inner` so that every frame it sends arrives `delay` later (frames keep
@@ -38,7 +39,7 @@ pub fn delayed<T>(inner: T, delay: Duration) -> Delayed<T> {
         inner,
         delay,
         queue: VecDeque::new(),
-        sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        sleep: None,
     }
 }
 
@@ -67,8 +68,11 @@ impl<T: Sink<Bytes, Error = io::Error> + Unpin> Sink<Bytes> for Delayed<T> {
         let this = &mut *self;
         while let Some(&(due, _)) = this.queue.front() {
             if due > Instant::now() {
-                this.sleep.as_mut().reset(due);
-                ready!(this.sleep.as_mut().poll(cx));
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                sleep.as_mut().reset(due);
+                ready!(sleep.as_mut().poll(cx));
             }
             ready!(Pin::new(&mut this.inner).poll_ready(cx))?;
             let (_, frame) = this.queue.pop_front().expect("front exists");
