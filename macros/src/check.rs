@@ -194,17 +194,29 @@ impl<'ast> Visit<'ast> for Borrowed {
     }
 }
 
-/// Reads `#[farcall(...)]` options; returns whether the method is one-way.
-pub(crate) fn options(attrs: &[Attribute], errors: &mut Errors) -> bool {
-    let mut oneway = false;
+/// The `#[farcall(...)]` options of a method.
+#[derive(Default)]
+pub(crate) struct Options {
+    /// `oneway`: no reply.
+    pub(crate) oneway: bool,
+    /// `no_cancel`: runs to completion even if the caller gives up.
+    pub(crate) no_cancel: bool,
+}
+
+/// Reads `#[farcall(...)]` options.
+pub(crate) fn options(attrs: &[Attribute], errors: &mut Errors) -> Options {
+    let mut options = Options::default();
     for attr in attrs.iter().filter(|a| is_farcall_attr(a)) {
         let parsed = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("oneway") {
-                oneway = true;
+                options.oneway = true;
+                Ok(())
+            } else if meta.path.is_ident("no_cancel") {
+                options.no_cancel = true;
                 Ok(())
             } else {
                 Err(meta.error(format!(
-                    "unknown farcall option `{}`; the supported option is `oneway`",
+                    "unknown farcall option `{}`; the supported options are `oneway` and `no_cancel`",
                     meta.path.to_token_stream()
                 )))
             }
@@ -213,7 +225,7 @@ pub(crate) fn options(attrs: &[Attribute], errors: &mut Errors) -> bool {
             errors.push(e);
         }
     }
-    oneway
+    options
 }
 
 /// A one-way method has no reply, so it cannot return anything.

@@ -25,6 +25,8 @@ pub(crate) struct RemoteMethod<'a> {
     pub(crate) args: Vec<Arg<'a>>,
     pub(crate) ret: Ret<'a>,
     pub(crate) oneway: bool,
+    /// Runs to completion even when the caller gives up.
+    pub(crate) no_cancel: bool,
 }
 
 pub(crate) struct Arg<'a> {
@@ -90,7 +92,8 @@ impl<'a> RemoteMethod<'a> {
         let before = errors.len();
         let sig = &item.sig;
         check::signature(sig, errors);
-        let oneway = check::options(&item.attrs, errors);
+        let options = check::options(&item.attrs, errors);
+        let oneway = options.oneway;
         let mut args = Vec::new();
         for input in sig.inputs.iter().skip(1) {
             if let FnArg::Typed(typed) = input {
@@ -122,6 +125,7 @@ impl<'a> RemoteMethod<'a> {
                 args,
                 ret,
                 oneway,
+                no_cancel: options.no_cancel,
             }
         })
     }

@@ -13,9 +13,11 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use serde::{Deserializer, Serialize, Serializer};
 use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
 
 use crate::cap::{self, encode_message, CapRef, LaterCap, LocalObject, Message};
 use crate::codec::AnyCodec;
@@ -194,7 +196,11 @@ impl Client {
                     method: method.id,
                 };
                 match conn.ask(outgoing, message) {
-                    Ok(question) => Call::new(method, State::Remote(question)),
+                    Ok(question) => {
+                        let mut call = Call::new(method, State::Remote(question));
+                        call.deadline = conn.config().call_timeout.map(|limit| Instant::now() + limit);
+                        call
+                    }
                     Err(e) => Call::failed(method, e),
                 }
             }
@@ -323,6 +329,9 @@ pub struct Call<S: Shape> {
     method: &'static Method,
     /// The client calls are pipelined through, made on first use.
     promised: OnceLock<Box<S::Ok>>,
+    /// When the call times out, if it has a limit.
+    deadline: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
     _shape: PhantomData<fn() -> S>,
 }
 
@@ -340,6 +349,8 @@ impl<S: Shape> Call<S> {
             state,
             method,
             promised: OnceLock::new(),
+            deadline: None,
+            sleep: None,
             _shape: PhantomData,
         }
     }
@@ -404,6 +415,46 @@ impl<S: Shape> Future for Call<S> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<S::Output> {
         let this = &mut *self;
+        let output = this.poll_reply(cx);
+        if output.is_pending() {
+            if let Some(deadline) = this.deadline {
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    // Dropping the state tells the callee (or the local task) to stop.
+                    this.stop();
+                    return Poll::Ready(S::failed(RpcError::Timeout));
+                }
+            }
+        }
+        output
+    }
+}
+
+impl<S: Shape> Call<S> {
+    /// Limits how long this call may take, overriding the connection's
+    /// [`call_timeout`](crate::Config::call_timeout): after `limit` it yields
+    /// [`RpcError::Timeout`] and the callee is told to stop.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.deadline = Some(Instant::now() + limit);
+        self.sleep = None;
+        self
+    }
+
+    /// Gives up on the call: the callee is told to stop, unless calls pipelined on
+    /// its result still need it.
+    fn stop(&mut self) {
+        if let State::Spawned(task, _) = &self.state {
+            if self.promised.get().is_none() {
+                task.abort();
+            }
+        }
+        self.state = State::Done;
+    }
+
+    fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<S::Output> {
+        let this = self;
         let local = local_reply_to().codec;
         let (reply, codec) = match &mut this.state {
             State::Remote(question) => {
@@ -436,13 +487,8 @@ impl<S: Shape> Future for Call<S> {
 
 impl<S: Shape> Drop for Call<S> {
     fn drop(&mut self) {
-        // A dropped `Question` sends `Finish` itself. A local handler stops unless
-        // calls were pipelined on its result.
-        if let State::Spawned(task, _) = &self.state {
-            if self.promised.get().is_none() {
-                task.abort();
-            }
-        }
+        // A dropped `Question` sends `Finish` itself.
+        self.stop();
     }
 }
 
@@ -490,6 +536,7 @@ impl WireError {
             WireError::Revoked => RpcError::Revoked,
             WireError::Forward(e) => RpcError::disconnected(format!("forwarding failed: {e}")),
             WireError::PromiseFailed(why) => RpcError::PromiseFailed(why),
+            WireError::Overloaded(why) => RpcError::Overloaded(format!("the peer refused the call: {why}")),
         }
     }
 }

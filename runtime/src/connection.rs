@@ -9,7 +9,8 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
@@ -43,9 +44,37 @@ pub struct Config {
     /// Whether a handler's panic message is sent to the caller (`true`) or redacted to
     /// just "panicked" (`false`, for servers facing untrusted peers). Default: `true`.
     pub expose_panics: bool,
-    /// Outbound bytes queued in the actor before it stops taking new work (reading
-    /// frames and local calls) until the transport drains. Default: 8 MiB.
+    /// Outbound bytes queued before the connection pushes back: the connection task
+    /// stops reading frames and taking local calls until the transport drains, and
+    /// new local calls fail with [`RpcError::Overloaded`] instead of queueing more. A
+    /// peer that stops reading therefore costs bounded memory. Default: 8 MiB.
     pub max_queued_bytes: usize,
+    /// Time limit for every call made on this connection; `None` waits as long as the
+    /// connection lives. [`Call::timeout`](crate::Call::timeout) overrides it per
+    /// call. On timeout the caller gets [`RpcError::Timeout`] and the callee is told to
+    /// stop. Default: `None`.
+    pub call_timeout: Option<Duration>,
+    /// Time limit for [`Connection::root`] (the bootstrap handshake). Default: 30 s.
+    pub handshake_timeout: Duration,
+    /// Send a keepalive frame after this long without sending anything, so a peer's
+    /// [`idle_timeout`](Self::idle_timeout) does not fire on a quiet but healthy
+    /// connection. Default: `None`.
+    pub keepalive: Option<Duration>,
+    /// Close the connection when nothing arrives for this long (a silent or vanished
+    /// peer). Pair it with a `keepalive` shorter than the peer's idle timeout on both
+    /// sides. Default: `None`.
+    pub idle_timeout: Option<Duration>,
+    /// Incoming calls that may run (or wait on a pipelined answer) at once; further
+    /// calls are refused with [`RpcError::Overloaded`] while returns, releases and
+    /// finishes keep flowing. Default: 1,024.
+    pub max_inflight_calls: usize,
+    /// Answers held for the peer at once: running calls plus finished ones kept for
+    /// pipelining until the peer's `Finish`. Beyond it, calls are refused with
+    /// [`RpcError::Overloaded`]. Default: 16,384.
+    pub max_answers: usize,
+    /// Objects and callbacks exported to the peer at once. A result or call that would
+    /// export more fails with [`RpcError::Overloaded`]. Default: 65,536.
+    pub max_exports: usize,
 }
 
 impl Default for Config {
@@ -55,6 +84,13 @@ impl Default for Config {
             max_frame_size: 16 << 20,
             expose_panics: true,
             max_queued_bytes: 8 << 20,
+            call_timeout: None,
+            handshake_timeout: Duration::from_secs(30),
+            keepalive: None,
+            idle_timeout: None,
+            max_inflight_calls: 1024,
+            max_answers: 16 * 1024,
+            max_exports: 64 * 1024,
         }
     }
 }
@@ -111,6 +147,48 @@ impl Builder {
         self
     }
 
+    /// Sets [`Config::call_timeout`].
+    pub fn call_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.call_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::handshake_timeout`].
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::keepalive`].
+    pub fn keepalive(mut self, every: Option<Duration>) -> Self {
+        self.config.keepalive = every;
+        self
+    }
+
+    /// Sets [`Config::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::max_inflight_calls`].
+    pub fn max_inflight_calls(mut self, max: usize) -> Self {
+        self.config.max_inflight_calls = max.max(1);
+        self
+    }
+
+    /// Sets [`Config::max_answers`].
+    pub fn max_answers(mut self, max: usize) -> Self {
+        self.config.max_answers = max.max(1);
+        self
+    }
+
+    /// Sets [`Config::max_exports`].
+    pub fn max_exports(mut self, max: usize) -> Self {
+        self.config.max_exports = max.max(1);
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -135,6 +213,7 @@ impl Builder {
             id: next_connection_id(),
             commands: tx,
             next_question: AtomicU64::new(1),
+            pending_bytes: AtomicUsize::new(0),
             config: self.config.clone(),
             reason: OnceLock::new(),
             closed,
@@ -331,6 +410,9 @@ pub(crate) struct Shared {
     id: u64,
     commands: mpsc::UnboundedSender<Command>,
     next_question: AtomicU64,
+    /// Bytes of calls handed to the connection task and not yet taken into its
+    /// outbound queue: what `max_queued_bytes` bounds for local callers.
+    pub(crate) pending_bytes: AtomicUsize,
     config: Config,
     /// Why the connection ended; set before any pending call is failed, so every
     /// failed call can say why.
@@ -394,7 +476,9 @@ impl Connection {
         };
         let question = self.ask(outgoing, Message::default())?;
         let codec = question.codec();
-        let reply = question.await?;
+        let reply = tokio::time::timeout(self.config().handshake_timeout, question)
+            .await
+            .map_err(|_| RpcError::Timeout)??;
         let cap = reply.caps.first().cloned();
         match decode_reply::<Plain<()>>(&BOOTSTRAP, codec, reply).and_then(|r| r) {
             Ok(()) => match cap {
@@ -482,6 +566,7 @@ impl Connection {
 
     /// Sends a question; the returned future yields its reply.
     pub(crate) fn ask(&self, outgoing: Outgoing, message: Message) -> Result<Question, RpcError> {
+        self.reserve(message.payload.len())?;
         let id = self.next_question();
         let (reply, rx) = oneshot::channel();
         self.command(Command::Ask {
@@ -506,11 +591,25 @@ impl Connection {
         method: u32,
         message: Message,
     ) -> Result<(), RpcError> {
+        self.reserve(message.payload.len())?;
         self.command(Command::Send {
             target,
             method,
             message,
         })
+    }
+
+    /// Counts `bytes` as queued for sending, refusing when the queue is full.
+    fn reserve(&self, bytes: usize) -> Result<(), RpcError> {
+        let pending = &self.shared.pending_bytes;
+        if pending.load(Ordering::Relaxed) >= self.shared.config.max_queued_bytes {
+            return Err(RpcError::Overloaded(format!(
+                "more than {} bytes are queued for sending (the peer is not reading fast enough)",
+                self.shared.config.max_queued_bytes
+            )));
+        }
+        pending.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
     }
 
     pub(crate) fn disconnect_error(&self) -> RpcError {

@@ -168,6 +168,11 @@ impl ReplyTo {
         }
     }
 
+    /// A handler that fails at once with `error`.
+    pub(crate) fn fail_now(&self, error: WireError) -> Handler {
+        Box::pin(std::future::ready(self.error(&error)))
+    }
+
     pub(crate) fn panic(&self, payload: Box<dyn Any + Send>) -> Reply {
         let message = if self.expose_panics {
             payload
@@ -225,6 +230,28 @@ impl Incoming {
             Some(context) => Box::pin(CONTEXT.scope(context, body)),
             None => Box::pin(body),
         }
+    }
+
+    /// Like [`handle`](Self::handle), for methods marked `#[farcall(no_cancel)]`: the
+    /// work runs in a task of its own that finishes even if the caller gives up (its
+    /// result is then dropped).
+    pub fn handle_to_completion<S, A, F, Fut>(self, method: &'static Method, run: F) -> Handler
+    where
+        S: Shape,
+        A: DeserializeOwned,
+        F: FnOnce(A) -> Fut,
+        Fut: Future<Output = S::Value> + Send + 'static,
+        S::Value: 'static,
+    {
+        self.handle::<S, A, _, _>(method, |args| {
+            let task = tokio::spawn(run(args));
+            async move {
+                match task.await {
+                    Ok(value) => value,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
+            }
+        })
     }
 
     /// Answers that the method does not exist on this interface.

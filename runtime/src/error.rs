@@ -71,6 +71,10 @@ pub enum RpcError {
     /// The object's owner revoked it: it serves no one any more.
     #[error("the capability was revoked by its owner")]
     Revoked,
+    /// A limit was reached (too many calls in flight, too much queued, too many
+    /// objects exported); the call was refused and nothing else is affected.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// This call was pipelined on the result of another call, which did not produce
     /// a capability; the message says what happened to it.
     #[error("the promised capability is not available: {0}")]
@@ -186,4 +190,5 @@ pub(crate) enum WireError {
     Revoked,
     Forward(String),
     PromiseFailed(String),
+    Overloaded(String),
 }

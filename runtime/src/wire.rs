@@ -102,6 +102,8 @@ pub(crate) enum Header {
         question: QuestionId,
         reflected: bool,
     },
+    /// Nothing to do: keeps a quiet connection from looking idle to the peer.
+    Ping,
     /// The sender is about to close the connection because of `reason`.
     Abort { reason: String },
 }

@@ -20,8 +20,13 @@ pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
         let pattern = args_tuple(m);
         let args = m.args.iter().map(|a| a.name);
         let tuple_type = args_tuple_type(m);
+        let handle = if m.no_cancel {
+            quote!(handle_to_completion)
+        } else {
+            quote!(handle)
+        };
         quote! {
-            #id => __call.handle::<#shape, _, _, _>(
+            #id => __call.#handle::<#shape, _, _, _>(
                 &__methods[#index],
                 move |#pattern: #tuple_type| async move {
                     <__T as #trait_ident>::#ident(&*__this, #(#args),*).await

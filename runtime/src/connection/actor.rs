@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use super::{Command, Connection, Outgoing, Stats};
@@ -57,6 +58,8 @@ pub(super) fn spawn<T: Transport>(
         answers: HashMap::new(),
         running: JoinSet::new(),
         stalled: HashMap::new(),
+        stalled_count: 0,
+        timers: Timers::default(),
         draining: false,
         pipelined: HashSet::new(),
         embargoed: HashMap::new(),
@@ -99,6 +102,24 @@ enum Stalled {
     Disembargo {
         question: QuestionId,
     },
+}
+
+/// Keepalive and idle timers, made on first use (and only when configured).
+#[derive(Default)]
+struct Timers {
+    last_received: Option<Instant>,
+    last_sent: Option<Instant>,
+    idle: Option<Pin<Box<Sleep>>>,
+    keepalive: Option<Pin<Box<Sleep>>>,
+}
+
+/// Polls a timer for `deadline`, making or moving it as needed.
+fn due(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut Context<'_>) -> bool {
+    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if sleep.deadline() != deadline {
+        sleep.as_mut().reset(deadline);
+    }
+    sleep.as_mut().poll(cx).is_ready()
 }
 
 /// An object exported to the peer, with the references the peer holds.
@@ -208,6 +229,9 @@ struct Actor<T> {
     /// Incoming calls waiting for an answer they depend on, per target so that calls
     /// on one reference stay in order.
     stalled: HashMap<Target, VecDeque<Stalled>>,
+    /// Calls (not disembargoes) in `stalled`.
+    stalled_count: usize,
+    timers: Timers,
     /// Set while `stalled` is being drained, so delivery does not recurse into it.
     draining: bool,
     /// Our questions on which we pipelined calls.
@@ -294,6 +318,9 @@ impl<T: Transport> Actor<T> {
                 match Pin::new(&mut self.transport).poll_next(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         progress = true;
+                        if self.conn.shared.config.idle_timeout.is_some() {
+                            self.timers.last_received = Some(Instant::now());
+                        }
                         self.on_frame(frame, cx)?;
                     }
                     Poll::Ready(Some(Err(e))) => {
@@ -322,9 +349,44 @@ impl<T: Transport> Actor<T> {
             }
 
             if !progress {
-                return Poll::Pending;
+                match self.check_timers(cx) {
+                    Err(reason) => return Poll::Ready(Err(reason)),
+                    // A keepalive was queued: one more turn writes it.
+                    Ok(true) => continue,
+                    Ok(false) => return Poll::Pending,
+                }
             }
         }
+    }
+
+    /// Closes a connection whose peer went silent, and keeps ours from looking so;
+    /// returns whether a keepalive was queued.
+    fn check_timers(&mut self, cx: &mut Context<'_>) -> Result<bool, Arc<str>> {
+        let config = &self.conn.shared.config;
+        let (idle, keepalive) = (config.idle_timeout, config.keepalive);
+        if let Some(idle) = idle {
+            let since = *self.timers.last_received.get_or_insert_with(Instant::now);
+            if due(&mut self.timers.idle, since + idle, cx) {
+                return Err(format!("nothing received for {idle:?}: the peer is gone").into());
+            }
+        }
+        if let Some(every) = keepalive {
+            let since = *self.timers.last_sent.get_or_insert_with(Instant::now);
+            if due(&mut self.timers.keepalive, since + every, cx) {
+                self.timers.last_sent = Some(Instant::now());
+                self.enqueue_control(&Header::Ping);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The message left the command channel: it now counts in the outbound queue.
+    fn unreserve(&self, message: &Message) {
+        self.conn
+            .shared
+            .pending_bytes
+            .fetch_sub(message.payload.len(), Ordering::Relaxed);
     }
 
     fn queue_full(&self) -> bool {
@@ -355,6 +417,9 @@ impl<T: Transport> Actor<T> {
             }
             let frame = self.outbound.pop_front().expect("front exists");
             self.queued_bytes -= len;
+            if self.conn.shared.config.keepalive.is_some() {
+                self.timers.last_sent = Some(Instant::now());
+            }
             Pin::new(&mut self.transport).start_send(frame)?;
             self.needs_flush = true;
         }
@@ -372,9 +437,15 @@ impl<T: Transport> Actor<T> {
         self.conn.codec()
     }
 
-    /// Turns a message's capabilities into descriptors, exporting local objects.
-    fn describe(&mut self, caps: &[CapRef]) -> Vec<CapDescriptor> {
-        caps.iter()
+    /// Turns a message's capabilities into descriptors, exporting local objects; fails
+    /// if that would export more than `max_exports` objects.
+    fn describe(&mut self, caps: &[CapRef]) -> Result<Vec<CapDescriptor>, WireError> {
+        let max = self.conn.shared.config.max_exports;
+        if !caps.is_empty() && self.exports.len() + caps.len() > max {
+            return Err(WireError::Overloaded(format!("more than {max} objects exported")));
+        }
+        Ok(caps
+            .iter()
             .map(|cap| match cap {
                 // The peer's own object, going home.
                 CapRef::Import(entry) if self.is_ours(&entry.conn) => {
@@ -388,7 +459,7 @@ impl<T: Transport> Actor<T> {
                 // from this peer will be forwarded to).
                 other => CapDescriptor::SenderHosted(self.exports.add(other)),
             })
-            .collect()
+            .collect())
     }
 
     /// Turns received descriptors into references, importing what the peer exports.
@@ -453,27 +524,38 @@ impl<T: Transport> Actor<T> {
         &mut self,
         message: Message,
         header: impl FnOnce(Vec<CapDescriptor>) -> Header,
-    ) {
-        let caps = self.describe(&message.caps);
-        match finish_frame(self.codec(), message.payload, &header(caps)) {
-            Ok(frame) => self.enqueue(frame),
-            Err(e) => tracing::error!(error = %e, "cannot encode a frame header"),
-        }
+    ) -> Result<(), WireError> {
+        let caps = self.describe(&message.caps)?;
+        let frame = finish_frame(self.codec(), message.payload, &header(caps))
+            .map_err(|e| WireError::Encode(e.to_string()))?;
+        self.enqueue(frame);
+        Ok(())
     }
 
     fn send_return(&mut self, question: QuestionId, reply: Reply) {
         let outcome = reply.outcome;
-        self.send_message(
-            Message {
-                payload: reply.payload,
-                caps: reply.caps,
-            },
-            |caps| Header::Return {
+        let message = Message {
+            payload: reply.payload,
+            caps: reply.caps,
+        };
+        let header = |caps| Header::Return {
+            question,
+            outcome,
+            caps,
+        };
+        if let Err(error) = self.send_message(message, header) {
+            // The result cannot go out as it is; its caller learns why.
+            let failed = self.reply_to().error(&error);
+            let message = Message {
+                payload: failed.payload,
+                caps: Vec::new(),
+            };
+            let _ = self.send_message(message, |caps| Header::Return {
                 question,
-                outcome,
+                outcome: Outcome::Failed,
                 caps,
-            },
-        );
+            });
+        }
     }
 
     fn on_command(&mut self, command: Command) {
@@ -484,11 +566,11 @@ impl<T: Transport> Actor<T> {
                 message,
                 reply,
             } => {
+                self.unreserve(&message);
                 if self.closing.is_some() {
                     // Dropping `reply` fails the call with the close reason.
                     return;
                 }
-                self.questions.insert(question, reply);
                 if let Outgoing::Call {
                     target: Target::Answer(on),
                     ..
@@ -496,7 +578,7 @@ impl<T: Transport> Actor<T> {
                 {
                     self.pipelined.insert(on);
                 }
-                self.send_message(message, |caps| match outgoing {
+                let sent = self.send_message(message, |caps| match outgoing {
                     Outgoing::Call { target, method } => Header::Call {
                         question: Some(question),
                         target,
@@ -512,22 +594,34 @@ impl<T: Transport> Actor<T> {
                         fingerprint,
                     },
                 });
+                match sent {
+                    Ok(()) => {
+                        self.questions.insert(question, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(self.reply_to().error(&error));
+                    }
+                }
             }
             Command::Send {
                 target,
                 method,
                 message,
             } => {
+                self.unreserve(&message);
                 if let Target::Answer(on) = target {
                     self.pipelined.insert(on);
                 }
                 if self.closing.is_none() {
-                    self.send_message(message, |caps| Header::Call {
+                    let sent = self.send_message(message, |caps| Header::Call {
                         question: None,
                         target,
                         method,
                         caps,
                     });
+                    if let Err(error) = sent {
+                        tracing::warn!(?error, "one-way call dropped");
+                    }
                 }
             }
             Command::Finish { question, answered } => {
@@ -650,6 +744,9 @@ impl<T: Transport> Actor<T> {
                     }
                     let queue = self.stalled.get_mut(&target).expect("present");
                     let next = queue.pop_front().expect("front exists");
+                    if matches!(next, Stalled::Call { .. }) {
+                        self.stalled_count -= 1;
+                    }
                     if queue.is_empty() {
                         self.stalled.remove(&target);
                     }
@@ -791,6 +888,7 @@ impl<T: Transport> Actor<T> {
                 .exports
                 .release(id, count)
                 .map_err(|e| self.violation(e)),
+            Header::Ping => Ok(()),
             Header::Abort { reason } => Err(format!("peer aborted: {reason}").into()),
         }
     }
@@ -827,6 +925,18 @@ impl<T: Transport> Actor<T> {
         }
     }
 
+    /// Which limit a new incoming call would exceed, if any.
+    fn over_limit(&self, question: Option<QuestionId>) -> Option<String> {
+        let config = &self.conn.shared.config;
+        if self.running.len() + self.stalled_count >= config.max_inflight_calls {
+            return Some(format!("more than {} calls in flight", config.max_inflight_calls));
+        }
+        if question.is_some() && self.answers.len() >= config.max_answers {
+            return Some(format!("more than {} answers held", config.max_answers));
+        }
+        None
+    }
+
     /// Hands a return to the task that asked; if it stopped waiting, frees the
     /// callee's answer ourselves.
     fn deliver_return(
@@ -858,7 +968,15 @@ impl<T: Transport> Actor<T> {
                 ))));
             }
         }
+        if let Some(limit) = self.over_limit(question) {
+            if let Some(question) = question {
+                let refused = self.reply_to().error(&WireError::Overloaded(limit));
+                self.send_return(question, refused);
+            }
+            return Ok(());
+        }
         if self.stalled.contains_key(&target) || self.blocked(target, &caps) {
+            self.stalled_count += 1;
             self.stalled
                 .entry(target)
                 .or_default()
@@ -936,7 +1054,7 @@ impl<T: Transport> Actor<T> {
         };
         let method = incoming.method;
         if !incoming.wants_reply {
-            self.send_message(message, |caps| Header::Call {
+            let _ = self.send_message(message, |caps| Header::Call {
                 question: None,
                 target,
                 method,
@@ -945,14 +1063,17 @@ impl<T: Transport> Actor<T> {
             return Box::pin(std::future::ready(Reply::none()));
         }
         let question = self.conn.next_question();
-        let (sender, rx) = oneshot::channel();
-        self.questions.insert(question, sender);
-        self.send_message(message, |caps| Header::Call {
+        let sent = self.send_message(message, |caps| Header::Call {
             question: Some(question),
             target,
             method,
             caps,
         });
+        if let Err(error) = sent {
+            return incoming.reply.fail_now(error);
+        }
+        let (sender, rx) = oneshot::channel();
+        self.questions.insert(question, sender);
         let conn = self.conn.clone();
         let reply_to = incoming.reply;
         Box::pin(async move {
@@ -1026,6 +1147,7 @@ impl<T: Transport> Actor<T> {
         self.running.abort_all();
         self.answers.clear();
         self.stalled.clear();
+        self.stalled_count = 0;
         // Exported objects are dropped (their `Drop` runs if this was the last
         // holder); imports are broken because the command channel is closed.
         self.exports = Exports::default();

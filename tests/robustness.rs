@@ -1,0 +1,454 @@
+//! Time limits, cancellation, resource limits and reentrancy: nothing hangs, nothing
+//! grows without bound, and one peer's trouble does not reach the others.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use farcall::{Connection, RemoteClient, RpcError, Stats};
+use tokio::sync::Notify;
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_wide_call_timeout_stops_the_callee_and_frees_the_tables() {
+    let f = fixture_with(
+        Link::Memory,
+        Default::default(),
+        Connection::builder(),
+        Connection::builder().call_timeout(Some(Duration::from_secs(1))),
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(f.service.wait_forever().await, Err(RpcError::Timeout));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    f.state.dropped_forever.notified().await;
+    assert_eq!(f.service.add(1, 2).await, Ok(3), "the connection lives on");
+    assert_eq!(f.server.stats().await.unwrap().answers, 0);
+    assert_eq!(f.client.stats().await.unwrap().questions, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_per_call_timeout_overrides_the_default() {
+    let f = fixture(Link::Memory, Default::default()).await;
+    let started = tokio::time::Instant::now();
+    let result = f.service.wait_forever().timeout(Duration::from_millis(250)).await;
+    assert_eq!(result, Err(RpcError::Timeout));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    f.state.dropped_forever.notified().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handshake_has_a_time_limit() {
+    // A peer that never answers: the raw end of a memory pair, never read.
+    let (_silent, ours) = farcall::transport::memory();
+    let conn = Connection::builder()
+        .handshake_timeout(Duration::from_secs(2))
+        .connect(ours);
+    assert_eq!(conn.root::<ServiceClient>().await.unwrap_err(), RpcError::Timeout);
+}
+
+#[farcall::remote]
+pub trait Jobs {
+    /// Runs to completion even if the caller gives up.
+    #[farcall(no_cancel)]
+    async fn commit(&self) -> u32;
+    /// Stops when the caller gives up.
+    async fn attempt(&self) -> u32;
+    /// Returns after `yields` scheduler turns.
+    async fn after(&self, yields: u32) -> u32;
+}
+
+#[derive(Default)]
+struct JobState {
+    gate: Notify,
+    entered: Notify,
+    finished: AtomicU32,
+}
+
+#[derive(Clone, Default)]
+struct JobsImpl(Arc<JobState>);
+
+impl Jobs for JobsImpl {
+    async fn commit(&self) -> u32 {
+        self.0.entered.notify_one();
+        self.0.gate.notified().await;
+        self.0.finished.fetch_add(1, Ordering::SeqCst) + 1
+    }
+    async fn attempt(&self) -> u32 {
+        self.0.entered.notify_one();
+        self.0.gate.notified().await;
+        self.0.finished.fetch_add(1, Ordering::SeqCst) + 1
+    }
+    async fn after(&self, yields: u32) -> u32 {
+        for _ in 0..yields {
+            tokio::task::yield_now().await;
+        }
+        yields
+    }
+}
+
+async fn jobs() -> (Connection, Connection, JobsClient, Arc<JobState>) {
+    let imp = JobsImpl::default();
+    let state = imp.0.clone();
+    let (server, client) = connect(
+        Link::Memory,
+        Default::default(),
+        Connection::builder().root(JobsServer::new(imp)),
+        Connection::builder(),
+    )
+    .await;
+    let jobs = client.root().await.unwrap();
+    (server, client, jobs, state)
+}
+
+#[tokio::test]
+async fn no_cancel_methods_run_to_completion_when_the_caller_gives_up() {
+    bounded("no_cancel", async {
+        let (_server, _client, jobs, state) = jobs().await;
+        let call = tokio::spawn({
+            let jobs = jobs.clone();
+            async move { jobs.commit().await }
+        });
+        state.entered.notified().await;
+        call.abort();
+        let _ = call.await;
+        // The caller is gone; the work still finishes.
+        state.gate.notify_one();
+        while state.finished.load(Ordering::SeqCst) == 0 {
+            jobs.after(1).await.unwrap();
+        }
+
+        // An ordinary method is dropped instead.
+        let call = tokio::spawn({
+            let jobs = jobs.clone();
+            async move { jobs.attempt().await }
+        });
+        state.entered.notified().await;
+        call.abort();
+        let _ = call.await;
+        for _ in 0..20 {
+            jobs.after(1).await.unwrap();
+        }
+        state.gate.notify_one();
+        for _ in 0..20 {
+            jobs.after(1).await.unwrap();
+        }
+        assert_eq!(state.finished.load(Ordering::SeqCst), 1, "the cancelled attempt never finished");
+    })
+    .await;
+}
+
+/// A small deterministic generator, so the schedules are random but repeatable.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_racing_returns_leave_no_trace() {
+    bounded("cancel race", async {
+        let (server, client, jobs, _state) = jobs().await;
+        let mut rng = Lcg(7);
+        let mut completed = 0;
+        for _ in 0..500 {
+            let work = rng.next(4) as u32;
+            let patience = rng.next(6);
+            let call = tokio::spawn({
+                let jobs = jobs.clone();
+                async move { jobs.after(work).await }
+            });
+            for _ in 0..patience {
+                tokio::task::yield_now().await;
+            }
+            call.abort();
+            if let Ok(result) = call.await {
+                assert_eq!(result, Ok(work));
+                completed += 1;
+            }
+        }
+        eprintln!("{completed} of 500 calls completed before their cancel");
+        assert_eq!(jobs.after(0).await, Ok(0), "still serving");
+        for _ in 0..100 {
+            let (s, c) = (server.stats().await.unwrap(), client.stats().await.unwrap());
+            if s == Stats::default() && c.questions == 0 {
+                return;
+            }
+            jobs.after(0).await.unwrap();
+        }
+        panic!("tables not empty: {:?} {:?}", server.stats().await, client.stats().await);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_is_dropped_after_the_idle_timeout_unless_it_keeps_alive() {
+    let idle = Duration::from_secs(5);
+    // Without keepalives: the watching side hangs up.
+    let (watcher, _quiet) = connect(
+        Link::Memory,
+        Default::default(),
+        Connection::builder().idle_timeout(Some(idle)),
+        Connection::builder(),
+    )
+    .await;
+    watcher.closed().await;
+    assert!(watcher.close_reason().unwrap().contains("nothing received"));
+
+    // With keepalives shorter than the idle timeout, it stays up.
+    let (watcher, lively) = connect(
+        Link::Memory,
+        Default::default(),
+        Connection::builder().idle_timeout(Some(idle)),
+        Connection::builder().keepalive(Some(Duration::from_secs(2))),
+    )
+    .await;
+    tokio::time::sleep(idle * 4).await;
+    assert!(!watcher.is_closed() && !lively.is_closed());
+}
+
+#[tokio::test]
+async fn calls_beyond_the_inflight_limit_are_refused_and_the_rest_flows() {
+    bounded("inflight limit", async {
+        let f = fixture_with(
+            Link::Memory,
+            Default::default(),
+            Connection::builder().max_inflight_calls(2),
+            Connection::builder(),
+        )
+        .await;
+        let slow: Vec<_> = (0..2)
+            .map(|_| {
+                let s = f.service.clone();
+                tokio::spawn(async move { s.slow().await })
+            })
+            .collect();
+        f.state.entered_slow.notified().await;
+        f.state.entered_slow.notified().await;
+        let err = f.service.add(1, 1).await.unwrap_err();
+        assert!(matches!(&err, RpcError::Overloaded(why) if why.contains("in flight")), "{err}");
+        f.state.gate.notify_waiters();
+        for call in slow {
+            assert_eq!(call.await.unwrap().unwrap(), "slow done");
+        }
+        assert_eq!(f.service.add(1, 1).await, Ok(2));
+    })
+    .await;
+}
+
+#[farcall::remote]
+pub trait Factory {
+    async fn make(&self) -> PeerClient;
+}
+
+struct FactoryImpl;
+
+impl Factory for FactoryImpl {
+    async fn make(&self) -> PeerClient {
+        PeerClient::from_local(PeerImpl)
+    }
+}
+
+#[tokio::test]
+async fn exports_and_held_answers_are_bounded() {
+    bounded("export limit", async {
+        let (_server, client) = connect(
+            Link::Memory,
+            Default::default(),
+            Connection::builder()
+                .root(FactoryServer::new(FactoryImpl))
+                .max_exports(3),
+            Connection::builder(),
+        )
+        .await;
+        let factory: FactoryClient = client.root().await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(factory.make().await.unwrap());
+        }
+        let err = factory.make().await.unwrap_err();
+        assert!(matches!(&err, RpcError::Overloaded(why) if why.contains("exported")), "{err}");
+        assert_eq!(held[0].double(2).await, Ok(4));
+        held.clear();
+        // Released objects make room again.
+        let mut again = None;
+        for _ in 0..50 {
+            if let Ok(peer) = factory.make().await {
+                again = Some(peer);
+                break;
+            }
+        }
+        assert_eq!(again.expect("room after release").double(3).await, Ok(6));
+    })
+    .await;
+
+    bounded("answer limit", async {
+        let (_server, client) = connect(
+            Link::Memory,
+            Default::default(),
+            Connection::builder()
+                .root(FactoryServer::new(FactoryImpl))
+                .max_answers(2),
+            Connection::builder(),
+        )
+        .await;
+        let factory: FactoryClient = client.root().await.unwrap();
+        // Unawaited promises keep their answers for pipelining.
+        let kept: Vec<_> = (0..2).map(|_| factory.make()).collect();
+        let _pipelined: Vec<PeerClient> = kept.iter().map(|p| p.pipelined()).collect();
+        factory.client().connection().unwrap().stats().await.unwrap();
+        let err = factory.make().await.unwrap_err();
+        assert!(matches!(&err, RpcError::Overloaded(why) if why.contains("answers")), "{err}");
+        drop((kept, _pipelined));
+        let mut ok = false;
+        for _ in 0..50 {
+            if factory.make().await.is_ok() {
+                ok = true;
+                break;
+            }
+        }
+        assert!(ok, "dropping the promises freed their answers");
+    })
+    .await;
+}
+
+#[farcall::remote]
+pub trait Drain {
+    #[farcall(oneway)]
+    async fn push(&self, data: bytes::Bytes);
+}
+
+struct DrainImpl;
+
+impl Drain for DrainImpl {
+    async fn push(&self, _data: bytes::Bytes) {}
+}
+
+/// A TCP stream whose reading side can be stopped: a peer that stops reading.
+struct Stoppable {
+    inner: tokio::net::TcpStream,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for Stoppable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Stoppable {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_costs_bounded_memory_and_others_keep_going() {
+    bounded("stopped reader", async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let builder = Connection::builder().max_queued_bytes(1 << 20);
+        let (accepted, conn) = tokio::join!(listener.accept(), builder.connect_tcp(addr));
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _server = Connection::builder()
+            .root(DrainServer::new(DrainImpl))
+            .connect_stream(Stoppable {
+                inner: accepted.unwrap().0,
+                stopped: stopped.clone(),
+            });
+        let conn = conn.unwrap();
+        let drain: DrainClient = conn.root().await.unwrap();
+        drain.push(bytes::Bytes::from_static(b"fine")).unwrap();
+        stopped.store(true, Ordering::SeqCst);
+
+        let mut refused = None;
+        for i in 0..10_000u32 {
+            let big = bytes::Bytes::from(vec![i as u8; 64 << 10]);
+            if let Err(e) = drain.push(big) {
+                refused = Some((i, e));
+                break;
+            }
+            if i % 8 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let (count, err) = refused.expect("the queue must push back");
+        assert!(matches!(&err, RpcError::Overloaded(_)), "{err}");
+        // Refused after the 1 MiB limit plus what the OS socket buffers hold.
+        assert!(count < 1024, "refused only after {count} calls of 64 KiB");
+        eprintln!("refused after {count} calls of 64 KiB");
+        // Another connection is unaffected.
+        let other = fixture(Link::Memory, Default::default()).await;
+        assert_eq!(other.service.add(2, 3).await, Ok(5));
+    })
+    .await;
+}
+
+#[farcall::remote]
+pub trait Bouncer {
+    /// Bounces `n` times between the two sides, through `back`.
+    async fn bounce(&self, n: u32, back: BouncerClient) -> u32;
+}
+
+struct BouncerImpl {
+    me: Arc<AtomicUsize>,
+}
+
+impl Bouncer for BouncerImpl {
+    async fn bounce(&self, n: u32, back: BouncerClient) -> u32 {
+        self.me.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            return 0;
+        }
+        let me = BouncerClient::from_local(BouncerImpl { me: self.me.clone() });
+        back.bounce(n - 1, me).await.unwrap_or(u32::MAX) + 1
+    }
+}
+
+#[tokio::test]
+async fn a_hundred_deep_ping_pong_of_callbacks_completes_on_one_thread() {
+    bounded("reentrancy", async {
+        let (a_hits, b_hits) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (_a, b) = connect(
+            Link::Memory,
+            Default::default(),
+            Connection::builder().root(BouncerServer::new(BouncerImpl { me: a_hits.clone() })),
+            Connection::builder(),
+        )
+        .await;
+        let a_root: BouncerClient = b.root().await.unwrap();
+        let b_side = BouncerClient::from_local(BouncerImpl { me: b_hits.clone() });
+        assert_eq!(a_root.bounce(100, b_side).await, Ok(100));
+        assert_eq!(a_hits.load(Ordering::SeqCst) + b_hits.load(Ordering::SeqCst), 101);
+        assert!(a_root.client().connection().is_some());
+    })
+    .await;
+}
