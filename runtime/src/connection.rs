@@ -26,6 +26,8 @@ use crate::transport::{self, Transport};
 use crate::wire::{ExportId, QuestionId, Target};
 
 mod actor;
+#[cfg(test)]
+mod tests;
 
 /// The largest `max_frame_size` a connection accepts (1 GiB).
 pub const MAX_FRAME_CEILING: usize = 1 << 30;

@@ -68,6 +68,11 @@
 //! - A panicking handler fails its caller with [`RpcError::RemotePanic`]; the
 //!   connection keeps serving.
 
+// Lets the crate's own tests use `#[farcall::remote]`, whose expansion names
+// `::farcall`.
+#[cfg(test)]
+extern crate self as farcall;
+
 mod callback;
 mod cap;
 mod client;
