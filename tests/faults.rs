@@ -93,7 +93,10 @@ impl Sink<Bytes> for Faulty {
         } else if roll < 2 * odds + odds / 4 {
             this.cut = true;
             this.damage.corrupted.store(true, Ordering::SeqCst);
-            return Err(io::Error::new(io::ErrorKind::ConnectionReset, "cut by the fault injector"));
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "cut by the fault injector",
+            ));
         }
         // Every frame is delayed by up to 20 ms, never overtaking an earlier one.
         let after = this.queue.back().map_or(Instant::now(), |(at, _)| *at);
@@ -106,7 +109,9 @@ impl Sink<Bytes> for Faulty {
         let this = &mut *self;
         while let Some(&(at, _)) = this.queue.front() {
             if at > Instant::now() {
-                let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
                 sleep.as_mut().reset(at);
                 ready!(sleep.as_mut().poll(cx));
             }
@@ -222,10 +227,20 @@ async fn one_schedule(seed: u64, odds: u64) -> (bool, String) {
                     1 => garden.plant("p".into()).await.map(|p| plants.push(p)),
                     2 => {
                         let can = Callback::new(|x: u32| async move { x + 1 });
-                        garden.water(can, 3).await.map(drop).map_err(|e| e.rpc().cloned().unwrap_or(RpcError::Timeout))
+                        garden
+                            .water(can, 3)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.rpc().cloned().unwrap_or(RpcError::Timeout))
                     }
                     3 => garden.rake(1),
-                    4 => garden.plant("q".into()).seed().seed().grow(2).await.map(drop),
+                    4 => garden
+                        .plant("q".into())
+                        .seed()
+                        .seed()
+                        .grow(2)
+                        .await
+                        .map(drop),
                     5 => match plants.pop() {
                         Some(p) => p.grow(1).await.map(drop),
                         None => Ok(()),
@@ -267,8 +282,15 @@ async fn one_schedule(seed: u64, odds: u64) -> (bool, String) {
         .await
         .expect("the server side ends with the client");
     let reason = server.close_reason().unwrap_or_default().to_string();
-    assert!(!reason.contains("task stopped"), "seed {seed}: a connection task died: {reason}");
-    assert_eq!(live.0.load(Ordering::SeqCst), 0, "seed {seed}: objects leaked");
+    assert!(
+        !reason.contains("task stopped"),
+        "seed {seed}: a connection task died: {reason}"
+    );
+    assert_eq!(
+        live.0.load(Ordering::SeqCst),
+        0,
+        "seed {seed}: objects leaked"
+    );
     (clean, format!("{ended} ops, {reason}"))
 }
 
@@ -286,5 +308,8 @@ async fn random_schedules_over_a_faulty_link_end_cleanly() {
             eprintln!("seed {seed}: {summary}");
         }
     }
-    assert!(damaged > 10, "the injector should have done damage ({damaged} runs)");
+    assert!(
+        damaged > 10,
+        "the injector should have done damage ({damaged} runs)"
+    );
 }

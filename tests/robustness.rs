@@ -33,7 +33,11 @@ async fn a_connection_wide_call_timeout_stops_the_callee_and_frees_the_tables() 
 async fn a_per_call_timeout_overrides_the_default() {
     let f = fixture(Link::Memory, Default::default()).await;
     let started = tokio::time::Instant::now();
-    let result = f.service.wait_forever().timeout(Duration::from_millis(250)).await;
+    let result = f
+        .service
+        .wait_forever()
+        .timeout(Duration::from_millis(250))
+        .await;
     assert_eq!(result, Err(RpcError::Timeout));
     assert!(started.elapsed() < Duration::from_secs(1));
     f.state.dropped_forever.notified().await;
@@ -46,7 +50,10 @@ async fn the_handshake_has_a_time_limit() {
     let conn = Connection::builder()
         .handshake_timeout(Duration::from_secs(2))
         .connect(ours);
-    assert_eq!(conn.root::<ServiceClient>().await.unwrap_err(), RpcError::Timeout);
+    assert_eq!(
+        conn.root::<ServiceClient>().await.unwrap_err(),
+        RpcError::Timeout
+    );
 }
 
 #[farcall::remote]
@@ -135,7 +142,11 @@ async fn no_cancel_methods_run_to_completion_when_the_caller_gives_up() {
         for _ in 0..20 {
             jobs.after(1).await.unwrap();
         }
-        assert_eq!(state.finished.load(Ordering::SeqCst), 1, "the cancelled attempt never finished");
+        assert_eq!(
+            state.finished.load(Ordering::SeqCst),
+            1,
+            "the cancelled attempt never finished"
+        );
     })
     .await;
 }
@@ -145,7 +156,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % below
     }
 }
@@ -181,7 +195,11 @@ async fn cancels_racing_returns_leave_no_trace() {
             }
             jobs.after(0).await.unwrap();
         }
-        panic!("tables not empty: {:?} {:?}", server.stats().await, client.stats().await);
+        panic!(
+            "tables not empty: {:?} {:?}",
+            server.stats().await,
+            client.stats().await
+        );
     })
     .await;
 }
@@ -231,7 +249,10 @@ async fn calls_beyond_the_inflight_limit_are_refused_and_the_rest_flows() {
         f.state.entered_slow.notified().await;
         f.state.entered_slow.notified().await;
         let err = f.service.add(1, 1).await.unwrap_err();
-        assert!(matches!(&err, RpcError::Overloaded(why) if why.contains("in flight")), "{err}");
+        assert!(
+            matches!(&err, RpcError::Overloaded(why) if why.contains("in flight")),
+            "{err}"
+        );
         f.state.gate.notify_waiters();
         for call in slow {
             assert_eq!(call.await.unwrap().unwrap(), "slow done");
@@ -272,7 +293,10 @@ async fn exports_and_held_answers_are_bounded() {
             held.push(factory.make().await.unwrap());
         }
         let err = factory.make().await.unwrap_err();
-        assert!(matches!(&err, RpcError::Overloaded(why) if why.contains("exported")), "{err}");
+        assert!(
+            matches!(&err, RpcError::Overloaded(why) if why.contains("exported")),
+            "{err}"
+        );
         assert_eq!(held[0].double(2).await, Ok(4));
         held.clear();
         // Released objects make room again.
@@ -301,9 +325,18 @@ async fn exports_and_held_answers_are_bounded() {
         // Unawaited promises keep their answers for pipelining.
         let kept: Vec<_> = (0..2).map(|_| factory.make()).collect();
         let _pipelined: Vec<PeerClient> = kept.iter().map(|p| p.pipelined()).collect();
-        factory.client().connection().unwrap().stats().await.unwrap();
+        factory
+            .client()
+            .connection()
+            .unwrap()
+            .stats()
+            .await
+            .unwrap();
         let err = factory.make().await.unwrap_err();
-        assert!(matches!(&err, RpcError::Overloaded(why) if why.contains("answers")), "{err}");
+        assert!(
+            matches!(&err, RpcError::Overloaded(why) if why.contains("answers")),
+            "{err}"
+        );
         drop((kept, _pipelined));
         let mut ok = false;
         for _ in 0..50 {
@@ -428,7 +461,9 @@ impl Bouncer for BouncerImpl {
         if n == 0 {
             return 0;
         }
-        let me = BouncerClient::from_local(BouncerImpl { me: self.me.clone() });
+        let me = BouncerClient::from_local(BouncerImpl {
+            me: self.me.clone(),
+        });
         back.bounce(n - 1, me).await.unwrap_or(u32::MAX) + 1
     }
 }
@@ -447,7 +482,10 @@ async fn a_hundred_deep_ping_pong_of_callbacks_completes_on_one_thread() {
         let a_root: BouncerClient = b.root().await.unwrap();
         let b_side = BouncerClient::from_local(BouncerImpl { me: b_hits.clone() });
         assert_eq!(a_root.bounce(100, b_side).await, Ok(100));
-        assert_eq!(a_hits.load(Ordering::SeqCst) + b_hits.load(Ordering::SeqCst), 101);
+        assert_eq!(
+            a_hits.load(Ordering::SeqCst) + b_hits.load(Ordering::SeqCst),
+            101
+        );
         assert!(a_root.client().connection().is_some());
     })
     .await;

@@ -198,7 +198,10 @@ impl Client {
                 match conn.ask(outgoing, message) {
                     Ok(question) => {
                         let mut call = Call::new(method, State::Remote(question));
-                        call.deadline = conn.config().call_timeout.map(|limit| Instant::now() + limit);
+                        call.deadline = conn
+                            .config()
+                            .call_timeout
+                            .map(|limit| Instant::now() + limit);
                         call
                     }
                     Err(e) => Call::failed(method, e),
@@ -536,7 +539,9 @@ impl WireError {
             WireError::Revoked => RpcError::Revoked,
             WireError::Forward(e) => RpcError::disconnected(format!("forwarding failed: {e}")),
             WireError::PromiseFailed(why) => RpcError::PromiseFailed(why),
-            WireError::Overloaded(why) => RpcError::Overloaded(format!("the peer refused the call: {why}")),
+            WireError::Overloaded(why) => {
+                RpcError::Overloaded(format!("the peer refused the call: {why}"))
+            }
         }
     }
 }

@@ -4,17 +4,23 @@
 //! behind a cargo feature; [`AnyCodec`] picks one at connection time. Both ends of a
 //! connection must use the same codec.
 //!
+//! Decoding is bounded whatever the codec, since frames come from peers that may be
+//! hostile: values may nest at most 128 levels deep, sequences and maps may not hold
+//! more elements in total than the input has bytes (plus 4096), and length prefixes
+//! never make a codec allocate more than the input holds.
+//!
 //! | codec | feature | notes |
 //! |---|---|---|
-//! | [`Bincode`] | `bincode` (default) | bincode 2.0.1, serde API, varint integers |
-//! | [`Postcard`] | `postcard` | compact, maintained, stable specification |
-//! | [`Json`] | `json` | readable; for peers written in other languages |
+//! | `Bincode` | `bincode` (default) | bincode 2.0.1, serde API, varint integers |
+//! | `Postcard` | `postcard` | compact, maintained, stable specification |
+//! | `Json` | `json` | readable; for peers written in other languages |
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 #[cfg(feature = "bincode")]
 mod bincode;
+mod budget;
 #[cfg(feature = "json")]
 mod json;
 #[cfg(feature = "postcard")]

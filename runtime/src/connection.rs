@@ -10,9 +10,9 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -56,7 +56,8 @@ pub struct Config {
     /// call. On timeout the caller gets [`RpcError::Timeout`] and the callee is told to
     /// stop. Default: `None`.
     pub call_timeout: Option<Duration>,
-    /// Time limit for [`Connection::root`] (the bootstrap handshake). Default: 30 s.
+    /// Time limit for [`Connection::root`] (the bootstrap handshake), and for a
+    /// WebSocket upgrade handshake (feature `websocket`). Default: 30 s.
     pub handshake_timeout: Duration,
     /// Send a keepalive frame after this long without sending anything, so a peer's
     /// [`idle_timeout`](Self::idle_timeout) does not fire on a quiet but healthy
@@ -293,8 +294,8 @@ pub(crate) enum Command {
     Stats { reply: oneshot::Sender<Stats> },
     /// Close gracefully; reply when done.
     Close { done: oneshot::Sender<()> },
-    /// Close now, failing everything in flight.
-    Abort,
+    /// Close now, failing everything in flight; `reason` becomes the close reason.
+    Abort { reason: Arc<str> },
 }
 
 /// The sizes of a connection's tables, from [`Connection::stats`]. After every
@@ -525,7 +526,13 @@ impl Connection {
     /// fails with [`RpcError::Disconnected`], and the peer is told why. Resolves when
     /// the connection has ended.
     pub fn abort(&self) -> impl Future<Output = ()> + Send + 'static {
-        let _ = self.command(Command::Abort);
+        self.abort_with(Arc::from("connection aborted locally"))
+    }
+
+    /// [`abort`](Self::abort) with `reason` as the close reason (unless the
+    /// connection already has one), so pending calls say why they failed.
+    pub(crate) fn abort_with(&self, reason: Arc<str>) -> impl Future<Output = ()> + Send + 'static {
+        let _ = self.command(Command::Abort { reason });
         self.closed()
     }
 

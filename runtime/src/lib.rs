@@ -82,6 +82,7 @@ mod context;
 mod dispatch;
 mod error;
 mod listeners;
+pub mod process;
 mod server;
 pub mod transport;
 mod wire;

@@ -3,11 +3,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::connection::{Builder, Connection};
@@ -86,10 +87,62 @@ impl Server {
 
     /// Runs the accept loop until `shutdown` resolves, then closes every connection
     /// gracefully and returns.
-    pub async fn serve<L: Listener>(self, mut listener: L, shutdown: impl Future<Output = ()>) {
+    pub async fn serve<L: Listener>(self, listener: L, shutdown: impl Future<Output = ()>) {
+        let builder = self.builder.clone();
+        self.run(listener, shutdown, move |io| {
+            Start::Now(builder.connect_stream(io))
+        })
+        .await;
+    }
+
+    /// Like [`serve`](Self::serve), for WebSocket clients (`ws://`) arriving on a
+    /// TCP or Unix listener: each connection is one frame per binary message.
+    ///
+    /// Each upgrade handshake runs in its own task, so a slow client holds up no other,
+    /// and must finish within [`Config::handshake_timeout`](crate::Config): a client
+    /// that connects and sends nothing gives its slot back then. A failed handshake is
+    /// logged and never stops the loop.
+    ///
+    /// Requires the `websocket` feature (on by default).
+    ///
+    /// ```no_run
+    /// # #[farcall::remote] pub trait Echo { async fn echo(&self, s: String) -> String; }
+    /// # struct E; impl Echo for E { async fn echo(&self, s: String) -> String { s } }
+    /// # #[tokio::main] async fn main() -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:7070").await?;
+    /// let builder = farcall::Connection::builder().root(EchoServer::new(E));
+    /// farcall::Server::new(builder)
+    ///     .serve_websocket(listener, async { tokio::signal::ctrl_c().await.ok(); })
+    ///     .await;
+    /// // Clients: `Connection::builder().connect_websocket("ws://127.0.0.1:7070")`.
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "websocket")]
+    pub async fn serve_websocket<L: Listener>(
+        self,
+        listener: L,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let builder = self.builder.clone();
+        self.run(listener, shutdown, move |io| {
+            let builder = builder.clone();
+            Start::Later(Box::pin(async move { builder.accept_websocket(io).await }))
+        })
+        .await;
+    }
+
+    /// The accept loop: `start` turns each accepted stream into a connection.
+    async fn run<L: Listener>(
+        self,
+        mut listener: L,
+        shutdown: impl Future<Output = ()>,
+        mut start: impl FnMut(L::Io) -> Start,
+    ) {
         let permits = Arc::new(Semaphore::new(self.max_connections));
         let mut live: JoinSet<u64> = JoinSet::new();
         let mut connections: HashMap<u64, Connection> = HashMap::new();
+        let mut handshakes: JoinSet<(io::Result<Connection>, OwnedSemaphorePermit)> =
+            JoinSet::new();
         let mut backoff = Duration::from_millis(1);
         tokio::pin!(shutdown);
         loop {
@@ -100,6 +153,12 @@ impl Server {
                         connections.remove(&id);
                     }
                 }
+                Some(done) = handshakes.join_next() => match done {
+                    Ok((Ok(conn), permit)) => track(&mut connections, &mut live, conn, permit),
+                    // The permit is dropped with the failed handshake.
+                    Ok((Err(e), _)) => tracing::debug!(error = %e, "handshake failed"),
+                    Err(e) => tracing::warn!(error = %e, "handshake task failed"),
+                },
                 permit = permits.clone().acquire_owned() => {
                     let permit = permit.expect("the semaphore is never closed");
                     let accepted = tokio::select! {
@@ -109,15 +168,14 @@ impl Server {
                     match accepted {
                         Ok(io) => {
                             backoff = Duration::from_millis(1);
-                            let conn = self.builder.connect_stream(io);
-                            let id = conn.id();
-                            let closed = conn.closed();
-                            connections.insert(id, conn);
-                            live.spawn(async move {
-                                closed.await;
-                                drop(permit);
-                                id
-                            });
+                            match start(io) {
+                                Start::Now(conn) => {
+                                    track(&mut connections, &mut live, conn, permit);
+                                }
+                                Start::Later(handshake) => {
+                                    handshakes.spawn(async move { (handshake.await, permit) });
+                                }
+                            }
                         }
                         Err(e) => {
                             // Errors such as running out of file descriptors pass with
@@ -130,10 +188,44 @@ impl Server {
                 }
             }
         }
+        // Handshakes still running are dropped; ones that just finished are closed
+        // with the rest.
+        handshakes.abort_all();
+        while let Some(done) = handshakes.join_next().await {
+            if let Ok((Ok(conn), permit)) = done {
+                track(&mut connections, &mut live, conn, permit);
+            }
+        }
         tracing::debug!(connections = connections.len(), "server shutting down");
         for conn in connections.values() {
             tokio::spawn(conn.close());
         }
         while live.join_next().await.is_some() {}
     }
+}
+
+/// How an accepted stream becomes a connection.
+enum Start {
+    /// At once (byte streams).
+    Now(Connection),
+    /// After a handshake, run in a task of its own so a slow peer holds up no other.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+    Later(Pin<Box<dyn Future<Output = io::Result<Connection>> + Send>>),
+}
+
+/// Serves `conn` until it ends, holding its connection slot until then.
+fn track(
+    connections: &mut HashMap<u64, Connection>,
+    live: &mut JoinSet<u64>,
+    conn: Connection,
+    permit: OwnedSemaphorePermit,
+) {
+    let id = conn.id();
+    let closed = conn.closed();
+    connections.insert(id, conn);
+    live.spawn(async move {
+        closed.await;
+        drop(permit);
+        id
+    });
 }

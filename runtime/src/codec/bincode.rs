@@ -5,6 +5,7 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::budget::Budget;
 use super::{Codec, CodecError};
 
 /// The most bytes a decode may claim for containers: a frame can never be larger than
@@ -29,8 +30,10 @@ impl Codec for Bincode {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+        let mut budget = Budget::for_input(bytes.len());
         let (value, used) =
-            bincode::serde::decode_from_slice(bytes, CONFIG).map_err(CodecError::new)?;
+            bincode::serde::seed_decode_from_slice(budget.seed::<T>(), bytes, CONFIG)
+                .map_err(|e| budget.error(e))?;
         if used != bytes.len() {
             return Err(CodecError(format!("{} trailing bytes", bytes.len() - used)));
         }

@@ -1,8 +1,9 @@
 //! JSON via serde_json: readable on the wire, for debugging and non-Rust peers.
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde::Serialize;
 
+use super::budget::Budget;
 use super::{Codec, CodecError};
 
 /// JSON.
@@ -17,6 +18,13 @@ impl Codec for Json {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        serde_json::from_slice(bytes).map_err(CodecError::new)
+        let mut budget = Budget::for_input(bytes.len());
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let value = budget
+            .seed::<T>()
+            .deserialize(&mut de)
+            .map_err(|e| budget.error(e))?;
+        de.end().map_err(CodecError::new)?;
+        Ok(value)
     }
 }

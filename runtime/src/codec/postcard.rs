@@ -1,8 +1,9 @@
 //! postcard: compact, maintained, with a stable wire specification.
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde::Serialize;
 
+use super::budget::Budget;
 use super::{Codec, CodecError};
 
 /// postcard 1.x.
@@ -19,7 +20,13 @@ impl Codec for Postcard {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, rest) = postcard::take_from_bytes(bytes).map_err(CodecError::new)?;
+        let mut budget = Budget::for_input(bytes.len());
+        let mut de = postcard::Deserializer::from_bytes(bytes);
+        let value = budget
+            .seed::<T>()
+            .deserialize(&mut de)
+            .map_err(|e| budget.error(e))?;
+        let rest = de.finalize().map_err(CodecError::new)?;
         if !rest.is_empty() {
             return Err(CodecError(format!("{} trailing bytes", rest.len())));
         }

@@ -442,7 +442,9 @@ impl<T: Transport> Actor<T> {
     fn describe(&mut self, caps: &[CapRef]) -> Result<Vec<CapDescriptor>, WireError> {
         let max = self.conn.shared.config.max_exports;
         if !caps.is_empty() && self.exports.len() + caps.len() > max {
-            return Err(WireError::Overloaded(format!("more than {max} objects exported")));
+            return Err(WireError::Overloaded(format!(
+                "more than {max} objects exported"
+            )));
         }
         Ok(caps
             .iter()
@@ -653,10 +655,9 @@ impl<T: Transport> Actor<T> {
                     imports: self.imports.len(),
                 });
             }
-            Command::Abort => {
-                let reason = "connection aborted locally";
-                let _ = self.conn.shared.reason.set(Arc::from(reason));
-                self.enqueue_control(&Header::abort(reason));
+            Command::Abort { reason } => {
+                let _ = self.conn.shared.reason.set(reason.clone());
+                self.enqueue_control(&Header::abort(&reason));
                 self.aborted = true;
             }
             Command::Close { done } => {
@@ -929,7 +930,10 @@ impl<T: Transport> Actor<T> {
     fn over_limit(&self, question: Option<QuestionId>) -> Option<String> {
         let config = &self.conn.shared.config;
         if self.running.len() + self.stalled_count >= config.max_inflight_calls {
-            return Some(format!("more than {} calls in flight", config.max_inflight_calls));
+            return Some(format!(
+                "more than {} calls in flight",
+                config.max_inflight_calls
+            ));
         }
         if question.is_some() && self.answers.len() >= config.max_answers {
             return Some(format!("more than {} answers held", config.max_answers));

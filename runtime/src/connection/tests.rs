@@ -53,7 +53,9 @@ struct Raw {
 impl Raw {
     fn new() -> (Connection, Raw) {
         let (ours, theirs) = memory();
-        let conn = Connection::builder().root(ProbeServer::new(P)).connect(ours);
+        let conn = Connection::builder()
+            .root(ProbeServer::new(P))
+            .connect(ours);
         let raw = Raw {
             transport: theirs,
             codec: AnyCodec::default(),
@@ -93,19 +95,28 @@ impl Raw {
     /// Reads the next `Return` and decodes its error, if it failed.
     async fn failure(&mut self) -> Option<WireError> {
         match self.recv().await {
-            Some((Header::Return { outcome: Outcome::Failed, .. }, payload)) => {
-                Some(self.codec.decode(&payload).unwrap())
-            }
+            Some((
+                Header::Return {
+                    outcome: Outcome::Failed,
+                    ..
+                },
+                payload,
+            )) => Some(self.codec.decode(&payload).unwrap()),
             _ => None,
         }
     }
 
     async fn echo_works(&mut self, question: u64) -> bool {
-        self.call(question, Target::Export(0), "echo", &(question as u32,)).await;
+        self.call(question, Target::Export(0), "echo", &(question as u32,))
+            .await;
         match self.recv().await {
-            Some((Header::Return { outcome: Outcome::Value, .. }, payload)) => {
-                self.codec.decode::<u32>(&payload).unwrap() == question as u32
-            }
+            Some((
+                Header::Return {
+                    outcome: Outcome::Value,
+                    ..
+                },
+                payload,
+            )) => self.codec.decode::<u32>(&payload).unwrap() == question as u32,
             _ => false,
         }
     }
@@ -116,18 +127,32 @@ async fn ended_because(conn: &Connection, what: &str) {
         .await
         .expect("the connection should end");
     let reason = conn.close_reason().unwrap();
-    assert!(reason.contains(what), "reason {reason:?} should mention {what:?}");
+    assert!(
+        reason.contains(what),
+        "reason {reason:?} should mention {what:?}"
+    );
 }
 
 #[tokio::test]
 async fn unknown_and_huge_ids_fail_only_the_call() {
     let (conn, mut raw) = Raw::new();
-    raw.call(1, Target::Export(u64::MAX), "echo", &(1u32,)).await;
-    assert!(matches!(raw.failure().await, Some(WireError::ObjectNotFound)));
+    raw.call(1, Target::Export(u64::MAX), "echo", &(1u32,))
+        .await;
+    assert!(matches!(
+        raw.failure().await,
+        Some(WireError::ObjectNotFound)
+    ));
     raw.call(2, Target::Export(7), "echo", &(1u32,)).await;
-    assert!(matches!(raw.failure().await, Some(WireError::ObjectNotFound)));
-    raw.call(3, Target::Answer(u64::MAX), "echo", &(1u32,)).await;
-    assert!(matches!(raw.failure().await, Some(WireError::ObjectNotFound)));
+    assert!(matches!(
+        raw.failure().await,
+        Some(WireError::ObjectNotFound)
+    ));
+    raw.call(3, Target::Answer(u64::MAX), "echo", &(1u32,))
+        .await;
+    assert!(matches!(
+        raw.failure().await,
+        Some(WireError::ObjectNotFound)
+    ));
     // Unknown method, and arguments that do not decode.
     raw.send(
         Header::Call {
@@ -139,9 +164,16 @@ async fn unknown_and_huge_ids_fail_only_the_call() {
         &(),
     )
     .await;
-    assert!(matches!(raw.failure().await, Some(WireError::MethodNotFound)));
-    raw.call(5, Target::Export(0), "echo", &"not a number").await;
-    assert!(matches!(raw.failure().await, Some(WireError::BadArguments(_))));
+    assert!(matches!(
+        raw.failure().await,
+        Some(WireError::MethodNotFound)
+    ));
+    raw.call(5, Target::Export(0), "echo", &"not a number")
+        .await;
+    assert!(matches!(
+        raw.failure().await,
+        Some(WireError::BadArguments(_))
+    ));
     // A finish for nothing, and a capability naming an export that does not exist.
     raw.send(Header::Finish { question: u64::MAX }, &()).await;
     raw.send(
@@ -154,7 +186,10 @@ async fn unknown_and_huge_ids_fail_only_the_call() {
         &(6u32,),
     )
     .await;
-    assert!(matches!(raw.recv().await, Some((Header::Return { question: 6, .. }, _))));
+    assert!(matches!(
+        raw.recv().await,
+        Some((Header::Return { question: 6, .. }, _))
+    ));
     assert!(raw.echo_works(7).await, "still serving");
     assert!(!conn.is_closed());
     // Failed answers are kept (so calls pipelined on them can say why) until the
@@ -193,7 +228,14 @@ async fn releasing_more_than_was_handed_out_ends_the_connection() {
 #[tokio::test]
 async fn releasing_an_unknown_export_ends_the_connection() {
     let (conn, mut raw) = Raw::new();
-    raw.send(Header::Release { id: 12345, count: 1 }, &()).await;
+    raw.send(
+        Header::Release {
+            id: 12345,
+            count: 1,
+        },
+        &(),
+    )
+    .await;
     ended_because(&conn, "unknown export").await;
 }
 
@@ -254,7 +296,11 @@ impl Lcg {
                 _ => CapDescriptor::ReceiverAnswer(self.id()),
             })
             .collect();
-        let question = if self.next() % 5 == 0 { None } else { Some(self.id()) };
+        let question = if self.next() % 5 == 0 {
+            None
+        } else {
+            Some(self.id())
+        };
         let target = if self.next() % 2 == 0 {
             Target::Export(self.id() % 3)
         } else {
@@ -270,7 +316,9 @@ impl Lcg {
                 id: self.id(),
                 count: self.next() % 3,
             },
-            2 => Header::Finish { question: self.id() },
+            2 => Header::Finish {
+                question: self.id(),
+            },
             3 => Header::Disembargo {
                 question: self.id(),
                 reflected: self.next() % 2 == 0,
@@ -282,16 +330,22 @@ impl Lcg {
             },
             5 => {
                 let len = (self.next() % 64) as usize;
-                return (0..len).map(|_| self.next() as u8).collect::<Vec<u8>>().into();
+                return (0..len)
+                    .map(|_| self.next() as u8)
+                    .collect::<Vec<u8>>()
+                    .into();
             }
             _ => Header::Call {
                 question,
                 target,
-                method: [method("echo"), method("make"), self.next() as u32][(self.next() % 3) as usize],
+                method: [method("echo"), method("make"), self.next() as u32]
+                    [(self.next() % 3) as usize],
                 caps,
             },
         };
-        let mut frame = encode_frame(codec, &header, &(self.next() as u32,)).unwrap().to_vec();
+        let mut frame = encode_frame(codec, &header, &(self.next() as u32,))
+            .unwrap()
+            .to_vec();
         // Sometimes flip a byte.
         if self.next() % 4 == 0 && !frame.is_empty() {
             let at = (self.next() as usize) % frame.len();
@@ -337,7 +391,10 @@ async fn thousands_of_random_frames_never_crash_a_connection() {
                 .await
                 .expect("ends when the peer goes");
             let reason = conn.close_reason().unwrap();
-            assert!(!reason.contains("task stopped"), "the connection task died: {reason}");
+            assert!(
+                !reason.contains("task stopped"),
+                "the connection task died: {reason}"
+            );
         }
     }
     assert!(connections > 1);

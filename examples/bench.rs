@@ -1,0 +1,581 @@
+//! farcall against the physical limit: `cargo run --release --example bench`.
+//!
+//! Every scenario measures farcall and the raw transport doing the same exchange in
+//! the same run, alternating them over several repetitions, and reports the medians
+//! and their ratio (lower is better everywhere). Results also go to
+//! `target/bench.json`.
+//!
+//! The process pins itself to CPU 0 unless `--split` is given (then the server side
+//! runs on CPU 0 and the client side on CPU 1): on a 2-vCPU guest, waking a thread on
+//! the other vCPU costs tens of microseconds, which would swamp what is measured.
+//! `--quick` runs a few repetitions of each scenario (for CI, so the bench cannot
+//! rot). `fanout` re-executes this program as a second process holding the client
+//! connections, so each process stays within the file-descriptor limit (which it
+//! raises to the hard limit).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use farcall::{Callback, Connection, Listeners, Server};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::runtime::Runtime;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+#[farcall::remote]
+pub trait Bench {
+    async fn add(&self, a: u64, b: u64) -> u64;
+    /// Calls `cb` `n` times in sequence.
+    async fn call_back(&self, cb: Callback<u64, u64>, n: u32) -> u64;
+    async fn node(&self, depth: u32) -> BenchClient;
+    /// Waits until the gate opens (for pending-call memory).
+    async fn wait(&self) -> u64;
+    /// Registers `cb` for events.
+    async fn listen(&self, cb: Callback<u64>) -> usize;
+}
+
+#[derive(Clone, Default)]
+struct Impl {
+    gate: Arc<tokio::sync::Notify>,
+    listeners: Arc<Listeners<u64>>,
+    depth: u32,
+}
+
+impl Bench for Impl {
+    async fn add(&self, a: u64, b: u64) -> u64 {
+        a.wrapping_add(b)
+    }
+    async fn call_back(&self, cb: Callback<u64, u64>, n: u32) -> u64 {
+        let mut sum = 0;
+        for i in 0..n {
+            sum += cb.call(u64::from(i)).await.unwrap_or(0);
+        }
+        sum
+    }
+    async fn node(&self, depth: u32) -> BenchClient {
+        BenchClient::from_local(Impl {
+            depth: self.depth + depth,
+            ..self.clone()
+        })
+    }
+    async fn wait(&self) -> u64 {
+        self.gate.notified().await;
+        u64::from(self.depth)
+    }
+    async fn listen(&self, cb: Callback<u64>) -> usize {
+        self.listeners.add(cb);
+        self.listeners.len()
+    }
+}
+
+struct Options {
+    quick: bool,
+    split: bool,
+}
+
+impl Options {
+    fn reps(&self) -> usize {
+        if self.quick {
+            3
+        } else {
+            9
+        }
+    }
+    fn iters(&self, full: usize) -> usize {
+        if self.quick {
+            (full / 20).max(50)
+        } else {
+            full
+        }
+    }
+}
+
+fn pin_to(cpu: usize) -> bool {
+    // SAFETY-free wrapper: sched_setaffinity on the calling thread.
+    let mut set: libc::cpu_set_t = unsafe_zeroed_cpu_set();
+    cpu_set(&mut set, cpu);
+    sched_setaffinity(&set)
+}
+
+#[allow(unsafe_code)]
+fn unsafe_zeroed_cpu_set() -> libc::cpu_set_t {
+    // cpu_set_t is plain old data: all-zero is the empty set.
+    unsafe { std::mem::zeroed() }
+}
+
+#[allow(unsafe_code)]
+fn cpu_set(set: &mut libc::cpu_set_t, cpu: usize) {
+    unsafe { libc::CPU_SET(cpu, set) }
+}
+
+#[allow(unsafe_code)]
+fn sched_setaffinity(set: &libc::cpu_set_t) -> bool {
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) == 0 }
+}
+
+#[allow(unsafe_code)]
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4)
+}
+
+fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A runtime on its own thread, pinned as the mode asks.
+fn runtime_thread(cpu: Option<usize>) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(move || {
+            if let Some(cpu) = cpu {
+                pin_to(cpu);
+            }
+        })
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// One scenario's result: farcall, baseline, unit, ratio.
+type Row = (f64, Option<f64>, &'static str, Option<f64>);
+
+#[derive(Default)]
+struct Report {
+    rows: BTreeMap<&'static str, Row>,
+}
+
+impl Report {
+    /// `farcall` and `baseline` in `unit`; `higher_is_better` flips the ratio.
+    fn add(
+        &mut self,
+        name: &'static str,
+        farcall: f64,
+        baseline: Option<f64>,
+        unit: &'static str,
+        higher_is_better: bool,
+    ) {
+        let ratio = baseline.map(|b| {
+            if higher_is_better {
+                b / farcall
+            } else {
+                farcall / b
+            }
+        });
+        self.rows.insert(name, (farcall, baseline, unit, ratio));
+        match (baseline, ratio) {
+            (Some(b), Some(r)) => println!("{name:<14} farcall {farcall:>12.2} {unit:<10} baseline {b:>12.2} {unit:<10} ratio {r:>6.2}"),
+            _ => println!("{name:<14} farcall {farcall:>12.2} {unit}"),
+        }
+    }
+
+    fn write_json(&self) {
+        let mut map = serde_json::Map::new();
+        for (name, (farcall, baseline, unit, ratio)) in &self.rows {
+            let mut entry = serde_json::Map::new();
+            entry.insert("farcall".into(), (*farcall).into());
+            if let Some(b) = baseline {
+                entry.insert("baseline".into(), (*b).into());
+            }
+            entry.insert("unit".into(), (*unit).into());
+            if let Some(r) = ratio {
+                entry.insert("ratio".into(), (*r).into());
+            }
+            map.insert((*name).into(), entry.into());
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("bench.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&map).unwrap()).unwrap();
+        println!("wrote {}", path.display());
+    }
+}
+
+/// Sequential small calls over the memory transport versus a tokio mpsc ping-pong,
+/// both on one current-thread runtime. Microseconds per round trip.
+fn mem_rtt(o: &Options) -> (f64, f64) {
+    let rt = current_thread();
+    let n = o.iters(100_000);
+    rt.block_on(async {
+        let (a, b) = farcall::transport::memory();
+        let _server = Connection::builder()
+            .root(BenchServer::new(Impl::default()))
+            .connect(a);
+        let client: BenchClient = Connection::builder().connect(b).root().await.unwrap();
+
+        let (to_echo, mut echo_rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let (echo_tx, mut from_echo) = tokio::sync::mpsc::channel::<Bytes>(1);
+        tokio::spawn(async move {
+            while let Some(m) = echo_rx.recv().await {
+                if echo_tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let payload = Bytes::from(vec![7u8; 16]);
+        let (mut ours, mut raw) = (Vec::new(), Vec::new());
+        for _ in 0..o.reps() {
+            let t = Instant::now();
+            for i in 0..n as u64 {
+                client.add(i, 1).await.unwrap();
+            }
+            ours.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+            let t = Instant::now();
+            for _ in 0..n {
+                to_echo.send(payload.clone()).await.unwrap();
+                from_echo.recv().await.unwrap();
+            }
+            raw.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+        (median(ours), median(raw))
+    })
+}
+
+/// A raw length-delimited echo server; returns its address.
+fn raw_echo_server(rt: &Runtime) -> SocketAddr {
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                stream.set_nodelay(true).unwrap();
+                tokio::spawn(async move {
+                    let mut framed = Framed::new(stream, LengthDelimitedCodec::new());
+                    while let Some(Ok(frame)) = framed.next().await {
+                        if framed.feed(frame.freeze()).await.is_err() {
+                            break;
+                        }
+                        // Echo whatever else already arrived, then flush once, as
+                        // farcall does.
+                        while let Some(Some(Ok(frame))) = framed.next().now_or_never() {
+                            if framed.feed(frame.freeze()).await.is_err() {
+                                return;
+                            }
+                        }
+                        if SinkExt::<Bytes>::flush(&mut framed).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    })
+}
+
+fn farcall_server(rt: &Runtime, imp: Impl) -> SocketAddr {
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let builder = Connection::builder().root(BenchServer::new(imp));
+        tokio::spawn(
+            Server::new(builder)
+                .max_connections(20_000)
+                .serve(listener, std::future::pending()),
+        );
+        addr
+    })
+}
+
+/// The same small calls over loopback TCP versus a raw echo of a frame of the same
+/// size; server and client each on their own runtime thread.
+fn tcp_rtt(o: &Options) -> (f64, f64, f64) {
+    let server_rt = runtime_thread(if o.split { Some(0) } else { None });
+    let client_rt = runtime_thread(if o.split { Some(1) } else { None });
+    let farcall_addr = farcall_server(&server_rt, Impl::default());
+    let raw_addr = raw_echo_server(&server_rt);
+    let n = o.iters(20_000);
+    client_rt.block_on(async {
+        let conn = Connection::builder()
+            .connect_tcp(farcall_addr)
+            .await
+            .unwrap();
+        let client: BenchClient = conn.root().await.unwrap();
+        let stream = tokio::net::TcpStream::connect(raw_addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut raw_conn = Framed::new(stream, LengthDelimitedCodec::new());
+        let payload = Bytes::from(vec![7u8; 16]);
+        let on_call = Callback::new(|x: u64| async move { x });
+        let (mut ours, mut raw, mut cb) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..o.reps() {
+            let t = Instant::now();
+            for i in 0..n as u64 {
+                client.add(i, 1).await.unwrap();
+            }
+            ours.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+            let t = Instant::now();
+            for _ in 0..n {
+                raw_conn.send(payload.clone()).await.unwrap();
+                raw_conn.next().await.unwrap().unwrap();
+            }
+            raw.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+            let t = Instant::now();
+            client.call_back(on_call.clone(), n as u32).await.unwrap();
+            cb.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+        (median(ours), median(raw), median(cb))
+    })
+}
+
+/// 64 callers sharing one TCP connection versus a raw echo with 64 frames in flight.
+/// Calls per second.
+fn tcp_tput(o: &Options) -> (f64, f64) {
+    const CALLERS: usize = 64;
+    let server_rt = runtime_thread(if o.split { Some(0) } else { None });
+    let client_rt = runtime_thread(if o.split { Some(1) } else { None });
+    let farcall_addr = farcall_server(&server_rt, Impl::default());
+    let raw_addr = raw_echo_server(&server_rt);
+    let per_caller = o.iters(4_000);
+    client_rt.block_on(async {
+        let conn = Connection::builder()
+            .connect_tcp(farcall_addr)
+            .await
+            .unwrap();
+        let client: BenchClient = conn.root().await.unwrap();
+        let stream = tokio::net::TcpStream::connect(raw_addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut raw_conn = Framed::new(stream, LengthDelimitedCodec::new());
+        let payload = Bytes::from(vec![7u8; 16]);
+        let total = CALLERS * per_caller;
+        let (mut ours, mut raw) = (Vec::new(), Vec::new());
+        for _ in 0..o.reps() {
+            let t = Instant::now();
+            let tasks: Vec<_> = (0..CALLERS)
+                .map(|_| {
+                    let c = client.clone();
+                    tokio::spawn(async move {
+                        for i in 0..per_caller as u64 {
+                            c.add(i, 1).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            ours.push(total as f64 / t.elapsed().as_secs_f64());
+
+            let t = Instant::now();
+            for _ in 0..CALLERS {
+                raw_conn.feed(payload.clone()).await.unwrap();
+            }
+            SinkExt::<Bytes>::flush(&mut raw_conn).await.unwrap();
+            for i in 0..total {
+                raw_conn.next().await.unwrap().unwrap();
+                if i + CALLERS < total {
+                    raw_conn.send(payload.clone()).await.unwrap();
+                }
+            }
+            raw.push(total as f64 / t.elapsed().as_secs_f64());
+        }
+        (median(ours), median(raw))
+    })
+}
+
+/// Ten dependent calls, pipelined, over a link delaying each direction by 2 ms.
+/// Round trips.
+fn chain10(o: &Options) -> f64 {
+    const DELAY: Duration = Duration::from_millis(2);
+    let rt = current_thread();
+    rt.block_on(async {
+        let (a, b) = farcall::transport::memory();
+        let _server = Connection::builder()
+            .root(BenchServer::new(Impl::default()))
+            .connect(farcall::transport::delayed(a, DELAY));
+        let client: BenchClient = Connection::builder()
+            .connect(farcall::transport::delayed(b, DELAY))
+            .root()
+            .await
+            .unwrap();
+        // A round trip is what one call takes on this link (the delay plus timer
+        // granularity), measured beside the chain.
+        let mut runs = Vec::new();
+        for _ in 0..o.reps() {
+            let t = Instant::now();
+            client.add(1, 2).await.unwrap();
+            let round_trip = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let mut node = client.node(1);
+            for _ in 1..10 {
+                node = node.node(1);
+            }
+            node.await.unwrap();
+            runs.push(t.elapsed().as_secs_f64() / round_trip);
+        }
+        median(runs)
+    })
+}
+
+/// Memory per idle connection and per pending call, from RSS deltas.
+fn conn_mem(o: &Options) -> (f64, f64) {
+    let rt = current_thread();
+    let conns = if o.quick { 200 } else { 1000 };
+    let pending = if o.quick { 2_000 } else { 10_000 };
+    rt.block_on(async {
+        let imp = Impl::default();
+        let builder = Connection::builder()
+            .root(BenchServer::new(imp.clone()))
+            .max_inflight_calls(1 << 20)
+            .max_answers(1 << 20);
+        // Warm up the allocator and the runtime.
+        let mut keep = Vec::new();
+        for _ in 0..10 {
+            let (a, b) = farcall::transport::memory();
+            keep.push((builder.connect(a), Connection::builder().connect(b)));
+        }
+        tokio::task::yield_now().await;
+        let before = rss_kib();
+        for _ in 0..conns {
+            let (a, b) = farcall::transport::memory();
+            let server = builder.connect(a);
+            let client = Connection::builder().connect(b);
+            let root: BenchClient = client.root().await.unwrap();
+            keep.push((server, client));
+            drop(root);
+        }
+        let per_conn = (rss_kib() - before) as f64 / (2 * conns) as f64;
+
+        let client: BenchClient = keep[0].1.root().await.unwrap();
+        let before = rss_kib();
+        let calls: Vec<_> = (0..pending).map(|_| client.wait()).collect();
+        // Let every call reach its handler.
+        client.add(1, 1).await.unwrap();
+        let per_call = (rss_kib() - before) as f64 * 1024.0 / pending as f64;
+        imp.gate.notify_waiters();
+        drop(calls);
+        (per_conn, per_call)
+    })
+}
+
+/// One server, many TCP connections each registering a callback; time for one event
+/// to reach all of them, and the server's RSS.
+fn fanout(o: &Options) -> (f64, f64, usize) {
+    let limit = raise_fd_limit();
+    let wanted = if o.quick { 500 } else { 10_000 };
+    let n = wanted.min((limit as usize).saturating_sub(200));
+    let server_rt = runtime_thread(if o.split { Some(0) } else { None });
+    let imp = Impl::default();
+    let listeners = imp.listeners.clone();
+    let addr = farcall_server(&server_rt, imp);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["fanout-client", &addr.to_string(), &n.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the fanout client");
+    use std::io::{BufRead, Write};
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // The client says "ready" once every connection registered.
+    let ready = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(ready.trim(), "ready", "fanout client failed: {ready}");
+    assert_eq!(listeners.len(), n);
+    let t = Instant::now();
+    listeners.emit(&42);
+    let done = lines.next().and_then(Result::ok).unwrap_or_default();
+    let elapsed = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(done.trim(), "all", "fanout client: {done}");
+    let rss = rss_kib() as f64 / 1024.0;
+    let _ = child.stdin.take().map(|mut s| s.write_all(b"bye\n"));
+    let _ = child.wait();
+    (elapsed, rss, n)
+}
+
+/// The child side of `fanout`: `n` connections, each registering a callback; prints
+/// "ready", then "all" once every callback ran.
+fn fanout_client(addr: &str, n: usize) {
+    raise_fd_limit();
+    let rt = runtime_thread(if std::env::args().any(|a| a == "--split") {
+        Some(1)
+    } else {
+        None
+    });
+    rt.block_on(async move {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let got = Arc::new(AtomicUsize::new(0));
+        let all = Arc::new(tokio::sync::Notify::new());
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            let conn = Connection::builder()
+                .connect_tcp(addr)
+                .await
+                .expect("connect");
+            let server: BenchClient = conn.root().await.unwrap();
+            let (got, all) = (got.clone(), all.clone());
+            let cb = Callback::new(move |_: u64| {
+                if got.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                    all.notify_one();
+                }
+                async {}
+            });
+            server.listen(cb).await.unwrap();
+            conns.push(conn);
+        }
+        println!("ready");
+        all.notified().await;
+        println!("all");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("fanout-client") {
+        fanout_client(&args[2], args[3].parse().unwrap());
+        return;
+    }
+    let o = Options {
+        quick: args.iter().any(|a| a == "--quick"),
+        split: args.iter().any(|a| a == "--split"),
+    };
+    if o.split {
+        println!("mode: split (server side on CPU 0, client side on CPU 1)");
+    } else if pin_to(0) {
+        println!("mode: pinned to CPU 0 (use --split to put client and server on two CPUs)");
+    } else {
+        println!("mode: unpinned (pinning failed)");
+    }
+    let mut report = Report::default();
+    let (ours, raw) = mem_rtt(&o);
+    report.add("mem_rtt", ours, Some(raw), "us/call", false);
+    let (ours, raw, cb) = tcp_rtt(&o);
+    report.add("tcp_rtt", ours, Some(raw), "us/call", false);
+    report.add("callback_rtt", cb, Some(ours), "us/call", false);
+    let (ours, raw) = tcp_tput(&o);
+    report.add("tcp_tput", ours, Some(raw), "calls/s", true);
+    report.add("chain10", chain10(&o), None, "round trips", false);
+    let (per_conn, per_call) = conn_mem(&o);
+    report.add("conn_mem_conn", per_conn, None, "KiB/conn", false);
+    report.add("conn_mem_call", per_call, None, "B/call", false);
+    let (ms, rss, n) = fanout(&o);
+    println!("fanout: {n} connections");
+    report.add("fanout_time", ms, None, "ms", false);
+    report.add("fanout_rss", rss, None, "MiB", false);
+    report.write_json();
+}
