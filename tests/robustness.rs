@@ -408,7 +408,9 @@ async fn a_peer_that_stops_reading_costs_bounded_memory_and_others_keep_going() 
     bounded("stopped reader", async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let builder = Connection::builder().max_queued_bytes(1 << 20);
+        let builder = Connection::builder()
+            .max_frame_size(1 << 20)
+            .max_queued_bytes(1 << 20);
         let (accepted, conn) = tokio::join!(listener.accept(), builder.connect_tcp(addr));
         let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let _server = Connection::builder()

@@ -26,6 +26,7 @@ use crate::transport::{self, Transport};
 use crate::wire::{ExportId, QuestionId, Target};
 
 mod actor;
+mod outbound;
 #[cfg(test)]
 mod tests;
 
@@ -49,7 +50,9 @@ pub struct Config {
     /// Outbound bytes queued before the connection pushes back: the connection task
     /// stops reading frames and taking local calls until the transport drains, and
     /// new local calls fail with [`RpcError::Overloaded`] instead of queueing more. A
-    /// peer that stops reading therefore costs bounded memory. Default: 8 MiB.
+    /// peer that stops reading therefore costs bounded memory. The limit in effect is
+    /// never below `max_frame_size`, so one frame of the largest size can always be
+    /// queued. Default: 8 MiB.
     pub max_queued_bytes: usize,
     /// Time limit for every call made on this connection; `None` waits as long as the
     /// connection lives. [`Call::timeout`](crate::Call::timeout) overrides it per
@@ -78,6 +81,20 @@ pub struct Config {
     /// Objects and callbacks exported to the peer at once. A result or call that would
     /// export more fails with [`RpcError::Overloaded`]. Default: 65,536.
     pub max_exports: usize,
+    /// Frames larger than this are sent in chunks of this size, and smaller frames
+    /// that nothing orders after them (calls on other objects, returns) pass between
+    /// the chunks: a large upload does not hold up a small call. Also keeps every
+    /// transport message under this size, for carriers with a per-message limit
+    /// (WebSocket peers often cap at 64 KiB). Both ends reassemble whatever they
+    /// receive, up to `max_frame_size`. Default: 64 KiB.
+    pub chunk_size: usize,
+}
+
+impl Config {
+    /// The outbound limit in effect: `max_queued_bytes`, but never below one frame.
+    pub(crate) fn queue_limit(&self) -> usize {
+        self.max_queued_bytes.max(self.max_frame_size)
+    }
 }
 
 impl Default for Config {
@@ -94,6 +111,7 @@ impl Default for Config {
             max_inflight_calls: 1024,
             max_answers: 16 * 1024,
             max_exports: 64 * 1024,
+            chunk_size: 64 * 1024,
         }
     }
 }
@@ -183,6 +201,12 @@ impl Builder {
     /// Sets [`Config::max_answers`].
     pub fn max_answers(mut self, max: usize) -> Self {
         self.config.max_answers = max.max(1);
+        self
+    }
+
+    /// Sets [`Config::chunk_size`] (at least 1 KiB).
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.config.chunk_size = bytes.max(1024);
         self
     }
 
@@ -611,10 +635,10 @@ impl Connection {
     /// Counts `bytes` as queued for sending, refusing when the queue is full.
     fn reserve(&self, bytes: usize) -> Result<(), RpcError> {
         let pending = &self.shared.pending_bytes;
-        if pending.load(Ordering::Relaxed) >= self.shared.config.max_queued_bytes {
+        let limit = self.shared.config.queue_limit();
+        if pending.load(Ordering::Relaxed) >= limit {
             return Err(RpcError::Overloaded(format!(
-                "more than {} bytes are queued for sending (the peer is not reading fast enough)",
-                self.shared.config.max_queued_bytes
+                "more than {limit} bytes are queued for sending (the peer is not reading fast enough)"
             )));
         }
         pending.fetch_add(bytes, Ordering::Relaxed);

@@ -153,8 +153,11 @@ pub(crate) fn finish_frame(
     codec
         .encode(header, &mut buf)
         .map_err(|e| RpcError::Encode(e.to_string()))?;
+    // 0xFFFF marks a chunk (see `connection/outbound.rs`), so a header stays shorter.
     let header_len = u16::try_from(buf.len() - start)
-        .map_err(|_| RpcError::Encode("message header longer than 65535 bytes".into()))?;
+        .ok()
+        .filter(|&len| len < u16::MAX)
+        .ok_or_else(|| RpcError::Encode("message header of 65535 bytes or more".into()))?;
     buf.extend_from_slice(&header_len.to_le_bytes());
     Ok(buf.into())
 }

@@ -24,6 +24,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
+use super::outbound::{is_chunk, Order, Outbound, Reassembly};
 use super::{Command, Connection, Outgoing, Stats};
 use crate::cap::{CapRef, ImportEntry, LocalObject, Message};
 use crate::context::CallContext;
@@ -34,6 +35,9 @@ use crate::wire::{
     decode_frame, encode_frame, finish_frame, CapDescriptor, ExportId, Header, Outcome, QuestionId,
     Target, ROOT_EXPORT,
 };
+
+/// How long a chunked message may stay unfinished between two of its chunks.
+const CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Items taken from one source before the others get a turn.
 const BATCH: usize = 64;
@@ -46,6 +50,7 @@ pub(super) fn spawn<T: Transport>(
 ) {
     let span = tracing::debug_span!("farcall::connection", id = conn.id());
     tracing::debug!(parent: &span, root = root.as_ref().map(|r| r.dispatch.interface().name), "connection open");
+    let conn_chunk_size = conn.shared.config.chunk_size;
     let mut exports = Exports::default();
     if let Some(root) = root {
         exports.insert_root(CapRef::Local(root));
@@ -66,8 +71,8 @@ pub(super) fn spawn<T: Transport>(
         exports,
         imports: HashMap::new(),
         next_generation: 0,
-        outbound: VecDeque::new(),
-        queued_bytes: 0,
+        outbound: Outbound::new(conn_chunk_size),
+        reassembly: Reassembly::default(),
         needs_flush: false,
         closing: None,
         aborted: false,
@@ -108,6 +113,9 @@ enum Stalled {
 #[derive(Default)]
 struct Timers {
     last_received: Option<Instant>,
+    /// When the last chunk of a message still being reassembled arrived.
+    last_chunk: Option<Instant>,
+    chunk: Option<Pin<Box<Sleep>>>,
     last_sent: Option<Instant>,
     idle: Option<Pin<Box<Sleep>>>,
     keepalive: Option<Pin<Box<Sleep>>>,
@@ -241,8 +249,8 @@ struct Actor<T> {
     exports: Exports,
     imports: HashMap<ExportId, Import>,
     next_generation: u64,
-    outbound: VecDeque<Bytes>,
-    queued_bytes: usize,
+    outbound: Outbound,
+    reassembly: Reassembly,
     needs_flush: bool,
     /// `Some` once `close()` was asked: who waits for it.
     closing: Option<Vec<oneshot::Sender<()>>>,
@@ -364,6 +372,14 @@ impl<T: Transport> Actor<T> {
     fn check_timers(&mut self, cx: &mut Context<'_>) -> Result<bool, Arc<str>> {
         let config = &self.conn.shared.config;
         let (idle, keepalive) = (config.idle_timeout, config.keepalive);
+        if self.reassembly.in_progress() {
+            let since = *self.timers.last_chunk.get_or_insert_with(Instant::now);
+            if due(&mut self.timers.chunk, since + CHUNK_TIMEOUT, cx) {
+                return Err(
+                    format!("a chunked message stayed unfinished for {CHUNK_TIMEOUT:?}").into(),
+                );
+            }
+        }
         if let Some(idle) = idle {
             let since = *self.timers.last_received.get_or_insert_with(Instant::now);
             if due(&mut self.timers.idle, since + idle, cx) {
@@ -390,33 +406,30 @@ impl<T: Transport> Actor<T> {
     }
 
     fn queue_full(&self) -> bool {
-        self.queued_bytes >= self.conn.shared.config.max_queued_bytes
+        self.outbound.bytes() >= self.conn.shared.config.queue_limit()
     }
 
-    fn enqueue(&mut self, frame: Bytes) {
-        self.queued_bytes += frame.len();
-        self.outbound.push_back(frame);
+    fn enqueue(&mut self, frame: Bytes, order: Order) {
+        self.outbound.push(frame, order);
     }
 
     /// Queues a control frame (no payload, no capabilities).
     fn enqueue_control(&mut self, header: &Header) {
         match encode_frame(self.codec(), header, &()) {
-            Ok(frame) => self.enqueue(frame),
+            Ok(frame) => self.enqueue(frame, Order::of(header)),
             Err(e) => tracing::error!(error = %e, "cannot encode a control frame"),
         }
     }
 
     /// Moves queued frames into the transport and flushes once they are in.
     fn write(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while let Some(frame) = self.outbound.front() {
-            let len = frame.len();
+        while !self.outbound.is_empty() {
             match Pin::new(&mut self.transport).poll_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => break,
             }
-            let frame = self.outbound.pop_front().expect("front exists");
-            self.queued_bytes -= len;
+            let frame = self.outbound.pop().expect("not empty");
             if self.conn.shared.config.keepalive.is_some() {
                 self.timers.last_sent = Some(Instant::now());
             }
@@ -528,9 +541,10 @@ impl<T: Transport> Actor<T> {
         header: impl FnOnce(Vec<CapDescriptor>) -> Header,
     ) -> Result<(), WireError> {
         let caps = self.describe(&message.caps)?;
-        let frame = finish_frame(self.codec(), message.payload, &header(caps))
+        let header = header(caps);
+        let frame = finish_frame(self.codec(), message.payload, &header)
             .map_err(|e| WireError::Encode(e.to_string()))?;
-        self.enqueue(frame);
+        self.enqueue(frame, Order::of(&header));
         Ok(())
     }
 
@@ -785,6 +799,16 @@ impl<T: Transport> Actor<T> {
                 limit,
             }));
         }
+        let frame = if is_chunk(&frame) {
+            self.timers.last_chunk = Some(Instant::now());
+            match self.reassembly.push(&frame, limit) {
+                Ok(Some(whole)) => whole,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.violation(e)),
+            }
+        } else {
+            frame
+        };
         let (header, payload) = decode_frame(self.codec(), frame).map_err(|e| self.violation(e))?;
         match header {
             Header::Call {

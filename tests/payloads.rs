@@ -1,0 +1,269 @@
+//! Binary payloads: raw bytes on the wire, large messages that do not hold up small
+//! ones, and carriers with a per-message size limit.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::bounded;
+use farcall::transport::MemoryTransport;
+use farcall::{AnyCodec, Connection};
+use futures_util::{Sink, Stream};
+use tokio::time::{Instant, Sleep};
+
+#[farcall::remote]
+pub trait Files {
+    /// A store to upload to (another object than the root).
+    async fn store(&self) -> StoreClient;
+    async fn ping(&self) -> u32;
+    async fn size(&self, data: Bytes) -> usize;
+}
+
+#[farcall::remote]
+pub trait Store {
+    async fn put(&self, data: Bytes) -> usize;
+    async fn note(&self, n: u32);
+}
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<String>>>);
+
+struct FilesImpl(Log);
+struct StoreImpl(Log);
+
+impl Files for FilesImpl {
+    async fn store(&self) -> StoreClient {
+        StoreClient::from_local(StoreImpl(self.0.clone()))
+    }
+    async fn ping(&self) -> u32 {
+        self.0 .0.lock().unwrap().push("ping".into());
+        1
+    }
+    async fn size(&self, data: Bytes) -> usize {
+        data.len()
+    }
+}
+
+impl Store for StoreImpl {
+    async fn put(&self, data: Bytes) -> usize {
+        self.0
+             .0
+            .lock()
+            .unwrap()
+            .push(format!("put {}", data.len()));
+        data.len()
+    }
+    async fn note(&self, n: u32) {
+        self.0 .0.lock().unwrap().push(format!("note {n}"));
+    }
+}
+
+/// Counts the bytes a transport sends; optionally limits the rate (bytes per
+/// second of virtual time) and the size of one message.
+struct Meter {
+    inner: MemoryTransport,
+    sent: Arc<AtomicUsize>,
+    rate: Option<f64>,
+    max_message: usize,
+    queue: VecDeque<(Instant, Bytes)>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Meter {
+    fn new(inner: MemoryTransport, sent: Arc<AtomicUsize>) -> Self {
+        Meter {
+            inner,
+            sent,
+            rate: None,
+            max_message: usize::MAX,
+            queue: VecDeque::new(),
+            sleep: None,
+        }
+    }
+}
+
+impl Stream for Meter {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+impl Sink<Bytes> for Meter {
+    type Error = io::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> io::Result<()> {
+        if frame.len() > self.max_message {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "message too large for this carrier",
+            ));
+        }
+        self.sent.fetch_add(frame.len(), Ordering::SeqCst);
+        // Each frame leaves once the ones before it have, after its own transfer time.
+        let after = self
+            .queue
+            .back()
+            .map_or(Instant::now(), |(at, _)| *at)
+            .max(Instant::now());
+        let transfer = self.rate.map_or(Duration::ZERO, |rate| {
+            Duration::from_secs_f64(frame.len() as f64 / rate)
+        });
+        self.queue.push_back((after + transfer, frame));
+        Ok(())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        while let Some(&(at, _)) = this.queue.front() {
+            if at > Instant::now() {
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                sleep.as_mut().reset(at);
+                ready!(sleep.as_mut().poll(cx));
+            }
+            let (_, frame) = this.queue.pop_front().expect("front");
+            Pin::new(&mut this.inner).start_send(frame)?;
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_flush(cx))?;
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+struct Setup {
+    files: FilesClient,
+    log: Log,
+    sent_by_client: Arc<AtomicUsize>,
+    _server: Connection,
+}
+
+async fn setup(
+    codec: AnyCodec,
+    configure: impl Fn(&mut Meter),
+    builder: impl Fn() -> farcall::Builder,
+) -> Setup {
+    let log = Log::default();
+    let (a, b) = farcall::transport::memory();
+    let sent_by_client = Arc::new(AtomicUsize::new(0));
+    let mut server_side = Meter::new(a, Arc::new(AtomicUsize::new(0)));
+    let mut client_side = Meter::new(b, sent_by_client.clone());
+    configure(&mut server_side);
+    configure(&mut client_side);
+    let server = builder()
+        .codec(codec)
+        .root(FilesServer::new(FilesImpl(log.clone())))
+        .connect(server_side);
+    let files = builder()
+        .codec(codec)
+        .connect(client_side)
+        .root()
+        .await
+        .unwrap();
+    Setup {
+        files,
+        log,
+        sent_by_client,
+        _server: server,
+    }
+}
+
+#[tokio::test]
+async fn bytes_travel_raw_without_per_element_overhead() {
+    for codec in [AnyCodec::Bincode, AnyCodec::Postcard] {
+        let s = setup(codec, |_| {}, Connection::builder).await;
+        let before = s.sent_by_client.load(Ordering::SeqCst);
+        let mib = Bytes::from(vec![0xA5u8; 1 << 20]);
+        assert_eq!(bounded("1 MiB", s.files.size(mib)).await.unwrap(), 1 << 20);
+        let sent = s.sent_by_client.load(Ordering::SeqCst) - before;
+        let overhead = sent - (1 << 20);
+        eprintln!(
+            "{codec:?}: 1 MiB argument cost {sent} bytes on the wire ({overhead} bytes overhead)"
+        );
+        assert!(
+            overhead < 1024,
+            "{codec:?}: {overhead} bytes of overhead for 1 MiB"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_upload_does_not_hold_up_a_small_call() {
+    const RATE: f64 = 64.0 * 1024.0 * 1024.0; // bytes per second
+    let big = 64usize << 20;
+    let s = setup(
+        AnyCodec::default(),
+        |m| m.rate = Some(RATE),
+        || Connection::builder().max_frame_size(128 << 20),
+    )
+    .await;
+    let store = s.files.store().await.unwrap();
+    let started = Instant::now();
+    let upload = store.put(Bytes::from(vec![7u8; big]));
+    let ping = bounded("small call", s.files.ping()).await;
+    let small = started.elapsed();
+    assert_eq!(ping, Ok(1));
+    assert_eq!(bounded("upload", upload).await, Ok(big));
+    let large = started.elapsed();
+    eprintln!("64 MiB upload took {large:?}; a small call made after it took {small:?}");
+    // One chunk of 64 KiB takes about 1 ms at this rate.
+    assert!(
+        large >= Duration::from_millis(900),
+        "the upload takes about a second: {large:?}"
+    );
+    assert!(
+        small <= Duration::from_millis(5),
+        "the small call waited {small:?}"
+    );
+    assert_eq!(s.log.0.lock().unwrap()[0], "ping");
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_on_the_same_object_keep_their_order_behind_a_large_one() {
+    let s = setup(
+        AnyCodec::default(),
+        |m| m.rate = Some(8.0 * 1024.0 * 1024.0),
+        || Connection::builder().max_frame_size(32 << 20),
+    )
+    .await;
+    let store = s.files.store().await.unwrap();
+    let upload = store.put(Bytes::from(vec![1u8; 4 << 20]));
+    let note = store.note(1);
+    bounded("both", async {
+        (upload.await.unwrap(), note.await.unwrap())
+    })
+    .await;
+    assert_eq!(*s.log.0.lock().unwrap(), ["put 4194304", "note 1"]);
+}
+
+#[tokio::test]
+async fn a_carrier_with_a_message_size_limit_still_carries_large_payloads() {
+    let s = setup(
+        AnyCodec::default(),
+        |m| m.max_message = 64 * 1024,
+        || Connection::builder().chunk_size(60 * 1024),
+    )
+    .await;
+    let data = Bytes::from((0..(3 << 20)).map(|i| i as u8).collect::<Vec<u8>>());
+    assert_eq!(
+        bounded("3 MiB through 64 KiB messages", s.files.size(data)).await,
+        Ok(3 << 20)
+    );
+}
