@@ -9,7 +9,8 @@
 //! runs on CPU 0 and the client side on CPU 1): on a 2-vCPU guest, waking a thread on
 //! the other vCPU costs tens of microseconds, which would swamp what is measured.
 //! `--quick` runs a few repetitions of each scenario (for CI, so the bench cannot
-//! rot). `fanout` re-executes this program as a second process holding the client
+//! rot). Memory figures count the bytes the server process allocates (through a
+//! counting global allocator) while a second process plays the clients. `fanout` re-executes this program as a second process holding the client
 //! connections, so each process stays within the file-descriptor limit (which it
 //! raises to the hard limit).
 
@@ -432,45 +433,134 @@ fn chain10(o: &Options) -> f64 {
     })
 }
 
-/// Memory per idle connection and per pending call, from RSS deltas.
+/// Server memory per idle connection and per pending call: bytes allocated by the
+/// server process (counted by this program's allocator) while a second process opens
+/// the connections and makes the calls, so the client's share is not counted.
 fn conn_mem(o: &Options) -> (f64, f64) {
-    let rt = current_thread();
     let conns = if o.quick { 200 } else { 1000 };
     let pending = if o.quick { 2_000 } else { 10_000 };
-    rt.block_on(async {
-        let imp = Impl::default();
+    let server_rt = runtime_thread(if o.split { Some(0) } else { None });
+    let imp = Impl::default();
+    let gate = imp.gate.clone();
+    let addr = server_rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let builder = Connection::builder()
-            .root(BenchServer::new(imp.clone()))
+            .root(BenchServer::new(imp))
             .max_inflight_calls(1 << 20)
             .max_answers(1 << 20);
-        // Warm up the allocator and the runtime.
-        let mut keep = Vec::new();
-        for _ in 0..10 {
-            let (a, b) = farcall::transport::memory();
-            keep.push((builder.connect(a), Connection::builder().connect(b)));
-        }
-        tokio::task::yield_now().await;
-        let before = rss_kib();
-        for _ in 0..conns {
-            let (a, b) = farcall::transport::memory();
-            let server = builder.connect(a);
-            let client = Connection::builder().connect(b);
-            let root: BenchClient = client.root().await.unwrap();
-            keep.push((server, client));
-            drop(root);
-        }
-        let per_conn = (rss_kib() - before) as f64 / (2 * conns) as f64;
+        tokio::spawn(Server::new(builder).max_connections(20_000).serve(listener, std::future::pending()));
+        addr
+    });
+    let mut child = Peer::spawn(&["mem-client", &addr.to_string(), &conns.to_string(), &pending.to_string()]);
+    let before = allocated();
+    child.expect("conns");
+    let per_conn = (allocated() - before) as f64 / conns as f64 / 1024.0;
+    let before = allocated();
+    child.say("go");
+    child.expect("pending");
+    let per_call = (allocated() - before) as f64 / pending as f64;
+    gate.notify_waiters();
+    child.say("bye");
+    (per_conn, per_call)
+}
 
-        let client: BenchClient = keep[0].1.root().await.unwrap();
-        let before = rss_kib();
+/// The child side of `conn_mem`.
+fn mem_client(addr: &str, conns: usize, pending: usize) {
+    let rt = runtime_thread(None);
+    rt.block_on(async move {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let mut clients = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            let conn = Connection::builder().connect_tcp(addr).await.expect("connect");
+            let root: BenchClient = conn.root().await.unwrap();
+            clients.push((conn, root));
+        }
+        // Let the server settle its tables.
+        clients[0].1.add(1, 1).await.unwrap();
+        println!("conns");
+        wait_line();
+        let client = &clients[0].1;
         let calls: Vec<_> = (0..pending).map(|_| client.wait()).collect();
-        // Let every call reach its handler.
+        // Every call has reached its handler once a later call returns.
         client.add(1, 1).await.unwrap();
-        let per_call = (rss_kib() - before) as f64 * 1024.0 / pending as f64;
-        imp.gate.notify_waiters();
+        println!("pending");
+        wait_line();
         drop(calls);
-        (per_conn, per_call)
-    })
+    });
+}
+
+fn wait_line() {
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
+/// This program run as a second process, talking over its stdin and stdout.
+struct Peer {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Peer {
+    fn spawn(args: &[&str]) -> Peer {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the client process");
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Peer { child, lines }
+    }
+
+    fn expect(&mut self, word: &str) {
+        let line = self.lines.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(line.trim(), word, "the client process failed");
+    }
+
+    fn say(&mut self, word: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        let _ = writeln!(stdin, "{word}");
+        let _ = stdin.flush();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Counts the bytes this process has allocated and not freed.
+struct Counting;
+
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
+        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocated() -> isize {
+    ALLOCATED.load(Ordering::Relaxed) as isize
 }
 
 /// One server, many TCP connections each registering a callback; time for one event
@@ -483,26 +573,16 @@ fn fanout(o: &Options) -> (f64, f64, usize) {
     let imp = Impl::default();
     let listeners = imp.listeners.clone();
     let addr = farcall_server(&server_rt, imp);
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["fanout-client", &addr.to_string(), &n.to_string()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn the fanout client");
-    use std::io::{BufRead, Write};
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = Peer::spawn(&["fanout-client", &addr.to_string(), &n.to_string()]);
     // The client says "ready" once every connection registered.
-    let ready = lines.next().and_then(Result::ok).unwrap_or_default();
-    assert_eq!(ready.trim(), "ready", "fanout client failed: {ready}");
+    child.expect("ready");
     assert_eq!(listeners.len(), n);
     let t = Instant::now();
     listeners.emit(&42);
-    let done = lines.next().and_then(Result::ok).unwrap_or_default();
+    child.expect("all");
     let elapsed = t.elapsed().as_secs_f64() * 1e3;
-    assert_eq!(done.trim(), "all", "fanout client: {done}");
     let rss = rss_kib() as f64 / 1024.0;
-    let _ = child.stdin.take().map(|mut s| s.write_all(b"bye\n"));
-    let _ = child.wait();
+    child.say("bye");
     (elapsed, rss, n)
 }
 
@@ -539,16 +619,18 @@ fn fanout_client(addr: &str, n: usize) {
         println!("ready");
         all.notified().await;
         println!("all");
-        let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
+        wait_line();
     });
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("fanout-client") {
-        fanout_client(&args[2], args[3].parse().unwrap());
-        return;
+    match args.get(1).map(String::as_str) {
+        Some("fanout-client") => return fanout_client(&args[2], args[3].parse().unwrap()),
+        Some("mem-client") => {
+            return mem_client(&args[2], args[3].parse().unwrap(), args[4].parse().unwrap())
+        }
+        _ => {}
     }
     let o = Options {
         quick: args.iter().any(|a| a == "--quick"),
