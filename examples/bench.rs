@@ -449,10 +449,19 @@ fn conn_mem(o: &Options) -> (f64, f64) {
             .root(BenchServer::new(imp))
             .max_inflight_calls(1 << 20)
             .max_answers(1 << 20);
-        tokio::spawn(Server::new(builder).max_connections(20_000).serve(listener, std::future::pending()));
+        tokio::spawn(
+            Server::new(builder)
+                .max_connections(20_000)
+                .serve(listener, std::future::pending()),
+        );
         addr
     });
-    let mut child = Peer::spawn(&["mem-client", &addr.to_string(), &conns.to_string(), &pending.to_string()]);
+    let mut child = Peer::spawn(&[
+        "mem-client",
+        &addr.to_string(),
+        &conns.to_string(),
+        &pending.to_string(),
+    ]);
     let before = allocated();
     child.expect("conns");
     let per_conn = (allocated() - before) as f64 / conns as f64 / 1024.0;
@@ -472,7 +481,10 @@ fn mem_client(addr: &str, conns: usize, pending: usize) {
         let addr: SocketAddr = addr.parse().unwrap();
         let mut clients = Vec::with_capacity(conns);
         for _ in 0..conns {
-            let conn = Connection::builder().connect_tcp(addr).await.expect("connect");
+            let conn = Connection::builder()
+                .connect_tcp(addr)
+                .await
+                .expect("connect");
             let root: BenchClient = conn.root().await.unwrap();
             clients.push((conn, root));
         }

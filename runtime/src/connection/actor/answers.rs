@@ -1,0 +1,375 @@
+//! The answer table and the incoming-call path: calls the peer made, from arrival
+//! (or a wait on an answer they depend on) through their handler to the return.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+use super::Actor;
+use crate::cap::{CapRef, Message};
+use crate::connection::Command;
+use crate::context::CallContext;
+use crate::dispatch::{Handler, Incoming, Reply};
+use crate::error::{RpcError, WireError};
+use crate::transport::Transport;
+use crate::wire::{CapDescriptor, Header, Outcome, QuestionId, Target, ROOT_EXPORT};
+
+/// The output of a spawned handler.
+pub(super) struct Finished {
+    question: Option<QuestionId>,
+    reply: Reply,
+}
+
+/// A call the peer made, in the answer table.
+pub(super) enum Answer {
+    /// Its handler is running. `finished`: the caller sent `Finish`, but calls
+    /// pipelined on the answer wait for it, so it runs on without a return.
+    Running(AbortHandle, bool),
+    /// It returned; pipelined calls go to this capability (or fail with its reason).
+    Done(CapRef),
+}
+
+/// An incoming message that must wait for an answer.
+pub(super) enum Stalled {
+    Call {
+        question: Option<QuestionId>,
+        method: u32,
+        payload: Bytes,
+        caps: Vec<CapDescriptor>,
+    },
+    Disembargo {
+        question: QuestionId,
+    },
+}
+
+impl<T: Transport> Actor<T> {
+    pub(super) fn on_finished(&mut self, finished: Finished, cx: &mut Context<'_>) {
+        if let Some(question) = finished.question {
+            // Not running any more if the caller sent `Finish` first: then it wants
+            // no return.
+            match self.answers.get(&question) {
+                Some(Answer::Running(_, false)) => self.answer_done(question, finished.reply, cx),
+                Some(Answer::Running(_, true)) => {
+                    // Only its pipelined calls still want it.
+                    let cap = finished.reply.promised_cap(self.codec());
+                    self.answers.insert(question, Answer::Done(cap));
+                    self.drain_stalled(cx);
+                    self.answers.remove(&question);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Records a finished answer, starts the calls that waited for it, then returns.
+    fn answer_done(&mut self, question: QuestionId, reply: Reply, cx: &mut Context<'_>) {
+        if reply.needs_finish() {
+            let cap = reply.promised_cap(self.codec());
+            self.answers.insert(question, Answer::Done(cap));
+        } else {
+            self.answers.remove(&question);
+        }
+        // Pipelined calls start (and calls reflected back to the caller are queued)
+        // before the return, which keeps them ahead of calls on the result.
+        self.drain_stalled(cx);
+        self.send_return(question, reply);
+    }
+
+    /// Whether an incoming message must wait for one of our answers.
+    fn blocked(&self, target: Target, caps: &[CapDescriptor]) -> bool {
+        let running = |q: &QuestionId| matches!(self.answers.get(q), Some(Answer::Running(..)));
+        matches!(target, Target::Answer(q) if running(&q))
+            || caps
+                .iter()
+                .any(|d| matches!(d, CapDescriptor::ReceiverAnswer(q) if running(q)))
+    }
+
+    /// Whether stalled calls wait for `question`'s answer.
+    pub(super) fn awaited(&self, question: QuestionId) -> bool {
+        self.stalled.contains_key(&Target::Answer(question))
+            || self.stalled.values().flatten().any(|s| {
+                matches!(s, Stalled::Call { caps, .. }
+                    if caps.contains(&CapDescriptor::ReceiverAnswer(question)))
+            })
+    }
+
+    /// Delivers stalled messages whose answers are ready, in order per target.
+    fn drain_stalled(&mut self, cx: &mut Context<'_>) {
+        if self.draining || self.stalled.is_empty() {
+            return;
+        }
+        self.draining = true;
+        loop {
+            let mut progress = false;
+            let targets: Vec<Target> = self.stalled.keys().copied().collect();
+            for target in targets {
+                loop {
+                    let ready = match self.stalled.get(&target).and_then(VecDeque::front) {
+                        Some(Stalled::Call { caps, .. }) => !self.blocked(target, caps),
+                        Some(Stalled::Disembargo { .. }) => !self.blocked(target, &[]),
+                        None => break,
+                    };
+                    if !ready {
+                        break;
+                    }
+                    let queue = self.stalled.get_mut(&target).expect("present");
+                    let next = queue.pop_front().expect("front exists");
+                    if matches!(next, Stalled::Call { .. }) {
+                        self.stalled_count -= 1;
+                    }
+                    if queue.is_empty() {
+                        self.stalled.remove(&target);
+                    }
+                    progress = true;
+                    match next {
+                        Stalled::Call {
+                            question,
+                            method,
+                            payload,
+                            caps,
+                        } => self.deliver(question, target, method, payload, caps, cx),
+                        Stalled::Disembargo { question } => {
+                            self.enqueue_control(&Header::Disembargo {
+                                question,
+                                reflected: true,
+                            })
+                        }
+                    }
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.draining = false;
+    }
+
+    pub(super) fn bootstrap(&mut self, interface: &str, fingerprint: u64) -> Reply {
+        let reply = self.reply_to();
+        if self.closing.is_some() {
+            return reply.error(&WireError::Closing);
+        }
+        let Some(root) = self.exports.get(ROOT_EXPORT).cloned() else {
+            return reply.error(&WireError::NoRoot);
+        };
+        let CapRef::Local(object) = &root else {
+            return reply.error(&WireError::NoRoot);
+        };
+        let offered = object.dispatch.interface();
+        if offered.name != interface {
+            return reply.error(&WireError::WrongInterface {
+                found: offered.name.to_owned(),
+            });
+        }
+        if offered.fingerprint != fingerprint {
+            tracing::debug!(
+                interface,
+                "peer's interface differs from ours (another version)"
+            );
+        }
+        Reply {
+            outcome: Outcome::Value,
+            payload: crate::wire::encode_payload(self.codec(), &())
+                .map(Bytes::from)
+                .unwrap_or_default(),
+            caps: vec![root],
+        }
+    }
+
+    /// Which limit a new incoming call would exceed, if any.
+    fn over_limit(&self, question: Option<QuestionId>) -> Option<String> {
+        let config = &self.conn.shared.config;
+        if self.running.len() + self.stalled_count >= config.max_inflight_calls {
+            return Some(format!(
+                "more than {} calls in flight",
+                config.max_inflight_calls
+            ));
+        }
+        if question.is_some() && self.answers.len() >= config.max_answers {
+            return Some(format!("more than {} answers held", config.max_answers));
+        }
+        None
+    }
+
+    /// Hands a return to the task that asked; if it stopped waiting, frees the
+    /// callee's answer ourselves.
+    pub(super) fn deliver_return(
+        &mut self,
+        question: QuestionId,
+        sender: oneshot::Sender<Reply>,
+        reply: Reply,
+    ) {
+        if let Err(reply) = sender.send(reply) {
+            if reply.needs_finish() {
+                self.enqueue_control(&Header::Finish { question });
+            }
+        }
+    }
+
+    pub(super) fn on_call(
+        &mut self,
+        question: Option<QuestionId>,
+        target: Target,
+        method: u32,
+        payload: Bytes,
+        caps: Vec<CapDescriptor>,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Arc<str>> {
+        if let Some(q) = question {
+            if self.answers.contains_key(&q) {
+                return Err(self.violation(RpcError::BadMessage(format!(
+                    "question id {q} is already in flight"
+                ))));
+            }
+        }
+        if let Some(limit) = self.over_limit(question) {
+            if let Some(question) = question {
+                let refused = self.reply_to().error(&WireError::Overloaded(limit));
+                self.send_return(question, refused);
+            }
+            return Ok(());
+        }
+        if self.stalled.contains_key(&target) || self.blocked(target, &caps) {
+            self.stalled_count += 1;
+            self.stalled
+                .entry(target)
+                .or_default()
+                .push_back(Stalled::Call {
+                    question,
+                    method,
+                    payload,
+                    caps,
+                });
+            return Ok(());
+        }
+        self.deliver(question, target, method, payload, caps, cx);
+        Ok(())
+    }
+
+    /// Starts a call whose dependencies are ready.
+    fn deliver(
+        &mut self,
+        question: Option<QuestionId>,
+        target: Target,
+        method: u32,
+        payload: Bytes,
+        caps: Vec<CapDescriptor>,
+        cx: &mut Context<'_>,
+    ) {
+        let caps = self.resolve(caps);
+        let reply = self.reply_to();
+        let object = match target {
+            Target::Export(id) => self.exports.get(id).cloned(),
+            Target::Answer(q) => match self.answers.get(&q) {
+                Some(Answer::Done(cap)) => Some(cap.clone()),
+                _ => None,
+            },
+        };
+        let refused = match (&object, &self.closing) {
+            (_, Some(_)) => Some(WireError::Closing),
+            (None, None) => Some(WireError::ObjectNotFound),
+            _ => None,
+        };
+        if let Some(error) = refused {
+            if let Some(question) = question {
+                self.send_return(question, reply.error(&error));
+            }
+            return;
+        }
+        let incoming = Incoming {
+            method,
+            payload,
+            caps,
+            wants_reply: question.is_some(),
+            reply,
+            context: Some(CallContext {
+                connection: self.conn.clone(),
+            }),
+        };
+        let handler = match object.expect("checked above") {
+            // The caller's own object (or answer): send the call straight back, now,
+            // so it stays in order with everything else we send it.
+            CapRef::Import(entry) if self.is_ours(&entry.conn) => {
+                self.reflect(Target::Export(entry.id), incoming)
+            }
+            CapRef::Promise(answer) if self.is_ours(&answer.conn) => {
+                self.reflect(Target::Answer(answer.question), incoming)
+            }
+            object => object.dispatch(incoming),
+        };
+        self.start(question, handler, cx);
+    }
+
+    /// Sends a call back to the peer that owns its target, as our own question.
+    fn reflect(&mut self, target: Target, incoming: Incoming) -> Handler {
+        let message = Message {
+            payload: incoming.payload,
+            caps: incoming.caps,
+        };
+        let method = incoming.method;
+        if !incoming.wants_reply {
+            let _ = self.send_message(message, |caps| Header::Call {
+                question: None,
+                target,
+                method,
+                caps,
+            });
+            return Box::pin(std::future::ready(Reply::none()));
+        }
+        let question = self.conn.next_question();
+        let sent = self.send_message(message, |caps| Header::Call {
+            question: Some(question),
+            target,
+            method,
+            caps,
+        });
+        if let Err(error) = sent {
+            return incoming.reply.fail_now(error);
+        }
+        let (sender, rx) = oneshot::channel();
+        self.questions.insert(question, sender);
+        let conn = self.conn.clone();
+        let reply_to = incoming.reply;
+        Box::pin(async move {
+            match rx.await {
+                Ok(reply) => {
+                    if reply.needs_finish() {
+                        let _ = conn.command(Command::Finish {
+                            question,
+                            answered: true,
+                        });
+                    }
+                    reply
+                }
+                Err(_) => reply_to.error(&WireError::Forward("connection closed".into())),
+            }
+        })
+    }
+
+    /// Polls a new handler once, here, so calls start in arrival order; spawns it
+    /// only if it has to wait.
+    fn start(&mut self, question: Option<QuestionId>, mut handler: Handler, cx: &mut Context<'_>) {
+        match handler.as_mut().poll(cx) {
+            Poll::Ready(reply) => {
+                if let Some(question) = question {
+                    self.answer_done(question, reply, cx);
+                }
+            }
+            Poll::Pending => {
+                let abort = self.running.spawn(async move {
+                    Finished {
+                        question,
+                        reply: handler.await,
+                    }
+                });
+                if let Some(question) = question {
+                    self.answers.insert(question, Answer::Running(abort, false));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Commands from the connection's handles: calls to send, finishes, dropped
+//! imports, stats, close and abort.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::Actor;
+use crate::cap::Message;
+use crate::connection::{Command, Outgoing, Stats};
+use crate::transport::Transport;
+use crate::wire::{Header, Target};
+
+impl<T: Transport> Actor<T> {
+    /// The message left the command channel: it now counts in the outbound queue.
+    fn unreserve(&self, message: &Message) {
+        self.conn
+            .shared
+            .pending_bytes
+            .fetch_sub(message.payload.len(), Ordering::Relaxed);
+    }
+
+    pub(super) fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Ask {
+                question,
+                outgoing,
+                message,
+                reply,
+            } => {
+                self.unreserve(&message);
+                if self.closing.is_some() {
+                    // Dropping `reply` fails the call with the close reason.
+                    return;
+                }
+                if let Outgoing::Call {
+                    target: Target::Answer(on),
+                    ..
+                } = outgoing
+                {
+                    self.pipelined.insert(on);
+                }
+                let sent = self.send_message(message, |caps| match outgoing {
+                    Outgoing::Call { target, method } => Header::Call {
+                        question: Some(question),
+                        target,
+                        method,
+                        caps,
+                    },
+                    Outgoing::Bootstrap {
+                        interface,
+                        fingerprint,
+                    } => Header::Bootstrap {
+                        question,
+                        interface,
+                        fingerprint,
+                    },
+                });
+                match sent {
+                    Ok(()) => {
+                        self.questions.insert(question, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(self.reply_to().error(&error));
+                    }
+                }
+            }
+            Command::Send {
+                target,
+                method,
+                message,
+            } => {
+                self.unreserve(&message);
+                if let Target::Answer(on) = target {
+                    self.pipelined.insert(on);
+                }
+                if self.closing.is_none() {
+                    let sent = self.send_message(message, |caps| Header::Call {
+                        question: None,
+                        target,
+                        method,
+                        caps,
+                    });
+                    if let Err(error) = sent {
+                        tracing::warn!(?error, "one-way call dropped");
+                    }
+                }
+            }
+            Command::Finish { question, answered } => {
+                self.pipelined.remove(&question);
+                let held = self.embargoed.remove(&question);
+                let asked = self.questions.remove(&question).is_some();
+                if asked || answered || held.is_some_and(|(_, reply)| reply.needs_finish()) {
+                    self.enqueue_control(&Header::Finish { question });
+                }
+            }
+            Command::ImportDropped { id, generation } => {
+                if self
+                    .imports
+                    .get(&id)
+                    .is_some_and(|i| i.generation == generation)
+                {
+                    let import = self.imports.remove(&id).expect("present");
+                    self.enqueue_control(&Header::Release {
+                        id,
+                        count: import.count,
+                    });
+                }
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(Stats {
+                    questions: self.questions.len() + self.embargoed.len(),
+                    answers: self.answers.len(),
+                    exports: self.exports.len(),
+                    imports: self.imports.len(),
+                });
+            }
+            Command::Abort { reason } => {
+                let _ = self.conn.shared.reason.set(reason.clone());
+                self.enqueue_control(&Header::abort(&reason));
+                self.aborted = true;
+            }
+            Command::Close { done } => {
+                tracing::debug!("closing gracefully");
+                let _ = self
+                    .conn
+                    .shared
+                    .reason
+                    .set(Arc::from("connection closed locally"));
+                // Our own pending calls will not be answered after we close.
+                self.questions.clear();
+                self.closing.get_or_insert_with(Vec::new).push(done);
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Keepalive, idle and chunk timers: when the actor pings, and when it gives up on
+//! a silent peer or an unfinished chunked message.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Context;
+
+use tokio::time::{Instant, Sleep};
+
+use super::Actor;
+use crate::transport::Transport;
+use crate::wire::Header;
+
+/// How long a chunked message may stay unfinished between two of its chunks.
+const CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Keepalive and idle timers, made on first use (and only when configured).
+#[derive(Default)]
+pub(super) struct Timers {
+    pub(super) last_received: Option<Instant>,
+    /// When the last chunk of a message still being reassembled arrived.
+    pub(super) last_chunk: Option<Instant>,
+    chunk: Option<Pin<Box<Sleep>>>,
+    pub(super) last_sent: Option<Instant>,
+    idle: Option<Pin<Box<Sleep>>>,
+    keepalive: Option<Pin<Box<Sleep>>>,
+}
+
+/// Polls a timer for `deadline`, making or moving it as needed.
+fn due(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut Context<'_>) -> bool {
+    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if sleep.deadline() != deadline {
+        sleep.as_mut().reset(deadline);
+    }
+    sleep.as_mut().poll(cx).is_ready()
+}
+
+impl<T: Transport> Actor<T> {
+    /// Closes a connection whose peer went silent, and keeps ours from looking so;
+    /// returns whether a keepalive was queued.
+    pub(super) fn check_timers(&mut self, cx: &mut Context<'_>) -> Result<bool, Arc<str>> {
+        let config = &self.conn.shared.config;
+        let (idle, keepalive) = (config.idle_timeout, config.keepalive);
+        if self.reassembly.in_progress() {
+            let since = *self.timers.last_chunk.get_or_insert_with(Instant::now);
+            if due(&mut self.timers.chunk, since + CHUNK_TIMEOUT, cx) {
+                return Err(
+                    format!("a chunked message stayed unfinished for {CHUNK_TIMEOUT:?}").into(),
+                );
+            }
+        }
+        if let Some(idle) = idle {
+            let since = *self.timers.last_received.get_or_insert_with(Instant::now);
+            if due(&mut self.timers.idle, since + idle, cx) {
+                return Err(format!("nothing received for {idle:?}: the peer is gone").into());
+            }
+        }
+        if let Some(every) = keepalive {
+            let since = *self.timers.last_sent.get_or_insert_with(Instant::now);
+            if due(&mut self.timers.keepalive, since + every, cx) {
+                self.timers.last_sent = Some(Instant::now());
+                self.enqueue_control(&Header::Ping);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
