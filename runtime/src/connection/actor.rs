@@ -40,7 +40,7 @@ use crate::wire::{
     Target,
 };
 
-use answers::{Answer, Finished, Stalled};
+use answers::{Answer, Finished, IncomingCall, Stalled};
 use tables::{Exports, Import};
 use timers::Timers;
 
@@ -344,7 +344,16 @@ impl<T: Transport> Actor<T> {
                 target,
                 method,
                 caps,
-            } => self.on_call(question, target, method, payload, caps, cx),
+            } => self.on_call(
+                IncomingCall {
+                    question,
+                    target,
+                    method,
+                    payload,
+                    caps,
+                },
+                cx,
+            ),
             Header::Return {
                 question,
                 outcome,

@@ -35,15 +35,17 @@ pub(super) enum Answer {
 
 /// An incoming message that must wait for an answer.
 pub(super) enum Stalled {
-    Call {
-        question: Option<QuestionId>,
-        method: u32,
-        payload: Bytes,
-        caps: Vec<CapDescriptor>,
-    },
-    Disembargo {
-        question: QuestionId,
-    },
+    Call(IncomingCall),
+    Disembargo { question: QuestionId },
+}
+
+/// A call as it arrived, before its capabilities are resolved.
+pub(super) struct IncomingCall {
+    pub(super) question: Option<QuestionId>,
+    pub(super) target: Target,
+    pub(super) method: u32,
+    pub(super) payload: Bytes,
+    pub(super) caps: Vec<CapDescriptor>,
 }
 
 impl<T: Transport> Actor<T> {
@@ -92,8 +94,8 @@ impl<T: Transport> Actor<T> {
     pub(super) fn awaited(&self, question: QuestionId) -> bool {
         self.stalled.contains_key(&Target::Answer(question))
             || self.stalled.values().flatten().any(|s| {
-                matches!(s, Stalled::Call { caps, .. }
-                    if caps.contains(&CapDescriptor::ReceiverAnswer(question)))
+                matches!(s, Stalled::Call(call)
+                    if call.caps.contains(&CapDescriptor::ReceiverAnswer(question)))
             })
     }
 
@@ -109,7 +111,7 @@ impl<T: Transport> Actor<T> {
             for target in targets {
                 loop {
                     let ready = match self.stalled.get(&target).and_then(VecDeque::front) {
-                        Some(Stalled::Call { caps, .. }) => !self.blocked(target, caps),
+                        Some(Stalled::Call(call)) => !self.blocked(target, &call.caps),
                         Some(Stalled::Disembargo { .. }) => !self.blocked(target, &[]),
                         None => break,
                     };
@@ -118,7 +120,7 @@ impl<T: Transport> Actor<T> {
                     }
                     let queue = self.stalled.get_mut(&target).expect("present");
                     let next = queue.pop_front().expect("front exists");
-                    if matches!(next, Stalled::Call { .. }) {
+                    if matches!(next, Stalled::Call(_)) {
                         self.stalled_count -= 1;
                     }
                     if queue.is_empty() {
@@ -126,12 +128,7 @@ impl<T: Transport> Actor<T> {
                     }
                     progress = true;
                     match next {
-                        Stalled::Call {
-                            question,
-                            method,
-                            payload,
-                            caps,
-                        } => self.deliver(question, target, method, payload, caps, cx),
+                        Stalled::Call(call) => self.deliver(call, cx),
                         Stalled::Disembargo { question } => {
                             self.enqueue_control(&Header::Disembargo {
                                 question,
@@ -212,54 +209,44 @@ impl<T: Transport> Actor<T> {
 
     pub(super) fn on_call(
         &mut self,
-        question: Option<QuestionId>,
-        target: Target,
-        method: u32,
-        payload: Bytes,
-        caps: Vec<CapDescriptor>,
+        call: IncomingCall,
         cx: &mut Context<'_>,
     ) -> Result<(), Arc<str>> {
-        if let Some(q) = question {
+        if let Some(q) = call.question {
             if self.answers.contains_key(&q) {
                 return Err(self.violation(RpcError::BadMessage(format!(
                     "question id {q} is already in flight"
                 ))));
             }
         }
-        if let Some(limit) = self.over_limit(question) {
-            if let Some(question) = question {
+        if let Some(limit) = self.over_limit(call.question) {
+            if let Some(question) = call.question {
                 let refused = self.reply_to().error(&WireError::Overloaded(limit));
                 self.send_return(question, refused);
             }
             return Ok(());
         }
-        if self.stalled.contains_key(&target) || self.blocked(target, &caps) {
+        if self.stalled.contains_key(&call.target) || self.blocked(call.target, &call.caps) {
             self.stalled_count += 1;
             self.stalled
-                .entry(target)
+                .entry(call.target)
                 .or_default()
-                .push_back(Stalled::Call {
-                    question,
-                    method,
-                    payload,
-                    caps,
-                });
+                .push_back(Stalled::Call(call));
             return Ok(());
         }
-        self.deliver(question, target, method, payload, caps, cx);
+        self.deliver(call, cx);
         Ok(())
     }
 
     /// Starts a call whose dependencies are ready.
-    fn deliver(
-        &mut self,
-        question: Option<QuestionId>,
-        target: Target,
-        method: u32,
-        payload: Bytes,
-        caps: Vec<CapDescriptor>,
-        cx: &mut Context<'_>,
-    ) {
+    fn deliver(&mut self, call: IncomingCall, cx: &mut Context<'_>) {
+        let IncomingCall {
+            question,
+            target,
+            method,
+            payload,
+            caps,
+        } = call;
         let caps = self.resolve(caps);
         let reply = self.reply_to();
         let object = match target {
