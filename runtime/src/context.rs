@@ -39,7 +39,8 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    /// The context of the handler running on this task, or `None` outside a handler.
+    /// The context of the handler running on this task, or `None` outside a handler
+    /// (and in a call made on a local object, which has no connection).
     pub fn current() -> Option<CallContext> {
         CONTEXT.try_with(Clone::clone).ok()
     }

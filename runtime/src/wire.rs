@@ -131,7 +131,7 @@ pub(crate) fn encode_payload<P: Serialize + ?Sized>(
     codec: AnyCodec,
     payload: &P,
 ) -> Result<Vec<u8>, RpcError> {
-    let mut buf = Vec::with_capacity(64);
+    let mut buf = Vec::with_capacity(64 + HEADER_ROOM);
     codec
         .encode(payload, &mut buf)
         .map_err(|e| RpcError::Encode(e.to_string()))?;
