@@ -290,11 +290,12 @@ fn raw_echo_server(rt: &Runtime) -> SocketAddr {
     })
 }
 
-fn farcall_server(rt: &Runtime, imp: Impl) -> SocketAddr {
+/// A farcall server for `imp` on `rt`, with the settings of `builder`.
+fn farcall_server(rt: &Runtime, imp: Impl, builder: farcall::Builder) -> SocketAddr {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let builder = Connection::builder().root(BenchServer::new(imp));
+        let builder = builder.root(BenchServer::new(imp));
         tokio::spawn(
             Server::new(builder)
                 .max_connections(20_000)
@@ -304,15 +305,21 @@ fn farcall_server(rt: &Runtime, imp: Impl) -> SocketAddr {
     })
 }
 
-/// The same small calls over loopback TCP versus a raw echo of a frame of the same
-/// size; server and client each on their own runtime thread.
-fn tcp_rtt(o: &Options) -> (f64, f64, f64) {
+/// A farcall server and a raw echo server on one runtime thread, and a client of
+/// each on another: the same conditions for both sides of a TCP comparison.
+struct TcpSetup {
+    _server_rt: Runtime,
+    client_rt: Runtime,
+    client: BenchClient,
+    raw: Framed<tokio::net::TcpStream, LengthDelimitedCodec>,
+}
+
+fn tcp_setup(o: &Options) -> TcpSetup {
     let server_rt = runtime_thread(if o.split { Some(0) } else { None });
     let client_rt = runtime_thread(if o.split { Some(1) } else { None });
-    let farcall_addr = farcall_server(&server_rt, Impl::default());
+    let farcall_addr = farcall_server(&server_rt, Impl::default(), Connection::builder());
     let raw_addr = raw_echo_server(&server_rt);
-    let n = o.iters(20_000);
-    client_rt.block_on(async {
+    let (client, raw) = client_rt.block_on(async {
         let conn = Connection::builder()
             .connect_tcp(farcall_addr)
             .await
@@ -320,7 +327,27 @@ fn tcp_rtt(o: &Options) -> (f64, f64, f64) {
         let client: BenchClient = conn.root().await.unwrap();
         let stream = tokio::net::TcpStream::connect(raw_addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        let mut raw_conn = Framed::new(stream, LengthDelimitedCodec::new());
+        (client, Framed::new(stream, LengthDelimitedCodec::new()))
+    });
+    TcpSetup {
+        _server_rt: server_rt,
+        client_rt,
+        client,
+        raw,
+    }
+}
+
+/// The same small calls over loopback TCP versus a raw echo of a frame of the same
+/// size; server and client each on their own runtime thread.
+fn tcp_rtt(o: &Options) -> (f64, f64, f64) {
+    let TcpSetup {
+        _server_rt,
+        client_rt,
+        client,
+        raw: mut raw_conn,
+    } = tcp_setup(o);
+    let n = o.iters(20_000);
+    client_rt.block_on(async {
         let payload = Bytes::from(vec![7u8; 16]);
         let on_call = Callback::new(|x: u64| async move { x });
         let (mut ours, mut raw, mut cb) = (Vec::new(), Vec::new(), Vec::new());
@@ -348,20 +375,14 @@ fn tcp_rtt(o: &Options) -> (f64, f64, f64) {
 /// Calls per second.
 fn tcp_tput(o: &Options) -> (f64, f64) {
     const CALLERS: usize = 64;
-    let server_rt = runtime_thread(if o.split { Some(0) } else { None });
-    let client_rt = runtime_thread(if o.split { Some(1) } else { None });
-    let farcall_addr = farcall_server(&server_rt, Impl::default());
-    let raw_addr = raw_echo_server(&server_rt);
+    let TcpSetup {
+        _server_rt,
+        client_rt,
+        client,
+        raw: mut raw_conn,
+    } = tcp_setup(o);
     let per_caller = o.iters(4_000);
     client_rt.block_on(async {
-        let conn = Connection::builder()
-            .connect_tcp(farcall_addr)
-            .await
-            .unwrap();
-        let client: BenchClient = conn.root().await.unwrap();
-        let stream = tokio::net::TcpStream::connect(raw_addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        let mut raw_conn = Framed::new(stream, LengthDelimitedCodec::new());
         let payload = Bytes::from(vec![7u8; 16]);
         let total = CALLERS * per_caller;
         let (mut ours, mut raw) = (Vec::new(), Vec::new());
@@ -442,20 +463,10 @@ fn conn_mem(o: &Options) -> (f64, f64) {
     let server_rt = runtime_thread(if o.split { Some(0) } else { None });
     let imp = Impl::default();
     let gate = imp.gate.clone();
-    let addr = server_rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let builder = Connection::builder()
-            .root(BenchServer::new(imp))
-            .max_inflight_calls(1 << 20)
-            .max_answers(1 << 20);
-        tokio::spawn(
-            Server::new(builder)
-                .max_connections(20_000)
-                .serve(listener, std::future::pending()),
-        );
-        addr
-    });
+    let limits = Connection::builder()
+        .max_inflight_calls(1 << 20)
+        .max_answers(1 << 20);
+    let addr = farcall_server(&server_rt, imp, limits);
     let mut child = Peer::spawn(&[
         "mem-client",
         &addr.to_string(),
@@ -584,7 +595,7 @@ fn fanout(o: &Options) -> (f64, f64, usize) {
     let server_rt = runtime_thread(if o.split { Some(0) } else { None });
     let imp = Impl::default();
     let listeners = imp.listeners.clone();
-    let addr = farcall_server(&server_rt, imp);
+    let addr = farcall_server(&server_rt, imp, Connection::builder());
     let mut child = Peer::spawn(&["fanout-client", &addr.to_string(), &n.to_string()]);
     // The client says "ready" once every connection registered.
     child.expect("ready");
