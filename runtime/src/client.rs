@@ -457,9 +457,8 @@ impl<S: Shape> Call<S> {
     }
 
     fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<S::Output> {
-        let this = self;
         let local = local_reply_to().codec;
-        let (reply, codec) = match &mut this.state {
+        let (reply, codec) = match &mut self.state {
             State::Remote(question) => {
                 let codec = question.codec();
                 (ready!(Pin::new(question).poll(cx)), codec)
@@ -475,15 +474,18 @@ impl<S: Shape> Call<S> {
                 });
                 (reply, local)
             }
-            State::Ready(_) | State::Failed(_) => (Err(RpcError::Closing), local),
+            // Already settled when the call was made: take the value out.
+            State::Ready(_) | State::Failed(_) => {
+                match std::mem::replace(&mut self.state, State::Done) {
+                    State::Ready(reply) => (Ok(reply), local),
+                    State::Failed(e) => (Err(e), local),
+                    _ => unreachable!("matched just above"),
+                }
+            }
             State::Done => panic!("`Call` polled after completion"),
         };
-        let reply = match std::mem::replace(&mut this.state, State::Done) {
-            State::Ready(reply) => Ok(reply),
-            State::Failed(e) => Err(e),
-            _ => reply,
-        };
-        let output = reply.and_then(|reply| decode_reply::<S>(this.method, codec, reply));
+        self.state = State::Done;
+        let output = reply.and_then(|reply| decode_reply::<S>(self.method, codec, reply));
         Poll::Ready(output.unwrap_or_else(S::failed))
     }
 }
