@@ -56,7 +56,22 @@
 //! A method marked `#[farcall(oneway)]` must return nothing; its client method sends
 //! the call without waiting and returns `Result<(), RpcError>` at once (the error only
 //! if it could not be sent). One-way calls are delivered in order with the other calls
-//! on the same reference.
+//! on the same reference. A method marked `#[farcall(no_cancel)]` runs to completion
+//! even when its caller gives up.
+//!
+//! # Beyond plain calls
+//!
+//! - [`Callback`] closures and generated clients travel by reference anywhere inside
+//!   arguments and results; they are released when the last handle is dropped, keep
+//!   their identity, and come home as the original object. [`Listeners`] keeps a set
+//!   of callbacks to notify.
+//! - Calls on a [`Promise`] of a client are pipelined: a chain of dependent calls
+//!   costs one round trip.
+//! - [`Config`] bounds every resource a peer can make us hold, and sets time limits;
+//!   [`Connection::stats`] shows the tables.
+//! - Transports: in-memory, TCP, Unix sockets, WebSocket, worker processes
+//!   ([`process`]), or any sink and stream of frames ([`transport`]); [`Server`]
+//!   serves many peers.
 //!
 //! # Guarantees
 //!
