@@ -25,6 +25,15 @@ pub trait Files {
     async fn store(&self) -> StoreClient;
     async fn ping(&self) -> u32;
     async fn size(&self, data: Bytes) -> usize;
+    async fn blob_size(&self, blob: Blob) -> usize;
+}
+
+/// A struct with a `serde_bytes` field, which travels as raw bytes too.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Blob {
+    pub name: String,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 #[farcall::remote]
@@ -49,6 +58,9 @@ impl Files for FilesImpl {
     }
     async fn size(&self, data: Bytes) -> usize {
         data.len()
+    }
+    async fn blob_size(&self, blob: Blob) -> usize {
+        blob.data.len()
     }
 }
 
