@@ -457,3 +457,44 @@ async fn dropping_a_call_future_cancels_the_handler() {
         7
     );
 }
+
+#[tokio::test]
+async fn a_connection_nobody_uses_closes_itself() {
+    bounded("unused connection", async {
+        let imp = ServiceImpl::default();
+        let (server, client) = connect(
+            Link::Tcp,
+            Default::default(),
+            Connection::builder().root(ServiceServer::new(imp)),
+            Connection::builder(),
+        )
+        .await;
+        let service: ServiceClient = client.root().await.unwrap();
+        drop(client);
+        // The client handle is enough to keep it in use.
+        assert_eq!(service.add(2, 2).await, Ok(4));
+        assert!(!server.is_closed());
+        drop(service);
+        // Nothing on the client side can use it, and it offers nothing: it closes.
+        server.closed().await;
+        let reason = server.close_reason().unwrap();
+        assert!(reason.contains("peer closed"), "{reason}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_that_serves_a_root_stays_open_without_handles() {
+    bounded("served connection", async {
+        let (a, b) = farcall::transport::memory();
+        drop(
+            Connection::builder()
+                .root(PeerServer::new(PeerImpl))
+                .connect(a),
+        );
+        let client = Connection::builder().connect(b);
+        let peer: PeerClient = client.root().await.unwrap();
+        assert_eq!(peer.double(21).await, Ok(42));
+    })
+    .await;
+}

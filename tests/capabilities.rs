@@ -737,3 +737,38 @@ async fn listeners_forget_the_handlers_of_a_client_that_left() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn exported_callbacks_keep_an_unused_connection_open_until_released() {
+    bounded("exports keep it open", async {
+        let hub = HubImpl::new();
+        let state = hub.0.clone();
+        let (server, client) = connect(
+            Link::Memory,
+            Default::default(),
+            Connection::builder().root(HubServer::new(hub)),
+            Connection::builder(),
+        )
+        .await;
+        let hub_client: HubClient = client.root().await.unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        hub_client
+            .keep(Callback::new(move |x: u32| {
+                let _ = tx.send(x);
+                async move { x }
+            }))
+            .await
+            .unwrap();
+        drop((client, hub_client));
+        // The hub still holds our callback: the connection must stay usable for it.
+        let held = state.kept.lock().unwrap().iter().next().cloned().unwrap();
+        assert_eq!(held.call(7).await, Ok(7));
+        assert_eq!(rx.recv().await, Some(7));
+        assert!(!server.is_closed());
+        // Once the hub lets go, nothing uses the client's side any more.
+        drop(held);
+        state.kept.lock().unwrap().clear();
+        server.closed().await;
+    })
+    .await;
+}

@@ -231,8 +231,13 @@ impl Builder {
     /// Starts a connection over a frame transport, spawning its actor task on the
     /// current tokio runtime (so this must run inside one).
     ///
-    /// The connection runs until the transport closes or fails, or until
-    /// [`Connection::close`] is called; dropping handles does not close it.
+    /// The connection runs until the transport closes or fails, until
+    /// [`Connection::close`] or [`Connection::abort`] is called, or until nothing uses
+    /// it: a connection that offers no root and has exported nothing closes itself
+    /// (gracefully) once every handle on this side is gone: the `Connection`s, the
+    /// clients and callbacks received over it, pending calls and promises, and the
+    /// running handlers of calls it received. A connection with a root keeps serving
+    /// its peer whatever happens to the handles.
     pub fn connect<T: Transport>(&self, transport: T) -> Connection {
         let (tx, rx) = mpsc::unbounded_channel();
         let (closed, _) = watch::channel(false);
@@ -245,9 +250,24 @@ impl Builder {
             reason: OnceLock::new(),
             closed,
         });
-        let conn = Connection { shared };
-        actor::spawn(conn.clone(), rx, transport, self.root.clone());
-        conn
+        let handle = Arc::new(Handle {
+            commands: shared.commands.clone(),
+        });
+        let internal = Connection {
+            shared: shared.clone(),
+            _handle: None,
+        };
+        actor::spawn(
+            internal,
+            Arc::downgrade(&handle),
+            rx,
+            transport,
+            self.root.clone(),
+        );
+        Connection {
+            shared,
+            _handle: Some(handle),
+        }
     }
 
     /// Starts a connection over a byte stream with length-delimited frames (see
@@ -316,8 +336,11 @@ pub(crate) enum Command {
     ImportDropped { id: ExportId, generation: u64 },
     /// Report the table sizes.
     Stats { reply: oneshot::Sender<Stats> },
-    /// Close gracefully; reply when done.
-    Close { done: oneshot::Sender<()> },
+    /// Close gracefully; reply when done (if anyone waits).
+    Close { done: Option<oneshot::Sender<()>> },
+    /// The last handle keeping the connection in use was dropped (another may have
+    /// been made since).
+    HandlesGone,
     /// Close now, failing everything in flight; `reason` becomes the close reason.
     Abort { reason: Arc<str> },
 }
@@ -454,6 +477,21 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 pub struct Connection {
     pub(crate) shared: Arc<Shared>,
+    /// Present in every handle that keeps the connection in use; the connection
+    /// task's own handle has none. When the last one goes, a connection that offers
+    /// nothing to its peer closes itself.
+    _handle: Option<Arc<Handle>>,
+}
+
+/// Shared by the handles that keep a connection in use.
+pub(crate) struct Handle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::HandlesGone);
+    }
 }
 
 impl fmt::Debug for Connection {
@@ -536,7 +574,7 @@ impl Connection {
     /// is closed. Resolves when the connection has ended.
     pub fn close(&self) -> impl Future<Output = ()> + Send + 'static {
         let (done, wait) = oneshot::channel();
-        let sent = self.command(Command::Close { done }).is_ok();
+        let sent = self.command(Command::Close { done: Some(done) }).is_ok();
         let closed = self.closed();
         async move {
             if sent {

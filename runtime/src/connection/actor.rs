@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::outbound::{is_chunk, Order, Outbound, Reassembly};
-use super::{Command, Connection};
+use super::{Command, Connection, Handle};
 use crate::cap::{CapRef, LocalObject, Message};
 use crate::dispatch::{Reply, ReplyTo};
 use crate::error::{RpcError, WireError};
@@ -49,6 +49,7 @@ const BATCH: usize = 64;
 
 pub(super) fn spawn<T: Transport>(
     conn: Connection,
+    handle: Weak<Handle>,
     commands: mpsc::UnboundedReceiver<Command>,
     transport: T,
     root: Option<Arc<LocalObject>>,
@@ -80,6 +81,7 @@ pub(super) fn spawn<T: Transport>(
         reassembly: Reassembly::default(),
         needs_flush: false,
         closing: None,
+        handle,
         aborted: false,
         ended: false,
     };
@@ -116,6 +118,8 @@ struct Actor<T> {
     needs_flush: bool,
     /// `Some` once `close()` was asked: who waits for it.
     closing: Option<Vec<oneshot::Sender<()>>>,
+    /// The handles that keep the connection in use (see `Connection`).
+    handle: Weak<Handle>,
     /// `abort()` was asked: stop after one last write.
     aborted: bool,
     ended: bool,
@@ -446,12 +450,49 @@ impl<T: Transport> Actor<T> {
                 }
                 Ok(())
             }
-            Header::Release { id, count } => self
-                .exports
-                .release(id, count)
-                .map_err(|e| self.violation(e)),
+            Header::Release { id, count } => {
+                self.exports
+                    .release(id, count)
+                    .map_err(|e| self.violation(e))?;
+                self.close_if_unused();
+                Ok(())
+            }
             Header::Ping => Ok(()),
             Header::Abort { reason } => Err(format!("peer aborted: {reason}").into()),
+        }
+    }
+
+    /// A handle that keeps the connection in use, for what the peer hands us (imports)
+    /// and for running handlers.
+    fn counted(&mut self) -> Connection {
+        let handle = self.handle.upgrade().unwrap_or_else(|| {
+            let handle = Arc::new(Handle {
+                commands: self.conn.shared.commands.clone(),
+            });
+            self.handle = Arc::downgrade(&handle);
+            handle
+        });
+        Connection {
+            shared: self.conn.shared.clone(),
+            _handle: Some(handle),
+        }
+    }
+
+    /// Closes gracefully once nothing uses the connection: no handle on this side,
+    /// and nothing the peer could call (no root, no exports).
+    fn close_if_unused(&mut self) {
+        let unused = self.handle.strong_count() == 0
+            && self.exports.get(crate::wire::ROOT_EXPORT).is_none()
+            && self.exports.len() == 0
+            && self.closing.is_none();
+        if unused {
+            tracing::debug!("every handle dropped; closing");
+            let _ = self
+                .conn
+                .shared
+                .reason
+                .set(Arc::from("connection closed: every handle was dropped"));
+            self.closing = Some(Vec::new());
         }
     }
 

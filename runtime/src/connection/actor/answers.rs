@@ -274,7 +274,7 @@ impl<T: Transport> Actor<T> {
             wants_reply: question.is_some(),
             reply,
             context: Some(CallContext {
-                connection: self.conn.clone(),
+                connection: self.counted(),
             }),
         };
         let handler = match object.expect("checked above") {

@@ -119,6 +119,7 @@ impl<T: Transport> Actor<T> {
                 self.enqueue_control(&Header::abort(&reason));
                 self.aborted = true;
             }
+            Command::HandlesGone => self.close_if_unused(),
             Command::Close { done } => {
                 tracing::debug!("closing gracefully");
                 let _ = self
@@ -128,7 +129,7 @@ impl<T: Transport> Actor<T> {
                     .set(Arc::from("connection closed locally"));
                 // Our own pending calls will not be answered after we close.
                 self.questions.clear();
-                self.closing.get_or_insert_with(Vec::new).push(done);
+                self.closing.get_or_insert_with(Vec::new).extend(done);
             }
         }
     }

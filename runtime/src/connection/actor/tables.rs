@@ -170,11 +170,7 @@ impl<T: Transport> Actor<T> {
             self.enqueue_control(&Header::Release { id, count });
         }
         self.next_generation += 1;
-        let entry = Arc::new(ImportEntry::new(
-            self.conn.clone(),
-            id,
-            self.next_generation,
-        ));
+        let entry = Arc::new(ImportEntry::new(self.counted(), id, self.next_generation));
         self.imports.insert(
             id,
             Import {
