@@ -310,9 +310,11 @@ pub(crate) fn encode_message<T: Serialize + ?Sized>(
     })
 }
 
-/// Runs `decode` with `caps` as the capabilities payload indices refer to.
-pub(crate) fn with_incoming<R>(caps: &[CapRef], decode: impl FnOnce() -> R) -> R {
-    let _guard = enter(&INCOMING, caps.to_vec());
+/// Runs `decode` with `caps` as the capabilities payload indices refer to. The
+/// message's capabilities are handed over: what the decoded value does not take is
+/// dropped (and so released) afterwards.
+pub(crate) fn with_incoming<R>(caps: Vec<CapRef>, decode: impl FnOnce() -> R) -> R {
+    let _guard = enter(&INCOMING, caps);
     decode()
 }
 
@@ -320,7 +322,7 @@ pub(crate) fn with_incoming<R>(caps: &[CapRef], decode: impl FnOnce() -> R) -> R
 pub(crate) fn decode_message<T: DeserializeOwned>(
     codec: AnyCodec,
     payload: &[u8],
-    caps: &[CapRef],
+    caps: Vec<CapRef>,
 ) -> Result<T, RpcError> {
     with_incoming(caps, || codec.decode(payload)).map_err(|e| RpcError::Decode(e.to_string()))
 }

@@ -503,7 +503,7 @@ pub(crate) fn decode_reply<S: Shape>(
     codec: AnyCodec,
     reply: Reply,
 ) -> Result<S::Output, RpcError> {
-    cap::with_incoming(&reply.caps, || match reply.outcome {
+    cap::with_incoming(reply.caps, || match reply.outcome {
         Outcome::Value => S::decode(false, &reply.payload, codec),
         Outcome::AppError => S::decode(true, &reply.payload, codec),
         Outcome::Failed => {

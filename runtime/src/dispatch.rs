@@ -209,14 +209,13 @@ impl Incoming {
             context,
             ..
         } = self;
-        let args = match decode_message::<A>(reply.codec, &payload, &caps) {
+        let args = match decode_message::<A>(reply.codec, &payload, caps) {
             Ok(args) => args,
             Err(e) => {
                 let error = WireError::BadArguments(format!("{}: {e}", method.name));
                 return Box::pin(std::future::ready(reply.error(&error)));
             }
         };
-        drop(caps);
         let work = run(args);
         let span = tracing::trace_span!("farcall::call", method = method.name);
         let body = async move {
