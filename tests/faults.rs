@@ -4,20 +4,17 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use farcall::transport::MemoryTransport;
+use farcall::transport::{Delayed, MemoryTransport};
 use farcall::{Callback, Connection, RpcError, Stats};
 use futures_util::{Sink, Stream};
-use std::future::Future;
-use tokio::time::{Instant, Sleep};
 
 /// A deterministic generator.
 #[derive(Clone)]
@@ -43,17 +40,31 @@ struct Damage {
     corrupted: std::sync::atomic::AtomicBool,
 }
 
-/// A transport that damages what it sends: flips bits, truncates, delays (keeping
-/// order, as a stream would), or cuts the connection.
+/// A transport that damages what it sends: flips bits, truncates, or cuts the
+/// connection; every frame also gets a random delay of up to 20 ms on a link that
+/// keeps order (`transport::delayed_by`).
 struct Faulty {
-    inner: MemoryTransport,
+    inner: Delayed<MemoryTransport>,
     rng: Lcg,
     /// Chance in a thousand of each fault per frame.
     odds: u64,
-    queue: VecDeque<(Instant, Bytes)>,
-    sleep: Option<Pin<Box<Sleep>>>,
     cut: bool,
     damage: Arc<Damage>,
+}
+
+impl Faulty {
+    fn new(inner: MemoryTransport, seed: u64, odds: u64, damage: Arc<Damage>) -> Self {
+        let mut jitter = Lcg(seed.rotate_left(17));
+        Faulty {
+            inner: farcall::transport::delayed_by(inner, move |_| {
+                Duration::from_millis(jitter.below(20))
+            }),
+            rng: Lcg(seed),
+            odds,
+            cut: false,
+            damage,
+        }
+    }
 }
 
 impl Stream for Faulty {
@@ -70,8 +81,8 @@ impl Stream for Faulty {
 impl Sink<Bytes> for Faulty {
     type Error = io::Error;
 
-    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_ready(cx)
     }
 
     fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> io::Result<()> {
@@ -98,31 +109,14 @@ impl Sink<Bytes> for Faulty {
                 "cut by the fault injector",
             ));
         }
-        // Every frame is delayed by up to 20 ms, never overtaking an earlier one.
-        let after = this.queue.back().map_or(Instant::now(), |(at, _)| *at);
-        let at = after.max(Instant::now()) + Duration::from_millis(this.rng.below(20));
-        this.queue.push_back((at, frame.into()));
-        Ok(())
+        Pin::new(&mut this.inner).start_send(frame.into())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        while let Some(&(at, _)) = this.queue.front() {
-            if at > Instant::now() {
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-                sleep.as_mut().reset(at);
-                ready!(sleep.as_mut().poll(cx));
-            }
-            let (_, frame) = this.queue.pop_front().expect("front");
-            Pin::new(&mut this.inner).start_send(frame)?;
-        }
-        Pin::new(&mut this.inner).poll_flush(cx)
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.as_mut().poll_flush(cx))?;
         Pin::new(&mut self.inner).poll_close(cx)
     }
 }
@@ -199,15 +193,7 @@ async fn one_schedule(seed: u64, odds: u64) -> (bool, String) {
     let live = Live(Arc::new(AtomicI64::new(0)));
     let damage = Arc::new(Damage::default());
     let (a, b) = farcall::transport::memory();
-    let faulty = |inner, seed| Faulty {
-        inner,
-        rng: Lcg(seed),
-        odds,
-        queue: VecDeque::new(),
-        sleep: None,
-        cut: false,
-        damage: damage.clone(),
-    };
+    let faulty = |inner, seed| Faulty::new(inner, seed, odds, damage.clone());
     let server = Connection::builder()
         .root(GardenServer::new(GardenImpl(live.clone())))
         .call_timeout(Some(Duration::from_secs(5)))

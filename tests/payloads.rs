@@ -3,21 +3,19 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::bounded;
-use farcall::transport::MemoryTransport;
+use farcall::transport::{Delayed, MemoryTransport};
 use farcall::{AnyCodec, Connection};
 use futures_util::{Sink, Stream};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 #[farcall::remote]
 pub trait Files {
@@ -78,28 +76,11 @@ impl Store for StoreImpl {
     }
 }
 
-/// Counts the bytes a transport sends; optionally limits the rate (bytes per
-/// second of virtual time) and the size of one message.
+/// Counts the bytes a transport sends and refuses messages over a size limit.
 struct Meter {
     inner: MemoryTransport,
     sent: Arc<AtomicUsize>,
-    rate: Option<f64>,
     max_message: usize,
-    queue: VecDeque<(Instant, Bytes)>,
-    sleep: Option<Pin<Box<Sleep>>>,
-}
-
-impl Meter {
-    fn new(inner: MemoryTransport, sent: Arc<AtomicUsize>) -> Self {
-        Meter {
-            inner,
-            sent,
-            rate: None,
-            max_message: usize::MAX,
-            queue: VecDeque::new(),
-            sleep: None,
-        }
-    }
 }
 
 impl Stream for Meter {
@@ -113,8 +94,8 @@ impl Stream for Meter {
 impl Sink<Bytes> for Meter {
     type Error = io::Error;
 
-    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_ready(cx)
     }
 
     fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> io::Result<()> {
@@ -125,38 +106,43 @@ impl Sink<Bytes> for Meter {
             ));
         }
         self.sent.fetch_add(frame.len(), Ordering::SeqCst);
-        // Each frame leaves once the ones before it have, after its own transfer time.
-        let after = self
-            .queue
-            .back()
-            .map_or(Instant::now(), |(at, _)| *at)
-            .max(Instant::now());
-        let transfer = self.rate.map_or(Duration::ZERO, |rate| {
-            Duration::from_secs_f64(frame.len() as f64 / rate)
-        });
-        self.queue.push_back((after + transfer, frame));
-        Ok(())
+        Pin::new(&mut self.inner).start_send(frame)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        while let Some(&(at, _)) = this.queue.front() {
-            if at > Instant::now() {
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-                sleep.as_mut().reset(at);
-                ready!(sleep.as_mut().poll(cx));
-            }
-            let (_, frame) = this.queue.pop_front().expect("front");
-            Pin::new(&mut this.inner).start_send(frame)?;
-        }
-        Pin::new(&mut this.inner).poll_flush(cx)
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.as_mut().poll_flush(cx))?;
         Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// The link between the two ends: its bandwidth (bytes per second of virtual time)
+/// and the largest message it carries.
+#[derive(Clone, Copy)]
+struct Carrier {
+    rate: Option<f64>,
+    max_message: usize,
+}
+
+const PLAIN: Carrier = Carrier {
+    rate: None,
+    max_message: usize::MAX,
+};
+
+impl Carrier {
+    fn wrap(self, inner: MemoryTransport, sent: Arc<AtomicUsize>) -> Delayed<Meter> {
+        let meter = Meter {
+            inner,
+            sent,
+            max_message: self.max_message,
+        };
+        let link = farcall::transport::delayed(meter, Duration::ZERO);
+        match self.rate {
+            Some(rate) => link.bandwidth(rate),
+            None => link,
+        }
     }
 }
 
@@ -167,18 +153,12 @@ struct Setup {
     _server: Connection,
 }
 
-async fn setup(
-    codec: AnyCodec,
-    configure: impl Fn(&mut Meter),
-    builder: impl Fn() -> farcall::Builder,
-) -> Setup {
+async fn setup(codec: AnyCodec, carrier: Carrier, builder: impl Fn() -> farcall::Builder) -> Setup {
     let log = Log::default();
     let (a, b) = farcall::transport::memory();
     let sent_by_client = Arc::new(AtomicUsize::new(0));
-    let mut server_side = Meter::new(a, Arc::new(AtomicUsize::new(0)));
-    let mut client_side = Meter::new(b, sent_by_client.clone());
-    configure(&mut server_side);
-    configure(&mut client_side);
+    let server_side = carrier.wrap(a, Arc::new(AtomicUsize::new(0)));
+    let client_side = carrier.wrap(b, sent_by_client.clone());
     let server = builder()
         .codec(codec)
         .root(FilesServer::new(FilesImpl(log.clone())))
@@ -200,7 +180,7 @@ async fn setup(
 #[tokio::test]
 async fn bytes_travel_raw_without_per_element_overhead() {
     for codec in [AnyCodec::Bincode, AnyCodec::Postcard] {
-        let s = setup(codec, |_| {}, Connection::builder).await;
+        let s = setup(codec, PLAIN, Connection::builder).await;
         let before = s.sent_by_client.load(Ordering::SeqCst);
         let mib = Bytes::from(vec![0xA5u8; 1 << 20]);
         assert_eq!(bounded("1 MiB", s.files.size(mib)).await.unwrap(), 1 << 20);
@@ -222,7 +202,10 @@ async fn a_large_upload_does_not_hold_up_a_small_call() {
     let big = 64usize << 20;
     let s = setup(
         AnyCodec::default(),
-        |m| m.rate = Some(RATE),
+        Carrier {
+            rate: Some(RATE),
+            ..PLAIN
+        },
         || Connection::builder().max_frame_size(128 << 20),
     )
     .await;
@@ -251,7 +234,10 @@ async fn a_large_upload_does_not_hold_up_a_small_call() {
 async fn calls_on_the_same_object_keep_their_order_behind_a_large_one() {
     let s = setup(
         AnyCodec::default(),
-        |m| m.rate = Some(8.0 * 1024.0 * 1024.0),
+        Carrier {
+            rate: Some(8.0 * 1024.0 * 1024.0),
+            ..PLAIN
+        },
         || Connection::builder().max_frame_size(32 << 20),
     )
     .await;
@@ -269,7 +255,10 @@ async fn calls_on_the_same_object_keep_their_order_behind_a_large_one() {
 async fn a_carrier_with_a_message_size_limit_still_carries_large_payloads() {
     let s = setup(
         AnyCodec::default(),
-        |m| m.max_message = 64 * 1024,
+        Carrier {
+            max_message: 64 * 1024,
+            ..PLAIN
+        },
         || Connection::builder().chunk_size(60 * 1024),
     )
     .await;

@@ -26,7 +26,7 @@ mod stream;
 #[cfg(feature = "websocket")]
 mod websocket;
 
-pub use delay::{delayed, Delayed};
+pub use delay::{delayed, delayed_by, Delayed};
 pub use memory::{memory, MemoryTransport};
 pub use parts::{from_parts, Parts};
 pub use stream::{framed, Framed};

@@ -1,7 +1,9 @@
-//! A transport wrapper that delays every frame it sends: a simulated slow link, for
-//! tests and demonstrations of latency (deterministic under `tokio::time::pause`).
+//! A transport wrapper that delays every frame it sends: a simulated slow link (its
+//! latency, optionally its bandwidth), for tests and demonstrations (deterministic
+//! under `tokio::time::pause`).
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -12,15 +14,31 @@ use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use tokio::time::{Instant, Sleep};
 
-/// A [`Transport`](super::Transport) that holds each outgoing frame for a fixed delay
-/// before passing it on; see [`delayed`].
-#[derive(Debug)]
+/// How long a frame travels once sent.
+type Latency = Box<dyn FnMut(&Bytes) -> Duration + Send>;
+
+/// A [`Transport`](super::Transport) that holds each outgoing frame for a while
+/// before passing it on; see [`delayed`] and [`delayed_by`].
 pub struct Delayed<T> {
     inner: T,
-    delay: Duration,
+    latency: Latency,
+    /// Bytes per second the link carries, if limited.
+    bandwidth: Option<f64>,
+    /// When the link has finished sending what it was given (with a bandwidth).
+    busy_until: Option<Instant>,
     queue: VecDeque<(Instant, Bytes)>,
     /// Made on first use, inside the runtime.
     sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T: fmt::Debug> fmt::Debug for Delayed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delayed")
+            .field("inner", &self.inner)
+            .field("bandwidth", &self.bandwidth)
+            .field("queued", &self.queue.len())
+            .finish()
+    }
 }
 
 /// Wraps `inner` so that every frame it sends arrives `delay` later (frames keep
@@ -35,11 +53,36 @@ pub struct Delayed<T> {
 /// # drop((a, b));
 /// ```
 pub fn delayed<T>(inner: T, delay: Duration) -> Delayed<T> {
+    delayed_by(inner, move |_| delay)
+}
+
+/// Like [`delayed`], with each frame's latency chosen by `latency` (for jitter).
+/// Frames still arrive in the order they were sent.
+pub fn delayed_by<T>(
+    inner: T,
+    latency: impl FnMut(&Bytes) -> Duration + Send + 'static,
+) -> Delayed<T> {
     Delayed {
         inner,
-        delay,
+        latency: Box::new(latency),
+        bandwidth: None,
+        busy_until: None,
         queue: VecDeque::new(),
         sleep: None,
+    }
+}
+
+impl<T> Delayed<T> {
+    /// Limits the link to `bytes_per_second`: each frame first waits for the ones
+    /// before it to be sent, then takes its own size divided by the bandwidth.
+    pub fn bandwidth(mut self, bytes_per_second: f64) -> Self {
+        self.bandwidth = Some(bytes_per_second);
+        self
+    }
+
+    /// The wrapped transport.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
     }
 }
 
@@ -59,8 +102,20 @@ impl<T: Sink<Bytes, Error = io::Error> + Unpin> Sink<Bytes> for Delayed<T> {
     }
 
     fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> io::Result<()> {
-        let due = Instant::now() + self.delay;
-        self.queue.push_back((due, frame));
+        let this = &mut *self;
+        let now = Instant::now();
+        let sent = match this.bandwidth {
+            Some(rate) => {
+                let start = this.busy_until.map_or(now, |busy| busy.max(now));
+                let done = start + Duration::from_secs_f64(frame.len() as f64 / rate);
+                this.busy_until = Some(done);
+                done
+            }
+            None => now,
+        };
+        // Never ahead of an earlier frame: a link keeps order.
+        let due = (sent + (this.latency)(&frame)).max(this.queue.back().map_or(now, |(at, _)| *at));
+        this.queue.push_back((due, frame));
         Ok(())
     }
 
