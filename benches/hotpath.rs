@@ -15,18 +15,10 @@ use farcall::AnyCodec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-#[farcall::remote]
-pub trait Adder {
-    async fn add(&self, a: u64, b: u64) -> u64;
-}
+#[path = "shared/adder.rs"]
+mod adder;
 
-struct Add;
-
-impl Adder for Add {
-    async fn add(&self, a: u64, b: u64) -> u64 {
-        a.wrapping_add(b)
-    }
-}
+use adder::{Add, AdderClient};
 
 /// `add(a, b)`'s arguments.
 fn small() -> (u64, u64) {

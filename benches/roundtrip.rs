@@ -13,18 +13,10 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::runtime::Runtime;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-#[farcall::remote]
-pub trait Adder {
-    async fn add(&self, a: u64, b: u64) -> u64;
-}
+#[path = "shared/adder.rs"]
+mod adder;
 
-struct Add;
-
-impl Adder for Add {
-    async fn add(&self, a: u64, b: u64) -> u64 {
-        a.wrapping_add(b)
-    }
-}
+use adder::{Add, AdderClient, AdderServer};
 
 /// About the size of an `add` call frame.
 const PAYLOAD: usize = 16;

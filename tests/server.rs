@@ -17,16 +17,25 @@ fn service_builder() -> (farcall::Builder, Arc<ServiceState>) {
     (Connection::builder().root(ServiceServer::new(imp)), state)
 }
 
+/// Runs `server` on `listener` in a task until the returned sender fires.
+fn serve<L: Listener>(
+    server: Server,
+    listener: L,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
 #[tokio::test]
 async fn a_tcp_server_serves_many_clients_with_one_root() {
     bounded("tcp server", async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (builder, state) = service_builder();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(Server::new(builder).serve(listener, async {
-            let _ = stopped.await;
-        }));
+        let (stop, server) = serve(Server::new(builder), listener);
         let clients = join_all((0..8u32).map(|i| async move {
             let conn = Connection::builder().connect_tcp(addr).await.unwrap();
             let service: ServiceClient = conn.root().await.unwrap();
@@ -58,10 +67,7 @@ async fn a_unix_socket_server_serves_clients() {
         let _ = std::fs::remove_file(&path);
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         let (builder, _) = service_builder();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(Server::new(builder).serve(listener, async {
-            let _ = stopped.await;
-        }));
+        let (stop, server) = serve(Server::new(builder), listener);
         let conn = Connection::builder().connect_unix(&path).await.unwrap();
         let service: ServiceClient = conn.root().await.unwrap();
         assert_eq!(service.add(40, 2).await.unwrap(), 42);
@@ -78,10 +84,7 @@ async fn shutdown_lets_in_flight_calls_finish() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (builder, state) = service_builder();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(Server::new(builder).serve(listener, async {
-            let _ = stopped.await;
-        }));
+        let (stop, server) = serve(Server::new(builder), listener);
         let conn = Connection::builder().connect_tcp(addr).await.unwrap();
         let service: ServiceClient = conn.root().await.unwrap();
         let slow = tokio::spawn({
@@ -124,13 +127,10 @@ async fn accept_errors_do_not_stop_the_server_and_connections_are_bounded() {
     bounded("accept errors", async {
         let (feed, rx) = mpsc::unbounded_channel();
         let (builder, _) = service_builder();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(Server::new(builder).max_connections(1).serve(
+        let (stop, server) = serve(
+            Server::new(builder).max_connections(1),
             ScriptedListener(rx),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        );
         let dial = |feed: &mpsc::UnboundedSender<_>| {
             let (ours, theirs) = tokio::io::duplex(64 * 1024);
             feed.send(Ok(theirs)).unwrap();
