@@ -25,6 +25,9 @@ pub trait Node {
     async fn explode(&self) -> NodeClient;
     /// Waits for the gate before returning a node.
     async fn slow_child(&self) -> NodeClient;
+    /// Like `child`, but awaits before returning, as a handler doing I/O does:
+    /// `wait_ms` 0 yields to the scheduler once, more sleeps that long.
+    async fn awaiting_child(&self, name: String, wait_ms: u64) -> NodeClient;
     /// Describes a node passed in: its name and whether it arrived as a local object.
     async fn inspect(&self, node: NodeClient) -> (String, bool);
     /// Returns the recorder it is given.
@@ -54,6 +57,8 @@ struct Shared {
     entered: Notify,
     dropped: AtomicUsize,
     log: Log,
+    /// Nodes made by `make` and not dropped yet.
+    live: AtomicUsize,
 }
 
 struct NodeImpl {
@@ -80,11 +85,20 @@ impl NodeImpl {
     }
 
     fn make(&self, name: String) -> NodeClient {
+        self.shared.live.fetch_add(1, Ordering::SeqCst);
         NodeClient::from_local(NodeImpl {
             name,
             depth: self.depth + 1,
             shared: self.shared.clone(),
         })
+    }
+}
+
+impl Drop for NodeImpl {
+    fn drop(&mut self) {
+        if self.depth > 0 {
+            self.shared.live.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -110,6 +124,14 @@ impl Node for NodeImpl {
         self.shared.gate.notified().await;
         self.make("slow".into())
     }
+    async fn awaiting_child(&self, name: String, wait_ms: u64) -> NodeClient {
+        if wait_ms == 0 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        }
+        self.make(name)
+    }
     async fn inspect(&self, node: NodeClient) -> (String, bool) {
         let name = node.name().await.unwrap_or_else(|e| e.to_string());
         (name, node.client().is_local())
@@ -134,15 +156,27 @@ struct Link {
 
 /// A client and a server over a memory link delaying each direction by `DELAY`.
 async fn link(codec: AnyCodec) -> Link {
+    link_over(common::Link::Memory, codec, Some(DELAY)).await
+}
+
+/// A client and a server over `link`, with `delay` added each way on a memory link.
+async fn link_over(link: common::Link, codec: AnyCodec, delay: Option<Duration>) -> Link {
     let shared = Arc::new(Shared::default());
-    let (a, b) = farcall::transport::memory();
-    let server = Connection::builder()
-        .codec(codec)
-        .root(NodeServer::new(NodeImpl::root(shared.clone())))
-        .connect(farcall::transport::delayed(a, DELAY));
-    let client = Connection::builder()
-        .codec(codec)
-        .connect(farcall::transport::delayed(b, DELAY));
+    let server = Connection::builder().root(NodeServer::new(NodeImpl::root(shared.clone())));
+    let (server, client) = match (link, delay) {
+        (common::Link::Memory, Some(delay)) => {
+            let (a, b) = farcall::transport::memory();
+            (
+                server
+                    .codec(codec)
+                    .connect(farcall::transport::delayed(a, delay)),
+                Connection::builder()
+                    .codec(codec)
+                    .connect(farcall::transport::delayed(b, delay)),
+            )
+        }
+        _ => common::connect(link, codec, server, Connection::builder()).await,
+    };
     let root = client.root().await.unwrap();
     Link {
         server,
@@ -351,4 +385,87 @@ async fn local_objects_pipeline_too() {
     assert_eq!(bounded("first", first).await.unwrap(), "slow");
     assert_eq!(bounded("second", second).await.unwrap(), 1);
     assert_eq!(promise.await.unwrap().name().await.unwrap(), "slow");
+}
+
+/// Waits (bounded) until the server holds no answers and every node it made was
+/// dropped, then checks both.
+async fn settles_to_nothing(l: &Link) {
+    for _ in 0..200 {
+        let answers = l.server.stats().await.unwrap().answers;
+        if answers == 0 && l.shared.live.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "server still holds {:?} and {} nodes are alive",
+        l.server.stats().await.unwrap(),
+        l.shared.live.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test]
+async fn chains_through_awaiting_handlers_resolve_at_any_depth() {
+    // Each call in the chain is pipelined on an answer whose handler is still
+    // running, or on a call that itself still waits: all must wait in order.
+    for (codec, link) in common::setups() {
+        let l = link_over(link, codec, None).await;
+        for depth in 1..=6u32 {
+            for wait_ms in [0, 3] {
+                let mut node = l.root.awaiting_child("1".into(), wait_ms);
+                for i in 2..=depth {
+                    node = node.awaiting_child(i.to_string(), wait_ms);
+                }
+                let got = bounded("chain", node.depth()).await;
+                assert_eq!(got, Ok(depth), "{codec:?} over {link:?}, wait {wait_ms} ms");
+                let name = bounded("chain", node.name()).await;
+                assert_eq!(name, Ok(depth.to_string()), "{codec:?} over {link:?}");
+            }
+        }
+        settles_to_nothing(&l).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn chains_through_awaiting_handlers_on_a_slow_link() {
+    let l = link(AnyCodec::default()).await;
+    let start = Instant::now();
+    let mut node = l.root.awaiting_child("1".into(), 1);
+    for i in 2..=8 {
+        node = node.awaiting_child(i.to_string(), 1);
+    }
+    assert_eq!(bounded("chain", node.depth()).await, Ok(8));
+    assert!(round_trips(start.elapsed()) <= 1.5, "still one round trip");
+    drop(node);
+    settles_to_nothing(&l).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn finishing_a_call_that_waits_on_a_running_one_frees_everything() {
+    let l = link(AnyCodec::default()).await;
+    let promise = l.root.slow_child();
+    let pipelined = promise.child("x".into());
+    l.shared.entered.notified().await;
+    // Both sent, the second waiting for the first; the caller gives up on both.
+    drop(pipelined);
+    drop(promise);
+    tokio::time::sleep(DELAY * 4).await;
+    l.shared.gate.notify_one();
+    settles_to_nothing(&l).await;
+    assert_eq!(l.root.depth().await, Ok(0), "the connection is fine");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_call_kept_for_its_pipelined_calls_is_freed_after_them() {
+    let l = link(AnyCodec::default()).await;
+    let promise = l.root.slow_child();
+    // Two levels wait on the gated call; the caller keeps only the last one.
+    let last = promise.child("x".into()).child("y".into());
+    let name = last.name();
+    drop(promise);
+    drop(last);
+    l.shared.entered.notified().await;
+    l.shared.gate.notify_one();
+    assert_eq!(bounded("pipelined", name).await, Ok("y".to_string()));
+    settles_to_nothing(&l).await;
 }

@@ -404,27 +404,17 @@ impl<T: Transport> Actor<T> {
                 interface,
                 fingerprint,
             } => {
+                if self.answers.contains_key(&question) {
+                    return Err(self.violation(RpcError::BadMessage(format!(
+                        "question id {question} is already in flight"
+                    ))));
+                }
                 let reply = self.bootstrap(&interface, fingerprint);
                 self.send_return(question, reply);
                 Ok(())
             }
             Header::Finish { question } => {
-                let awaited = self.awaited(question);
-                match self.answers.get_mut(&question) {
-                    Some(Answer::Running(_, finished)) if awaited => {
-                        // Calls pipelined on it still need its result.
-                        *finished = true;
-                    }
-                    Some(Answer::Running(handle, _)) => {
-                        tracing::trace!(question, "caller finished early; cancelling handler");
-                        handle.abort();
-                        self.answers.remove(&question);
-                    }
-                    Some(Answer::Done(_)) => {
-                        self.answers.remove(&question);
-                    }
-                    None => {}
-                }
+                self.on_finish(question, cx);
                 Ok(())
             }
             Header::Disembargo {

@@ -212,6 +212,32 @@ async fn a_duplicate_question_in_flight_ends_the_connection() {
 }
 
 #[tokio::test]
+async fn a_duplicate_of_a_question_still_waiting_ends_the_connection() {
+    // Question 2 waits for question 1's answer (its handler never returns); a second
+    // question 2, whatever it targets, would get a second return for one question.
+    for duplicate in [
+        Header::Call {
+            question: Some(2),
+            target: Target::Export(0),
+            method: method("echo"),
+            caps: Vec::new(),
+        },
+        Header::Bootstrap {
+            question: 2,
+            interface: "Probe".into(),
+            fingerprint: 0,
+        },
+    ] {
+        let (conn, mut raw) = Raw::new();
+        raw.call(1, Target::Export(0), "hang", &()).await;
+        raw.call(2, Target::Answer(1), "echo", &(5u32,)).await;
+        raw.send(duplicate, &(5u32,)).await;
+        ended_because(&conn, "question id 2 is already in flight").await;
+        assert!(matches!(raw.recv().await, Some((Header::Abort { .. }, _))));
+    }
+}
+
+#[tokio::test]
 async fn releasing_more_than_was_handed_out_ends_the_connection() {
     let (conn, mut raw) = Raw::new();
     raw.call(1, Target::Export(0), "make", &()).await;

@@ -24,13 +24,42 @@ pub(super) struct Finished {
     reply: Reply,
 }
 
-/// A call the peer made, in the answer table.
+/// A call the peer made, in the answer table, from arrival to the caller's `Finish`.
+///
+/// `finished` in every state: the caller sent `Finish` (it wants no return), but
+/// calls pipelined on the answer still wait for it, so it goes on without a return
+/// and is forgotten as soon as nothing waits for it any more.
 pub(super) enum Answer {
-    /// Its handler is running. `finished`: the caller sent `Finish`, but calls
-    /// pipelined on the answer wait for it, so it runs on without a return.
-    Running(AbortHandle, bool),
+    /// Waiting in `stalled` for an answer it depends on (its target, or a promise
+    /// among its arguments).
+    Waiting { finished: bool },
+    /// Its handler is running (spawned).
+    Running { abort: AbortHandle, finished: bool },
     /// It returned; pipelined calls go to this capability (or fail with its reason).
-    Done(CapRef),
+    Done { cap: CapRef, finished: bool },
+}
+
+impl Answer {
+    fn finished(&self) -> bool {
+        match self {
+            Answer::Waiting { finished }
+            | Answer::Running { finished, .. }
+            | Answer::Done { finished, .. } => *finished,
+        }
+    }
+
+    fn mark_finished(&mut self) {
+        match self {
+            Answer::Waiting { finished }
+            | Answer::Running { finished, .. }
+            | Answer::Done { finished, .. } => *finished = true,
+        }
+    }
+
+    /// Whether calls pipelined on it must wait (it has no result yet).
+    fn pending(&self) -> bool {
+        !matches!(self, Answer::Done { .. })
+    }
 }
 
 /// An incoming message that must wait for an answer.
@@ -48,30 +77,60 @@ pub(super) struct IncomingCall {
     pub(super) caps: Vec<CapDescriptor>,
 }
 
+impl IncomingCall {
+    /// The answers (of ours) it needs: its target's, and promises among its arguments.
+    fn awaits(&self) -> impl Iterator<Item = QuestionId> + '_ {
+        let target = match self.target {
+            Target::Answer(q) => Some(q),
+            Target::Export(_) => None,
+        };
+        target
+            .into_iter()
+            .chain(self.caps.iter().filter_map(|d| match d {
+                CapDescriptor::ReceiverAnswer(q) => Some(*q),
+                _ => None,
+            }))
+    }
+}
+
 impl<T: Transport> Actor<T> {
     pub(super) fn on_finished(&mut self, finished: Finished, cx: &mut Context<'_>) {
-        if let Some(question) = finished.question {
-            // Not running any more if the caller sent `Finish` first: then it wants
-            // no return.
-            match self.answers.get(&question) {
-                Some(Answer::Running(_, false)) => self.answer_done(question, finished.reply, cx),
-                Some(Answer::Running(_, true)) => {
-                    // Only its pipelined calls still want it.
-                    let cap = finished.reply.promised_cap(self.codec());
-                    self.answers.insert(question, Answer::Done(cap));
-                    self.drain_stalled(cx);
-                    self.answers.remove(&question);
-                }
-                _ => {}
-            }
+        let Some(question) = finished.question else {
+            return;
+        };
+        // Gone if the caller sent `Finish` and nothing waited for it (then its task
+        // was aborted, but may have finished first).
+        if let Some(Answer::Running { finished: done, .. }) = self.answers.get(&question) {
+            let done = *done;
+            self.complete(question, finished.reply, done, cx);
         }
     }
 
-    /// Records a finished answer, starts the calls that waited for it, then returns.
-    fn answer_done(&mut self, question: QuestionId, reply: Reply, cx: &mut Context<'_>) {
+    /// Records a finished answer, starts the calls that waited for it, then returns
+    /// it, unless the caller already sent `Finish` (`finished`).
+    fn complete(
+        &mut self,
+        question: QuestionId,
+        reply: Reply,
+        finished: bool,
+        cx: &mut Context<'_>,
+    ) {
+        if finished {
+            // Only calls pipelined on it still want it.
+            if self.awaited(question) {
+                let cap = reply.promised_cap(self.codec());
+                self.answers
+                    .insert(question, Answer::Done { cap, finished });
+                self.drain_stalled(cx);
+            } else {
+                self.answers.remove(&question);
+            }
+            return;
+        }
         if reply.needs_finish() {
             let cap = reply.promised_cap(self.codec());
-            self.answers.insert(question, Answer::Done(cap));
+            self.answers
+                .insert(question, Answer::Done { cap, finished });
         } else {
             self.answers.remove(&question);
         }
@@ -81,13 +140,78 @@ impl<T: Transport> Actor<T> {
         self.send_return(question, reply);
     }
 
+    /// The caller no longer wants the answer to `question`.
+    pub(super) fn on_finish(&mut self, question: QuestionId, cx: &mut Context<'_>) {
+        let Some(answer) = self.answers.get_mut(&question) else {
+            // Already returned and forgotten, or never asked: nothing to free.
+            return;
+        };
+        answer.mark_finished();
+        self.forget_unwanted(vec![question], cx);
+    }
+
+    /// Forgets finished answers that no stalled call waits for any more: a waiting
+    /// call is taken out of its queue, a running handler is stopped, a kept result
+    /// is dropped. Forgetting one may leave others unwanted, so this works through
+    /// a list.
+    fn forget_unwanted(&mut self, mut candidates: Vec<QuestionId>, cx: &mut Context<'_>) {
+        let mut unblocked = false;
+        while let Some(question) = candidates.pop() {
+            let unwanted = self
+                .answers
+                .get(&question)
+                .is_some_and(|a| a.finished() && !self.awaited(question));
+            if !unwanted {
+                continue;
+            }
+            match self.answers.remove(&question) {
+                Some(Answer::Waiting { .. }) => {
+                    if let Some(call) = self.unstall(question) {
+                        unblocked = true;
+                        // What it waited for may be unwanted now.
+                        candidates.extend(call.awaits());
+                    }
+                }
+                Some(Answer::Running { abort, .. }) => {
+                    tracing::trace!(question, "caller finished early; cancelling handler");
+                    abort.abort();
+                }
+                Some(Answer::Done { .. }) | None => {}
+            }
+        }
+        if unblocked {
+            // A call taken out of a queue may have held up the ones behind it.
+            self.drain_stalled(cx);
+        }
+    }
+
+    /// Takes the stalled call that asked `question` out of its queue.
+    fn unstall(&mut self, question: QuestionId) -> Option<IncomingCall> {
+        let (&target, queue) = self.stalled.iter_mut().find(|(_, queue)| {
+            queue
+                .iter()
+                .any(|s| matches!(s, Stalled::Call(c) if c.question == Some(question)))
+        })?;
+        let at = queue
+            .iter()
+            .position(|s| matches!(s, Stalled::Call(c) if c.question == Some(question)))?;
+        let Some(Stalled::Call(call)) = queue.remove(at) else {
+            unreachable!("found just above")
+        };
+        if queue.is_empty() {
+            self.stalled.remove(&target);
+        }
+        self.stalled_count -= 1;
+        Some(call)
+    }
+
     /// Whether an incoming message must wait for one of our answers.
     fn blocked(&self, target: Target, caps: &[CapDescriptor]) -> bool {
-        let running = |q: &QuestionId| matches!(self.answers.get(q), Some(Answer::Running(..)));
-        matches!(target, Target::Answer(q) if running(&q))
+        let pending = |q: &QuestionId| self.answers.get(q).is_some_and(Answer::pending);
+        matches!(target, Target::Answer(q) if pending(&q))
             || caps
                 .iter()
-                .any(|d| matches!(d, CapDescriptor::ReceiverAnswer(q) if running(q)))
+                .any(|d| matches!(d, CapDescriptor::ReceiverAnswer(q) if pending(q)))
     }
 
     /// Whether stalled calls wait for `question`'s answer.
@@ -143,6 +267,16 @@ impl<T: Transport> Actor<T> {
             }
         }
         self.draining = false;
+        // Finished answers kept only for the calls just started may go now.
+        let lingering: Vec<QuestionId> = self
+            .answers
+            .iter()
+            .filter(|(_, a)| matches!(a, Answer::Done { finished: true, .. }))
+            .map(|(&q, _)| q)
+            .collect();
+        if !lingering.is_empty() {
+            self.forget_unwanted(lingering, cx);
+        }
     }
 
     pub(super) fn bootstrap(&mut self, interface: &str, fingerprint: u64) -> Reply {
@@ -213,6 +347,7 @@ impl<T: Transport> Actor<T> {
         cx: &mut Context<'_>,
     ) -> Result<(), Arc<str>> {
         if let Some(q) = call.question {
+            // Whatever state the first one is in: waiting, running or kept.
             if self.answers.contains_key(&q) {
                 return Err(self.violation(RpcError::BadMessage(format!(
                     "question id {q} is already in flight"
@@ -226,7 +361,14 @@ impl<T: Transport> Actor<T> {
             }
             return Ok(());
         }
+        // A call waits if an earlier call on its target waits (to stay in order), or
+        // if an answer it needs has no result yet, however deep the chain of calls
+        // that answer itself waits on.
         if self.stalled.contains_key(&call.target) || self.blocked(call.target, &call.caps) {
+            if let Some(question) = call.question {
+                self.answers
+                    .insert(question, Answer::Waiting { finished: false });
+            }
             self.stalled_count += 1;
             self.stalled
                 .entry(call.target)
@@ -252,7 +394,7 @@ impl<T: Transport> Actor<T> {
         let object = match target {
             Target::Export(id) => self.exports.get(id).cloned(),
             Target::Answer(q) => match self.answers.get(&q) {
-                Some(Answer::Done(cap)) => Some(cap.clone()),
+                Some(Answer::Done { cap, .. }) => Some(cap.clone()),
                 _ => None,
             },
         };
@@ -263,7 +405,10 @@ impl<T: Transport> Actor<T> {
         };
         if let Some(error) = refused {
             if let Some(question) = question {
-                self.send_return(question, reply.error(&error));
+                let finished = self.answers.remove(&question).is_some_and(|a| a.finished());
+                if !finished {
+                    self.send_return(question, reply.error(&error));
+                }
             }
             return;
         }
@@ -340,10 +485,14 @@ impl<T: Transport> Actor<T> {
     /// Polls a new handler once, here, so calls start in arrival order; spawns it
     /// only if it has to wait.
     fn start(&mut self, question: Option<QuestionId>, mut handler: Handler, cx: &mut Context<'_>) {
+        // A call that waited in `stalled` may have been finished meanwhile.
+        let finished = question
+            .and_then(|q| self.answers.get(&q))
+            .is_some_and(Answer::finished);
         match handler.as_mut().poll(cx) {
             Poll::Ready(reply) => {
                 if let Some(question) = question {
-                    self.answer_done(question, reply, cx);
+                    self.complete(question, reply, finished, cx);
                 }
             }
             Poll::Pending => {
@@ -354,7 +503,8 @@ impl<T: Transport> Actor<T> {
                     }
                 });
                 if let Some(question) = question {
-                    self.answers.insert(question, Answer::Running(abort, false));
+                    self.answers
+                        .insert(question, Answer::Running { abort, finished });
                 }
             }
         }

@@ -148,8 +148,8 @@ impl<T: Transport> Actor<T> {
                     .unwrap_or(CapRef::Broken(WireError::ObjectNotFound)),
                 // Calls carrying a running answer wait for it (see `on_call`).
                 CapDescriptor::ReceiverAnswer(question) => match self.answers.get(&question) {
-                    Some(Answer::Done(cap)) => cap.clone(),
-                    Some(Answer::Running(..)) => CapRef::Broken(WireError::PromiseFailed(
+                    Some(Answer::Done { cap, .. }) => cap.clone(),
+                    Some(_) => CapRef::Broken(WireError::PromiseFailed(
                         "the promised answer is not ready".into(),
                     )),
                     None => CapRef::Broken(WireError::ObjectNotFound),
