@@ -202,6 +202,50 @@ impl Incoming {
         F: FnOnce(A) -> Fut,
         Fut: Future<Output = S::Value> + Send + 'static,
     {
+        match self.prepare::<S, A, F, Fut>(method, run) {
+            Ok(body) => body,
+            Err(failed) => failed,
+        }
+    }
+
+    /// Like [`handle`](Self::handle), for methods marked `#[farcall(no_cancel)]`: the
+    /// work runs in a task of its own that finishes even if the caller gives up (its
+    /// result is then dropped). The task runs inside the call's context and span, as
+    /// any handler does.
+    pub fn handle_to_completion<S, A, F, Fut>(self, method: &'static Method, run: F) -> Handler
+    where
+        S: Shape,
+        A: DeserializeOwned,
+        F: FnOnce(A) -> Fut,
+        Fut: Future<Output = S::Value> + Send + 'static,
+    {
+        match self.prepare::<S, A, F, Fut>(method, run) {
+            Ok(body) => {
+                let task = tokio::spawn(body);
+                Box::pin(async move {
+                    match task.await {
+                        Ok(reply) => reply,
+                        // `body` catches panics; a task is only cancelled when the
+                        // runtime shuts down.
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(_) => Reply::none(),
+                    }
+                })
+            }
+            Err(failed) => failed,
+        }
+    }
+
+    /// The whole handler as one future: decoding, the user's work inside the call's
+    /// context and span with panics caught, and encoding. `Err` if the arguments do
+    /// not decode (a handler that fails at once).
+    fn prepare<S, A, F, Fut>(self, method: &'static Method, run: F) -> Result<Handler, Handler>
+    where
+        S: Shape,
+        A: DeserializeOwned,
+        F: FnOnce(A) -> Fut,
+        Fut: Future<Output = S::Value> + Send + 'static,
+    {
         let Incoming {
             payload,
             caps,
@@ -213,7 +257,7 @@ impl Incoming {
             Ok(args) => args,
             Err(e) => {
                 let error = WireError::BadArguments(format!("{}: {e}", method.name));
-                return Box::pin(std::future::ready(reply.error(&error)));
+                return Err(Box::pin(std::future::ready(reply.error(&error))));
             }
         };
         let work = run(args);
@@ -225,31 +269,9 @@ impl Incoming {
             outcome.unwrap_or_else(|panic| reply.panic(panic))
         }
         .instrument(span);
-        match context {
+        Ok(match context {
             Some(context) => Box::pin(CONTEXT.scope(context, body)),
             None => Box::pin(body),
-        }
-    }
-
-    /// Like [`handle`](Self::handle), for methods marked `#[farcall(no_cancel)]`: the
-    /// work runs in a task of its own that finishes even if the caller gives up (its
-    /// result is then dropped).
-    pub fn handle_to_completion<S, A, F, Fut>(self, method: &'static Method, run: F) -> Handler
-    where
-        S: Shape,
-        A: DeserializeOwned,
-        F: FnOnce(A) -> Fut,
-        Fut: Future<Output = S::Value> + Send + 'static,
-        S::Value: 'static,
-    {
-        self.handle::<S, A, _, _>(method, |args| {
-            let task = tokio::spawn(run(args));
-            async move {
-                match task.await {
-                    Ok(value) => value,
-                    Err(e) => std::panic::resume_unwind(e.into_panic()),
-                }
-            }
         })
     }
 
