@@ -268,3 +268,112 @@ async fn a_carrier_with_a_message_size_limit_still_carries_large_payloads() {
         Ok(3 << 20)
     );
 }
+
+#[farcall::remote]
+pub trait Exact {
+    /// Takes `data`, returns its length.
+    async fn take(&self, data: Bytes) -> usize;
+    /// Returns `n` bytes.
+    async fn make(&self, n: usize) -> Bytes;
+}
+
+struct SizedImpl;
+
+impl Exact for SizedImpl {
+    async fn take(&self, data: Bytes) -> usize {
+        data.len()
+    }
+    async fn make(&self, n: usize) -> Bytes {
+        Bytes::from(vec![7u8; n])
+    }
+}
+
+/// The largest `n` for which `fits(n)` holds, given it holds at `lo` and not at `hi`.
+async fn largest_fitting<F, Fut>(mut lo: usize, mut hi: usize, fits: F) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid).await {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Checks the error of a frame one payload byte over the limit: its size is the real
+/// frame's, one byte over under the binary codecs. JSON writes a byte as up to four
+/// characters (and ids in decimal), so there the frame grows by a few bytes.
+fn one_over(err: &farcall::RpcError, codec: AnyCodec, limit: usize, what: &str) {
+    let farcall::RpcError::FrameTooLarge { size, limit: got } = *err else {
+        panic!("{what}: {err}");
+    };
+    assert_eq!(got, limit, "{what}");
+    if codec == AnyCodec::Json {
+        assert!((limit + 1..=limit + 4).contains(&size), "{what}: {size}");
+    } else {
+        assert_eq!(size, limit + 1, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_frame_exactly_at_the_limit_passes_and_one_byte_more_is_refused_with_its_real_size() {
+    // 4 KiB: whole frames; 200 KB: frames sent in chunks and reassembled.
+    for limit in [4096usize, 200_000] {
+        for &codec in AnyCodec::ALL {
+            let (a, b) = farcall::transport::memory();
+            let server = Connection::builder()
+                .codec(codec)
+                .max_frame_size(limit)
+                .root(ExactServer::new(SizedImpl))
+                .connect(a);
+            let client = Connection::builder()
+                .codec(codec)
+                .max_frame_size(limit)
+                .connect(b);
+            let sized: ExactClient = bounded("root", client.root()).await.unwrap();
+            let what = format!("{codec:?}, limit {limit}");
+
+            // Arguments: the largest call that goes through, then one byte more.
+            let at = largest_fitting(0, limit, |n| {
+                let sized = sized.clone();
+                async move { sized.take(Bytes::from(vec![1u8; n])).await == Ok(n) }
+            })
+            .await;
+            let err = sized
+                .take(Bytes::from(vec![1u8; at + 1]))
+                .await
+                .unwrap_err();
+            one_over(
+                &err,
+                codec,
+                limit,
+                &format!("{what}: the call one byte over"),
+            );
+
+            // Results likewise, refused by the server.
+            let at = largest_fitting(0, limit, |n| {
+                let sized = sized.clone();
+                async move { sized.make(n).await.map(|b| b.len()) == Ok(n) }
+            })
+            .await;
+            let err = sized.make(at + 1).await.unwrap_err();
+            one_over(
+                &err,
+                codec,
+                limit,
+                &format!("{what}: the result one byte over"),
+            );
+            if codec != AnyCodec::Json {
+                assert!(limit - at < 32, "{what}: only {at} bytes of payload fit");
+            }
+            // Nothing else was lost.
+            assert_eq!(sized.take(Bytes::from_static(b"ok")).await, Ok(2));
+            assert!(!server.is_closed() && !client.is_closed());
+        }
+    }
+}

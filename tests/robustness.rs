@@ -518,3 +518,142 @@ async fn a_hundred_deep_ping_pong_of_callbacks_completes_on_one_thread() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_never_opens_is_closed_after_the_handshake_timeout() {
+    // The raw end of a memory pair: it never sends its opening message.
+    let (_silent, ours) = farcall::transport::memory();
+    let conn = Connection::builder()
+        .root(ServiceServer::new(ServiceImpl::default()))
+        .handshake_timeout(Duration::from_secs(2))
+        .connect(ours);
+    let started = tokio::time::Instant::now();
+    bounded("handshake timeout", conn.closed()).await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let reason = conn.close_reason().unwrap();
+    assert!(reason.contains("handshake timeout"), "{reason}");
+}
+
+#[tokio::test]
+async fn ends_with_different_codecs_fail_at_once_naming_both() {
+    for &a in farcall::AnyCodec::ALL {
+        for &b in farcall::AnyCodec::ALL {
+            if a == b {
+                continue;
+            }
+            let (ta, tb) = farcall::transport::memory();
+            let server = Connection::builder()
+                .codec(a)
+                .root(ServiceServer::new(ServiceImpl::default()))
+                .connect(ta);
+            let client = Connection::builder().codec(b).connect(tb);
+            let err = bounded("root", client.root::<ServiceClient>())
+                .await
+                .unwrap_err();
+            let why = err.to_string();
+            assert!(
+                why.contains(a.name()) && why.contains(b.name()),
+                "{a:?} vs {b:?}: {why}"
+            );
+            bounded("server ends", server.closed()).await;
+            let why = server.close_reason().unwrap();
+            assert!(why.contains(a.name()) && why.contains(b.name()), "{why}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_ends_at_the_drain_deadline_while_a_handler_hangs() {
+    let f = fixture_with(
+        Link::Memory,
+        Default::default(),
+        Connection::builder().drain_timeout(Duration::from_secs(2)),
+        Connection::builder(),
+    )
+    .await;
+    let hanging = tokio::spawn({
+        let service = f.service.clone();
+        async move { service.wait_forever().await }
+    });
+    f.state.entered_forever.notified().await;
+    // A handler that returns in time still gets its result out.
+    let slow = tokio::spawn({
+        let service = f.service.clone();
+        async move { service.slow().await }
+    });
+    f.state.entered_slow.notified().await;
+    let started = tokio::time::Instant::now();
+    let close = tokio::spawn(f.server.close());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    f.state.gate.notify_one();
+    assert_eq!(bounded("slow", slow).await.unwrap().unwrap(), "slow done");
+    bounded("close", close).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let err = bounded("hanging", hanging).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, RpcError::Disconnected(why) if why.contains("drain deadline")),
+        "{err}"
+    );
+    f.state.dropped_forever.notified().await;
+}
+
+/// The opening message of a farcall peer speaking bincode, written by hand from the
+/// layout documented in `wire.rs`, as an implementation in another language would.
+fn hello_frame(max_frame_size: u64) -> Vec<u8> {
+    let mut hello = b"farcall\0".to_vec();
+    hello.extend_from_slice(&1u16.to_le_bytes()); // protocol version
+    hello.push(1); // bincode
+    hello.extend_from_slice(&max_frame_size.to_le_bytes());
+    hello.extend_from_slice(&0xFFFEu16.to_le_bytes());
+    hello
+}
+
+/// Over a byte stream, a peer sends a frame larger than our limit: we refuse it
+/// before reading it, and tell the peer why before hanging up.
+async fn an_oversized_frame_is_answered_with_the_reason<S>(ours: S, mut theirs: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Connection::builder()
+        .max_frame_size(1024)
+        .root(ShapesServer::new(ShapesImpl))
+        .connect_stream(ours);
+    let hello = hello_frame(1 << 20);
+    let mut bytes = (hello.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&hello);
+    // A 64 KiB frame: its length, then its bytes.
+    bytes.extend_from_slice(&(64u32 << 10).to_be_bytes());
+    bytes.extend_from_slice(&[0u8; 64 << 10]);
+    let (mut read, mut write) = tokio::io::split(&mut theirs);
+    let send = async {
+        let _ = write.write_all(&bytes).await;
+    };
+    let mut received = Vec::new();
+    let receive = read.read_to_end(&mut received);
+    let (_, _) = bounded("exchange", async { tokio::join!(send, receive) }).await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.contains("exceeds max_frame_size (1024 bytes)"),
+        "the reason should arrive before the end of stream; got {text:?}"
+    );
+    bounded("server ends", server.closed()).await;
+    let reason = server.close_reason().unwrap();
+    assert!(reason.contains("1024"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_peer_whose_frame_is_too_large_is_told_why_over_tcp() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, connected) =
+        tokio::join!(listener.accept(), tokio::net::TcpStream::connect(addr));
+    an_oversized_frame_is_answered_with_the_reason(accepted.unwrap().0, connected.unwrap()).await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_peer_whose_frame_is_too_large_is_told_why_over_a_unix_socket() {
+    let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+    an_oversized_frame_is_answered_with_the_reason(ours, theirs).await;
+}

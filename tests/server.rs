@@ -198,3 +198,78 @@ async fn a_user_supplied_sink_and_stream_carry_a_connection() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn silent_and_trickling_peers_cannot_lock_a_server_out() {
+    bounded("silent peers", async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (builder, _) = service_builder();
+        let builder = builder.handshake_timeout(std::time::Duration::from_secs(1));
+        let (stop, server) = serve(Server::new(builder).max_connections(4), listener);
+        // Every slot taken: three peers that send nothing, one that sends a byte
+        // every 100 ms and so never completes its opening message.
+        let mut silent = Vec::new();
+        for _ in 0..3 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let trickler = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            for _ in 0..200 {
+                if stream.write_all(&[0]).await.is_err() {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            false
+        });
+        // An honest client is served once the silent ones are closed.
+        let conn = Connection::builder().connect_tcp(addr).await.unwrap();
+        let service: ServiceClient = conn.root().await.unwrap();
+        assert_eq!(service.add(1, 2).await.unwrap(), 3);
+        assert!(trickler.await.unwrap(), "the trickling peer was closed");
+        // The silent peers were closed by the server (they read the end of stream
+        // after its `Abort`).
+        for mut stream in silent {
+            use tokio::io::AsyncReadExt;
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest).await;
+            let text = String::from_utf8_lossy(&rest);
+            assert!(text.contains("handshake timeout"), "got {text:?}");
+        }
+        stop.send(()).unwrap();
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_even_while_a_handler_hangs() {
+    bounded("shutdown", async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (builder, state) = service_builder();
+        let builder = builder.drain_timeout(std::time::Duration::from_secs(3));
+        let (stop, server) = serve(Server::new(builder), listener);
+        let conn = Connection::builder().connect_tcp(addr).await.unwrap();
+        let service: ServiceClient = conn.root().await.unwrap();
+        let hanging = tokio::spawn({
+            let service = service.clone();
+            async move { service.wait_forever().await }
+        });
+        state.entered_forever.notified().await;
+        let started = tokio::time::Instant::now();
+        stop.send(()).unwrap();
+        server.await.unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+        // The caller learns why, and the handler was dropped.
+        let err = hanging.await.unwrap().unwrap_err();
+        assert!(
+            matches!(&err, farcall::RpcError::Disconnected(why) if why.contains("drain deadline")),
+            "{err}"
+        );
+        state.dropped_forever.notified().await;
+    })
+    .await;
+}

@@ -26,7 +26,7 @@ use crate::dispatch::{
     Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain, Reply, ReplyTo, Shape,
 };
 use crate::error::{RpcError, WireError};
-use crate::wire::{Outcome, Target, HEADER_ROOM};
+use crate::wire::{Outcome, Target, MIN_FRAME_OVERHEAD};
 
 /// A generated client type: a typed reference to an object, remote or local.
 ///
@@ -106,7 +106,6 @@ impl Hash for Client {
 fn local_reply_to() -> ReplyTo {
     ReplyTo {
         codec: AnyCodec::default(),
-        max_frame_size: usize::MAX,
         expose_panics: true,
     }
 }
@@ -276,13 +275,15 @@ impl Client {
     }
 }
 
-/// Encodes arguments for a connection, refusing what would exceed its frame limit.
+/// Encodes arguments for a connection, refusing at once what cannot fit its frame
+/// limit whatever the header. The exact check, with the real header, is made by the
+/// connection task when it completes the frame.
 fn encode_for<A: Serialize + ?Sized>(conn: &Connection, args: &A) -> Result<Message, RpcError> {
     let message = encode_message(conn.codec(), args)?;
     let limit = conn.max_frame_size();
-    let size = message.payload.len() + HEADER_ROOM;
-    if size > limit {
-        return Err(RpcError::FrameTooLarge { size, limit });
+    let least = message.payload.len() + MIN_FRAME_OVERHEAD;
+    if least > limit {
+        return Err(RpcError::FrameTooLarge { size: least, limit });
     }
     Ok(message)
 }
@@ -533,7 +534,7 @@ impl WireError {
             WireError::Encode(e) => {
                 RpcError::Encode(format!("the peer could not encode the result: {e}"))
             }
-            WireError::ResultTooLarge { size, limit } => RpcError::FrameTooLarge {
+            WireError::FrameTooLarge { size, limit } => RpcError::FrameTooLarge {
                 size: size as usize,
                 limit: limit as usize,
             },

@@ -110,6 +110,29 @@ impl AnyCodec {
         with_codec!(self, C => C::NAME)
     }
 
+    /// The number naming the codec in the opening exchange; fixed whatever features
+    /// a build has, so a peer can name a codec this build lacks.
+    pub(crate) fn wire_id(self) -> u8 {
+        match self {
+            #[cfg(feature = "bincode")]
+            AnyCodec::Bincode => 1,
+            #[cfg(feature = "postcard")]
+            AnyCodec::Postcard => 2,
+            #[cfg(feature = "json")]
+            AnyCodec::Json => 3,
+        }
+    }
+
+    /// The name of the codec numbered `id` (see [`wire_id`](Self::wire_id)).
+    pub(crate) fn name_of(id: u8) -> String {
+        match id {
+            1 => "bincode".into(),
+            2 => "postcard".into(),
+            3 => "json".into(),
+            other => format!("an unknown codec (number {other})"),
+        }
+    }
+
     /// Appends the encoding of `value` to `out`.
     pub fn encode<T: Serialize + ?Sized>(
         self,

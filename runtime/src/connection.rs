@@ -59,9 +59,19 @@ pub struct Config {
     /// call. On timeout the caller gets [`RpcError::Timeout`] and the callee is told to
     /// stop. Default: `None`.
     pub call_timeout: Option<Duration>,
-    /// Time limit for [`Connection::root`] (the bootstrap handshake), and for a
-    /// WebSocket upgrade handshake (feature `websocket`). Default: 30 s.
+    /// Time limit for the opening exchange: the peer's opening message (its protocol
+    /// version, codec and limits, sent first by every farcall peer) must arrive
+    /// within it, on every transport, or the connection closes with a handshake
+    /// timeout. A peer that connects and stays silent, or trickles bytes, therefore
+    /// holds a server's connection slot for at most this long. Also limits
+    /// [`Connection::root`] (the bootstrap call) and a WebSocket upgrade (feature
+    /// `websocket`). Default: 10 s.
     pub handshake_timeout: Duration,
+    /// How long a graceful close ([`Connection::close`], a server's shutdown) waits
+    /// for the calls still running. When it passes, those calls are dropped, the
+    /// peer is told why (its callers get [`RpcError::Disconnected`] saying the drain
+    /// deadline passed) and the connection ends. Default: 5 s.
+    pub drain_timeout: Duration,
     /// Send a keepalive frame after this long without sending anything, so a peer's
     /// [`idle_timeout`](Self::idle_timeout) does not fire on a quiet but healthy
     /// connection. Default: `None`.
@@ -105,7 +115,8 @@ impl Default for Config {
             expose_panics: true,
             max_queued_bytes: 8 << 20,
             call_timeout: None,
-            handshake_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
             keepalive: None,
             idle_timeout: None,
             max_inflight_calls: 1024,
@@ -177,6 +188,12 @@ impl Builder {
     /// Sets [`Config::handshake_timeout`].
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::drain_timeout`].
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.config.drain_timeout = timeout;
         self
     }
 
@@ -571,7 +588,9 @@ impl Connection {
     /// Closes gracefully: incoming calls already running finish and their results
     /// are sent, new incoming calls are refused with [`RpcError::Closing`], this
     /// side's pending calls fail with [`RpcError::Disconnected`], then the transport
-    /// is closed. Resolves when the connection has ended.
+    /// is closed. Calls still running when [`Config::drain_timeout`] passes are
+    /// dropped and the connection ends anyway, so this always resolves: when the
+    /// connection has ended.
     pub fn close(&self) -> impl Future<Output = ()> + Send + 'static {
         let (done, wait) = oneshot::channel();
         let sent = self.command(Command::Close { done: Some(done) }).is_ok();

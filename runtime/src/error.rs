@@ -180,12 +180,18 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for CallError<E> {
 pub(crate) enum WireError {
     MethodNotFound,
     ObjectNotFound,
-    WrongInterface { found: String },
+    WrongInterface {
+        found: String,
+    },
     NoRoot,
     Panic(Option<String>),
     BadArguments(String),
     Encode(String),
-    ResultTooLarge { size: u64, limit: u64 },
+    /// A frame (call or result) over the limit of the side that was to send it.
+    FrameTooLarge {
+        size: u64,
+        limit: u64,
+    },
     Closing,
     Revoked,
     Forward(String),

@@ -123,8 +123,93 @@ impl Header {
     }
 }
 
+/// The protocol version this build speaks, sent in the opening [`Hello`].
+pub(crate) const PROTOCOL_VERSION: u16 = 1;
+
+/// Starts every opening message, so a peer speaking something else entirely is told
+/// apart from a farcall peer of another version.
+const HELLO_MAGIC: &[u8; 8] = b"farcall\0";
+
+/// In the header-length slot, marks an opening message (0xFFFF marks a chunk).
+const HELLO_MARK: u16 = 0xFFFE;
+
+/// The opening message, each side's first frame: who it is and what it accepts.
+///
+/// Its layout is fixed and independent of the codec, so two ends that disagree on
+/// the codec or the version can still read it and say so: the magic, the version
+/// (`u16`), the codec's number (`u8`), the largest frame accepted (`u64`), all
+/// little-endian, then the mark in place of a header length. A later version may
+/// append fields before the mark; this one ignores them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub(crate) version: u16,
+    pub(crate) codec: u8,
+    pub(crate) max_frame_size: u64,
+}
+
+impl Hello {
+    /// Length of the fields this version writes, before the mark.
+    const LEN: usize = HELLO_MAGIC.len() + 2 + 1 + 8;
+
+    pub(crate) fn ours(codec: AnyCodec, max_frame_size: usize) -> Self {
+        Hello {
+            version: PROTOCOL_VERSION,
+            codec: codec.wire_id(),
+            max_frame_size: max_frame_size as u64,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(Self::LEN + 2);
+        buf.extend_from_slice(HELLO_MAGIC);
+        buf.extend_from_slice(&self.version.to_le_bytes());
+        buf.extend_from_slice(&[self.codec]);
+        buf.extend_from_slice(&self.max_frame_size.to_le_bytes());
+        buf.extend_from_slice(&HELLO_MARK.to_le_bytes());
+        buf.freeze()
+    }
+
+    /// Reads a peer's first frame; `None` if it is not an opening message at all.
+    pub(crate) fn decode(frame: &[u8]) -> Option<Self> {
+        let (body, mark) = frame.split_at_checked(frame.len().checked_sub(2)?)?;
+        if u16::from_le_bytes([mark[0], mark[1]]) != HELLO_MARK
+            || body.len() < Self::LEN
+            || !body.starts_with(HELLO_MAGIC)
+        {
+            return None;
+        }
+        let at = HELLO_MAGIC.len();
+        Some(Hello {
+            version: u16::from_le_bytes([body[at], body[at + 1]]),
+            codec: body[at + 2],
+            max_frame_size: u64::from_le_bytes(body[at + 3..at + 11].try_into().ok()?),
+        })
+    }
+
+    /// Why a connection between `self` (ours) and `peer` cannot work, if it cannot.
+    pub(crate) fn mismatch(&self, peer: &Hello) -> Option<String> {
+        if peer.version != self.version {
+            return Some(format!(
+                "the peer speaks farcall protocol version {}, this side version {}",
+                peer.version, self.version
+            ));
+        }
+        if peer.codec != self.codec {
+            return Some(format!(
+                "the peer encodes with {}, this side with {}: both ends must use the same codec",
+                AnyCodec::name_of(peer.codec),
+                AnyCodec::name_of(self.codec)
+            ));
+        }
+        None
+    }
+}
+
 /// Room reserved after a payload for the header, so appending it rarely reallocates.
 pub(crate) const HEADER_ROOM: usize = 64;
+
+/// The least a frame adds to its payload: a one-byte header and its length.
+pub(crate) const MIN_FRAME_OVERHEAD: usize = 3;
 
 /// Starts a frame buffer with the payload encoded into it.
 pub(crate) fn encode_payload<P: Serialize + ?Sized>(
@@ -153,11 +238,12 @@ pub(crate) fn finish_frame(
     codec
         .encode(header, &mut buf)
         .map_err(|e| RpcError::Encode(e.to_string()))?;
-    // 0xFFFF marks a chunk (see `connection/outbound.rs`), so a header stays shorter.
+    // 0xFFFF marks a chunk (see `connection/outbound.rs`) and 0xFFFE an opening
+    // message, so a header stays shorter.
     let header_len = u16::try_from(buf.len() - start)
         .ok()
-        .filter(|&len| len < u16::MAX)
-        .ok_or_else(|| RpcError::Encode("message header of 65535 bytes or more".into()))?;
+        .filter(|&len| len < HELLO_MARK)
+        .ok_or_else(|| RpcError::Encode("message header of 65534 bytes or more".into()))?;
     buf.extend_from_slice(&header_len.to_le_bytes());
     Ok(buf.into())
 }
@@ -222,6 +308,30 @@ mod tests {
                 assert!(matches!(err, RpcError::BadMessage(_)), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn hello_round_trips_and_names_mismatches() {
+        let ours = Hello::ours(AnyCodec::default(), 1 << 20);
+        let frame = ours.encode();
+        assert_eq!(Hello::decode(&frame), Some(ours));
+        assert_eq!(ours.mismatch(&ours), None);
+        // Fields a later version appends are skipped.
+        let mut longer = frame[..frame.len() - 2].to_vec();
+        longer.extend_from_slice(&[9, 9, 9]);
+        longer.extend_from_slice(&HELLO_MARK.to_le_bytes());
+        assert_eq!(Hello::decode(&longer), Some(ours));
+        let other = Hello { version: 7, ..ours };
+        assert!(ours.mismatch(&other).unwrap().contains("version 7"));
+        let other = Hello { codec: 3, ..ours };
+        let why = ours.mismatch(&other).unwrap();
+        assert!(why.contains("json") && why.contains("bincode"), "{why}");
+        // Not an opening message: an ordinary frame, too short, wrong magic.
+        let call = encode_frame(AnyCodec::default(), &Header::Ping, &()).unwrap();
+        assert_eq!(Hello::decode(&call), None);
+        assert_eq!(Hello::decode(&frame[4..]), None);
+        assert_eq!(Hello::decode(&[0xFE, 0xFF]), None);
+        assert_eq!(Hello::decode(&[]), None);
     }
 
     #[test]

@@ -36,8 +36,8 @@ use crate::dispatch::{Reply, ReplyTo};
 use crate::error::{RpcError, WireError};
 use crate::transport::Transport;
 use crate::wire::{
-    decode_frame, encode_frame, finish_frame, CapDescriptor, ExportId, Header, Outcome, QuestionId,
-    Target,
+    decode_frame, encode_frame, finish_frame, CapDescriptor, ExportId, Header, Hello, Outcome,
+    QuestionId, Target,
 };
 
 use answers::{Answer, Finished, IncomingCall, Stalled};
@@ -46,6 +46,10 @@ use timers::Timers;
 
 /// Items taken from one source before the others get a turn.
 const BATCH: usize = 64;
+
+/// How long a connection that failed keeps trying to deliver its last frames (the
+/// `Abort` that tells the peer why) before it drops the transport.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(super) fn spawn<T: Transport>(
     conn: Connection,
@@ -56,7 +60,12 @@ pub(super) fn spawn<T: Transport>(
 ) {
     let span = tracing::debug_span!("farcall::connection", id = conn.id());
     tracing::debug!(parent: &span, root = root.as_ref().map(|r| r.dispatch.interface().name), "connection open");
-    let conn_chunk_size = conn.shared.config.chunk_size;
+    let config = &conn.shared.config;
+    let mut outbound = Outbound::new(config.chunk_size);
+    // Our opening message goes first; calls made before the peer's arrives follow it
+    // at once, so the exchange costs no round trip.
+    let hello = Hello::ours(config.codec, config.max_frame_size);
+    outbound.push(hello.encode(), Order::Free);
     let mut exports = Exports::default();
     if let Some(root) = root {
         exports.insert_root(CapRef::Local(root));
@@ -77,13 +86,16 @@ pub(super) fn spawn<T: Transport>(
         exports,
         imports: HashMap::new(),
         next_generation: 0,
-        outbound: Outbound::new(conn_chunk_size),
+        outbound,
+        hello,
+        peer: None,
         reassembly: Reassembly::default(),
         needs_flush: false,
         closing: None,
         handle,
         aborted: false,
         ended: false,
+        linger: None,
     };
     tokio::spawn(actor.instrument(span));
 }
@@ -114,6 +126,10 @@ struct Actor<T> {
     imports: HashMap<ExportId, Import>,
     next_generation: u64,
     outbound: Outbound,
+    /// Our opening message, and the peer's once it arrived: until then, every frame
+    /// but the opening one is a protocol violation.
+    hello: Hello,
+    peer: Option<Hello>,
     reassembly: Reassembly,
     needs_flush: bool,
     /// `Some` once `close()` was asked: who waits for it.
@@ -123,6 +139,8 @@ struct Actor<T> {
     /// `abort()` was asked: stop after one last write.
     aborted: bool,
     ended: bool,
+    /// Set once the connection failed: the deadline for writing its last frames.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Why the actor stops.
@@ -133,21 +151,22 @@ impl<T: Transport> Future for Actor<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        match this.turn(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(end) => {
-                let reason: Arc<str> = match end {
-                    Ok(()) => Arc::from("connection closed locally"),
-                    Err(reason) => {
-                        // Best effort to deliver a queued `Abort` before hanging up.
-                        let _ = this.write(cx);
-                        reason
-                    }
-                };
-                this.end(reason);
-                Poll::Ready(())
+        if !this.ended {
+            match this.turn(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {
+                    this.end(Arc::from("connection closed locally"));
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Err(reason)) => {
+                    // Everything pending fails now; the transport gets a little
+                    // longer to deliver what is queued (the `Abort` saying why).
+                    this.end(reason);
+                    this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+                }
             }
         }
+        this.linger(cx)
     }
 }
 
@@ -198,7 +217,10 @@ impl<T: Transport> Actor<T> {
                         self.on_frame(frame, cx)?;
                     }
                     Poll::Ready(Some(Err(e))) => {
-                        return Poll::Ready(Err(format!("transport error: {e}").into()))
+                        // Reading failed (an oversized frame, say); writing may still
+                        // work, so the peer is told.
+                        let reason = format!("transport error: {e}");
+                        return Poll::Ready(Err(self.tell_peer(reason)));
                     }
                     Poll::Ready(None) => {
                         return Poll::Ready(Err("peer closed the connection".into()))
@@ -211,11 +233,11 @@ impl<T: Transport> Actor<T> {
                 return Poll::Ready(Err(format!("transport error: {e}").into()));
             }
             if self.aborted {
-                let _ = Pin::new(&mut self.transport).poll_close(cx);
+                // The `Abort` is queued; lingering writes it.
                 return Poll::Ready(Err("connection aborted locally".into()));
             }
 
-            if self.closing.is_some() && self.answers.is_empty() && self.outbound.is_empty() {
+            if self.closing.is_some() && !self.answers_running() && self.outbound.is_empty() {
                 return match Pin::new(&mut self.transport).poll_close(cx) {
                     Poll::Ready(_) => Poll::Ready(Ok(())),
                     Poll::Pending => Poll::Pending,
@@ -290,10 +312,20 @@ impl<T: Transport> Actor<T> {
     ) -> Result<(), WireError> {
         let caps = self.describe(&message.caps)?;
         let header = header(caps);
-        let frame = finish_frame(self.codec(), message.payload, &header)
-            .map_err(|e| WireError::Encode(e.to_string()))?;
-        self.enqueue(frame, Order::of(&header));
-        Ok(())
+        let refused = match finish_frame(self.codec(), message.payload, &header) {
+            Ok(frame) if frame.len() <= self.send_limit() => {
+                self.enqueue(frame, Order::of(&header));
+                return Ok(());
+            }
+            Ok(frame) => WireError::FrameTooLarge {
+                size: frame.len() as u64,
+                limit: self.send_limit() as u64,
+            },
+            Err(e) => WireError::Encode(e.to_string()),
+        };
+        // Nothing was sent: the references just counted for the peer are not its.
+        self.undescribe(&header);
+        Err(refused)
     }
 
     fn send_return(&mut self, question: QuestionId, reply: Reply) {
@@ -321,7 +353,27 @@ impl<T: Transport> Actor<T> {
             });
         }
     }
+    /// Checks the peer's opening message: the first frame it sends.
+    fn on_hello(&mut self, frame: &[u8]) -> Result<(), Arc<str>> {
+        let Some(peer) = Hello::decode(frame) else {
+            return Err(self.violation(RpcError::BadMessage(
+                "the peer's first message is not a farcall opening message \
+                 (a peer of an older protocol version, or not farcall at all)"
+                    .into(),
+            )));
+        };
+        if let Some(why) = self.hello.mismatch(&peer) {
+            return Err(self.violation(RpcError::BadMessage(why)));
+        }
+        tracing::trace!(?peer, "opening exchange done");
+        self.peer = Some(peer);
+        Ok(())
+    }
+
     fn on_frame(&mut self, frame: Bytes, cx: &mut Context<'_>) -> Result<(), Arc<str>> {
+        if self.peer.is_none() {
+            return self.on_hello(&frame);
+        }
         let limit = self.conn.max_frame_size();
         if frame.len() > limit {
             // Transports that frame their own messages (memory, user parts) are
@@ -490,8 +542,17 @@ impl<T: Transport> Actor<T> {
         let config = &self.conn.shared.config;
         ReplyTo {
             codec: config.codec,
-            max_frame_size: config.max_frame_size,
             expose_panics: config.expose_panics,
+        }
+    }
+
+    /// The largest frame this side sends: its own limit, and the peer's once its
+    /// opening message told it.
+    fn send_limit(&self) -> usize {
+        let ours = self.conn.max_frame_size();
+        match &self.peer {
+            Some(peer) => ours.min(usize::try_from(peer.max_frame_size).unwrap_or(usize::MAX)),
+            None => ours,
         }
     }
 
@@ -499,9 +560,32 @@ impl<T: Transport> Actor<T> {
     fn violation(&mut self, error: RpcError) -> Arc<str> {
         let reason = error.to_string();
         tracing::warn!(%reason, "closing connection: protocol violation");
-        // Best effort: written once more before the actor stops, never waited for.
+        self.tell_peer(reason)
+    }
+
+    /// Queues an `Abort` telling the peer why this side hangs up; it goes out while
+    /// the connection lingers, on every transport.
+    fn tell_peer(&mut self, reason: String) -> Arc<str> {
         self.enqueue_control(&Header::abort(&reason));
         reason.into()
+    }
+
+    /// After a failure: writes what is queued, flushes and closes the transport,
+    /// giving up at the linger deadline or on the first error.
+    fn linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let expired = self
+            .linger
+            .as_mut()
+            .is_none_or(|deadline| deadline.as_mut().poll(cx).is_ready());
+        if expired {
+            return Poll::Ready(());
+        }
+        match self.write(cx) {
+            Poll::Ready(Ok(())) if self.outbound.is_empty() && !self.needs_flush => {}
+            Poll::Ready(Ok(())) | Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(()),
+        }
+        Pin::new(&mut self.transport).poll_close(cx).map(|_| ())
     }
 
     /// Fails everything still pending and marks the connection closed.

@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::codec::AnyCodec;
 use crate::error::WireError;
 use crate::transport::{memory, MemoryTransport};
-use crate::wire::{decode_frame, encode_frame, CapDescriptor, Header, Outcome, Target};
-use crate::{Connection, Stats};
+use crate::wire::{decode_frame, encode_frame, CapDescriptor, Header, Hello, Outcome, Target};
+use crate::{Config, Connection, Stats};
 
 #[crate::remote]
 trait Probe {
@@ -51,16 +51,24 @@ struct Raw {
 }
 
 impl Raw {
-    fn new() -> (Connection, Raw) {
+    /// A served connection and its far end, past the opening exchange.
+    async fn new() -> (Connection, Raw) {
         let (ours, theirs) = memory();
         let conn = Connection::builder()
             .root(ProbeServer::new(P))
             .connect(ours);
-        let raw = Raw {
+        let mut raw = Raw {
             transport: theirs,
             codec: AnyCodec::default(),
         };
+        raw.hello().await;
         (conn, raw)
+    }
+
+    /// Sends the opening message a well-behaved peer sends first.
+    async fn hello(&mut self) {
+        let hello = Hello::ours(self.codec, Config::default().max_frame_size);
+        self.send_bytes(hello.encode()).await;
     }
 
     async fn send<P: Serialize>(&mut self, header: Header, payload: &P) {
@@ -83,13 +91,18 @@ impl Raw {
         self.send(header, args).await;
     }
 
-    /// The next frame, skipping none; `None` when the connection ended.
+    /// The next frame, skipping the peer's opening message; `None` when the
+    /// connection ended.
     async fn recv(&mut self) -> Option<(Header, Bytes)> {
-        let frame = tokio::time::timeout(Duration::from_secs(10), self.transport.next())
-            .await
-            .expect("no frame within 10 s")?
-            .ok()?;
-        Some(decode_frame(self.codec, frame).unwrap())
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.transport.next())
+                .await
+                .expect("no frame within 10 s")?
+                .ok()?;
+            if Hello::decode(&frame).is_none() {
+                return Some(decode_frame(self.codec, frame).unwrap());
+            }
+        }
     }
 
     /// Reads the next `Return` and decodes its error, if it failed.
@@ -135,7 +148,7 @@ async fn ended_because(conn: &Connection, what: &str) {
 
 #[tokio::test]
 async fn unknown_and_huge_ids_fail_only_the_call() {
-    let (conn, mut raw) = Raw::new();
+    let (conn, mut raw) = Raw::new().await;
     raw.call(1, Target::Export(u64::MAX), "echo", &(1u32,))
         .await;
     assert!(matches!(
@@ -204,7 +217,7 @@ async fn unknown_and_huge_ids_fail_only_the_call() {
 
 #[tokio::test]
 async fn a_duplicate_question_in_flight_ends_the_connection() {
-    let (conn, mut raw) = Raw::new();
+    let (conn, mut raw) = Raw::new().await;
     raw.call(9, Target::Export(0), "hang", &()).await;
     raw.call(9, Target::Export(0), "hang", &()).await;
     ended_because(&conn, "already in flight").await;
@@ -228,7 +241,7 @@ async fn a_duplicate_of_a_question_still_waiting_ends_the_connection() {
             fingerprint: 0,
         },
     ] {
-        let (conn, mut raw) = Raw::new();
+        let (conn, mut raw) = Raw::new().await;
         raw.call(1, Target::Export(0), "hang", &()).await;
         raw.call(2, Target::Answer(1), "echo", &(5u32,)).await;
         raw.send(duplicate, &(5u32,)).await;
@@ -239,7 +252,7 @@ async fn a_duplicate_of_a_question_still_waiting_ends_the_connection() {
 
 #[tokio::test]
 async fn releasing_more_than_was_handed_out_ends_the_connection() {
-    let (conn, mut raw) = Raw::new();
+    let (conn, mut raw) = Raw::new().await;
     raw.call(1, Target::Export(0), "make", &()).await;
     let Some((Header::Return { caps, .. }, _)) = raw.recv().await else {
         panic!("expected a return");
@@ -253,7 +266,7 @@ async fn releasing_more_than_was_handed_out_ends_the_connection() {
 
 #[tokio::test]
 async fn releasing_an_unknown_export_ends_the_connection() {
-    let (conn, mut raw) = Raw::new();
+    let (conn, mut raw) = Raw::new().await;
     raw.send(
         Header::Release {
             id: 12345,
@@ -267,7 +280,7 @@ async fn releasing_an_unknown_export_ends_the_connection() {
 
 #[tokio::test]
 async fn a_return_for_a_question_never_asked_ends_the_connection() {
-    let (conn, mut raw) = Raw::new();
+    let (conn, mut raw) = Raw::new().await;
     raw.send(
         Header::Return {
             question: 77,
@@ -287,7 +300,7 @@ async fn frames_that_do_not_decode_end_the_connection() {
         (&[0xff, 0xff, 0xff, 0x03, 0x00][..], "undecodable header"),
         (&[0x01, 0x02, 0xff, 0xff][..], "exceeds frame"),
     ] {
-        let (conn, mut raw) = Raw::new();
+        let (conn, mut raw) = Raw::new().await;
         raw.send_bytes(Bytes::copy_from_slice(frame)).await;
         ended_because(&conn, why).await;
     }
@@ -397,6 +410,7 @@ async fn thousands_of_random_frames_never_crash_a_connection() {
                 transport: theirs,
                 codec,
             };
+            raw.hello().await;
             connections += 1;
             for _ in 0..200 {
                 raw.send_bytes(rng.frame(codec)).await;

@@ -214,6 +214,12 @@ impl<T: Transport> Actor<T> {
                 .any(|d| matches!(d, CapDescriptor::ReceiverAnswer(q) if pending(q)))
     }
 
+    /// Whether calls the peer made are still running or waiting to (a graceful close
+    /// waits for them; kept results do not count).
+    pub(super) fn answers_running(&self) -> bool {
+        self.answers.values().any(Answer::pending)
+    }
+
     /// Whether stalled calls wait for `question`'s answer.
     pub(super) fn awaited(&self, question: QuestionId) -> bool {
         self.stalled.contains_key(&Target::Answer(question))

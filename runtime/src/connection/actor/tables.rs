@@ -133,6 +133,20 @@ impl<T: Transport> Actor<T> {
             .collect())
     }
 
+    /// Gives back the export references `describe` counted for a message that was
+    /// then not sent.
+    pub(super) fn undescribe(&mut self, header: &Header) {
+        let caps = match header {
+            Header::Call { caps, .. } | Header::Return { caps, .. } => caps,
+            _ => return,
+        };
+        for cap in caps {
+            if let CapDescriptor::SenderHosted(id) = cap {
+                let _ = self.exports.release(*id, 1);
+            }
+        }
+    }
+
     /// Turns received descriptors into references, importing what the peer exports.
     pub(super) fn resolve(&mut self, descriptors: Vec<CapDescriptor>) -> Vec<CapRef> {
         descriptors

@@ -16,8 +16,14 @@ use crate::wire::Header;
 const CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Keepalive and idle timers, made on first use (and only when configured).
-#[derive(Default)]
 pub(super) struct Timers {
+    /// When the connection started: the peer's opening message is due by
+    /// `opened + handshake_timeout`.
+    opened: Instant,
+    hello: Option<Pin<Box<Sleep>>>,
+    /// When a graceful close began; running calls have `drain_timeout` from then.
+    pub(super) closing_since: Option<Instant>,
+    drain: Option<Pin<Box<Sleep>>>,
     pub(super) last_received: Option<Instant>,
     /// When the last chunk of a message still being reassembled arrived.
     pub(super) last_chunk: Option<Instant>,
@@ -25,6 +31,23 @@ pub(super) struct Timers {
     pub(super) last_sent: Option<Instant>,
     idle: Option<Pin<Box<Sleep>>>,
     keepalive: Option<Pin<Box<Sleep>>>,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            opened: Instant::now(),
+            hello: None,
+            closing_since: None,
+            drain: None,
+            last_received: None,
+            last_chunk: None,
+            chunk: None,
+            last_sent: None,
+            idle: None,
+            keepalive: None,
+        }
+    }
 }
 
 /// Polls a timer for `deadline`, making or moving it as needed.
@@ -42,18 +65,37 @@ impl<T: Transport> Actor<T> {
     pub(super) fn check_timers(&mut self, cx: &mut Context<'_>) -> Result<bool, Arc<str>> {
         let config = &self.conn.shared.config;
         let (idle, keepalive) = (config.idle_timeout, config.keepalive);
+        if self.peer.is_none() {
+            let limit = config.handshake_timeout;
+            if due(&mut self.timers.hello, self.timers.opened + limit, cx) {
+                return Err(self.tell_peer(format!(
+                    "handshake timeout: the peer sent no opening message within {limit:?}"
+                )));
+            }
+        } else {
+            self.timers.hello = None;
+        }
         if self.reassembly.in_progress() {
             let since = *self.timers.last_chunk.get_or_insert_with(Instant::now);
             if due(&mut self.timers.chunk, since + CHUNK_TIMEOUT, cx) {
-                return Err(
-                    format!("a chunked message stayed unfinished for {CHUNK_TIMEOUT:?}").into(),
-                );
+                return Err(self.tell_peer(format!(
+                    "a chunked message stayed unfinished for {CHUNK_TIMEOUT:?}"
+                )));
+            }
+        }
+        if self.closing.is_some() {
+            let limit = config.drain_timeout;
+            let since = *self.timers.closing_since.get_or_insert_with(Instant::now);
+            if due(&mut self.timers.drain, since + limit, cx) {
+                return Err(self.tell_peer(format!(
+                    "closing: the drain deadline of {limit:?} passed with calls still running"
+                )));
             }
         }
         if let Some(idle) = idle {
             let since = *self.timers.last_received.get_or_insert_with(Instant::now);
             if due(&mut self.timers.idle, since + idle, cx) {
-                return Err(format!("nothing received for {idle:?}: the peer is gone").into());
+                return Err(self.tell_peer(format!("idle timeout: nothing received for {idle:?}")));
             }
         }
         if let Some(every) = keepalive {
