@@ -210,6 +210,18 @@ pub(crate) struct LaterCap {
     /// Handed out in request order (tokio's mutex is fair), so waiting calls start in
     /// the order they were made.
     order: tokio::sync::Mutex<()>,
+    /// The task running the call. It holds only a weak reference to this, so when the
+    /// call and every handle pipelined on it are gone, nothing wants its result and
+    /// dropping this stops it.
+    task: std::sync::OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Drop for LaterCap {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
+    }
 }
 
 impl LaterCap {
@@ -217,7 +229,13 @@ impl LaterCap {
         Arc::new(LaterCap {
             resolved: tokio::sync::watch::Sender::new(None),
             order: tokio::sync::Mutex::new(()),
+            task: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Ties the task running the call to this promise's lifetime.
+    pub(crate) fn set_task(&self, task: tokio::task::AbortHandle) {
+        let _ = self.task.set(task);
     }
 
     /// Records what the call returned: its first capability, or why there is none.

@@ -229,7 +229,7 @@ impl Client {
             }
             None => {
                 let handler = self.local(method, args, false)?;
-                drop(start_local(handler));
+                run_detached(handler);
                 Ok(())
             }
         }
@@ -297,14 +297,26 @@ fn start_local(mut handler: Handler) -> State {
         Poll::Ready(reply) => State::Ready(reply),
         Poll::Pending => {
             let later = LaterCap::new();
-            let resolves = later.clone();
+            let resolves = Arc::downgrade(&later);
             let task = tokio::spawn(async move {
                 let reply = handler.await;
-                resolves.resolve(&reply, local_reply_to().codec);
+                if let Some(later) = resolves.upgrade() {
+                    later.resolve(&reply, local_reply_to().codec);
+                }
                 reply
             });
+            later.set_task(task.abort_handle());
             State::Spawned(task, later)
         }
+    }
+}
+
+/// Starts a local one-way call at once, like [`start_local`]; nothing waits for it,
+/// so if it has to wait it runs in a task of its own until done.
+fn run_detached(mut handler: Handler) {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    if handler.as_mut().poll(&mut cx).is_pending() {
+        tokio::spawn(handler);
     }
 }
 
@@ -447,13 +459,10 @@ impl<S: Shape> Call<S> {
     }
 
     /// Gives up on the call: the callee is told to stop, unless calls pipelined on
-    /// its result still need it.
+    /// its result still need it. (A remote question sends `Finish` when dropped; a
+    /// local task stops when the last reference to its promise goes, see `LaterCap`.)
     fn stop(&mut self) {
-        if let State::Spawned(task, _) = &self.state {
-            if self.promised.get().is_none() {
-                task.abort();
-            }
-        }
+        self.promised.take();
         self.state = State::Done;
     }
 

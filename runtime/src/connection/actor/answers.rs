@@ -170,6 +170,7 @@ impl<T: Transport> Actor<T> {
                         unblocked = true;
                         // What it waited for may be unwanted now.
                         candidates.extend(call.awaits());
+                        self.discard(call);
                     }
                 }
                 Some(Answer::Running { abort, .. }) => {
@@ -183,6 +184,12 @@ impl<T: Transport> Actor<T> {
             // A call taken out of a queue may have held up the ones behind it.
             self.drain_stalled(cx);
         }
+    }
+
+    /// Drops a call that will not run, giving back the references it carried: the
+    /// objects the peer passed in it are released.
+    fn discard(&mut self, call: IncomingCall) {
+        drop(self.resolve(call.caps));
     }
 
     /// Takes the stalled call that asked `question` out of its queue.
@@ -365,6 +372,7 @@ impl<T: Transport> Actor<T> {
                 let refused = self.reply_to().error(&WireError::Overloaded(limit));
                 self.send_return(question, refused);
             }
+            self.discard(call);
             return Ok(());
         }
         // A call waits if an earlier call on its target waits (to stay in order), or
