@@ -469,3 +469,42 @@ async fn a_finished_call_kept_for_its_pipelined_calls_is_freed_after_them() {
     assert_eq!(bounded("pipelined", name).await, Ok("y".to_string()));
     settles_to_nothing(&l).await;
 }
+
+#[tokio::test]
+async fn a_local_call_stops_once_its_promise_and_pipelined_calls_are_gone() {
+    let shared = Arc::new(Shared::default());
+    let root = NodeClient::from_local(NodeImpl::root(shared.clone()));
+    let promise = root.slow_child();
+    let pipelined = promise.child("x".into());
+    shared.entered.notified().await;
+    drop(pipelined);
+    drop(promise);
+    bounded("local handler dropped", async {
+        while shared.dropped.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(shared.live.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_dropped_while_it_waits_releases_what_it_carried() {
+    let l = link(AnyCodec::default()).await;
+    let slow = l.root.slow_child();
+    // Waits on the server: its argument is an answer still running.
+    let first = l.root.inspect(slow.pipelined());
+    // Queued behind it on the same target, carrying an object of ours.
+    let ours = NodeImpl::root(l.shared.clone()).make("ours".into());
+    let second = l.root.inspect(ours);
+    l.shared.entered.notified().await;
+    tokio::time::sleep(DELAY * 4).await;
+    drop(second);
+    tokio::time::sleep(DELAY * 4).await;
+    l.shared.gate.notify_one();
+    let (name, _) = bounded("first", first).await.unwrap();
+    assert_eq!(name, "slow");
+    drop(slow);
+    settles_to_nothing(&l).await;
+    assert_eq!(l.client.stats().await.unwrap().exports, 0);
+}
