@@ -162,6 +162,23 @@ async fn worker_dying_at_start_fails_the_bootstrap() {
     .await;
 }
 
+#[tokio::test]
+async fn a_worker_printing_to_stdout_is_told_apart_from_a_broken_frame() {
+    bounded("chatty worker", async {
+        let mut command = worker_command();
+        command.arg("chatty");
+        let worker = start(command);
+        let reason = disconnect_reason(worker.root::<ProbeClient>().await);
+        assert!(
+            reason.contains("not a farcall frame to its stdout")
+                && reason.contains("worker start")
+                && reason.contains("belong on stderr"),
+            "{reason}"
+        );
+    })
+    .await;
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn dropping_the_worker_kills_it() {

@@ -117,6 +117,7 @@ pub fn spawn(builder: &Builder, command: impl Into<Command>) -> io::Result<Worke
         stdout,
         exit: exit.clone(),
         waiting: None,
+        opening: OpeningCheck::default(),
     });
     tracing::debug!(pid, connection = connection.id(), "worker process started");
     let kill = Arc::new(Notify::new());
@@ -258,6 +259,53 @@ struct ChildIo {
     /// `Some` once a pipe has ended: the wait for the child's exit, then `Some(None)`
     /// once that wait is over.
     waiting: Option<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>,
+    opening: OpeningCheck,
+}
+
+/// Checks the first bytes the worker writes to its stdout: a farcall peer's first
+/// frame is its opening message, so anything else is a worker printing to stdout,
+/// which must be reported as such rather than as a garbled frame.
+#[derive(Default)]
+struct OpeningCheck {
+    /// The first bytes seen, up to the end of the opening message's magic.
+    seen: Vec<u8>,
+    done: bool,
+}
+
+impl OpeningCheck {
+    /// Where the magic ends: after the 4-byte length prefix of the frame.
+    const END: usize = 4 + crate::wire::HELLO_MAGIC.len();
+
+    fn check(&mut self, read: &[u8]) -> io::Result<()> {
+        if self.done {
+            return Ok(());
+        }
+        let take = read.len().min(Self::END - self.seen.len());
+        self.seen.extend_from_slice(&read[..take]);
+        // An opening message is short: the first two bytes of its length are zero.
+        let mut expected = vec![0u8, 0, 0, 0];
+        expected.extend_from_slice(crate::wire::HELLO_MAGIC);
+        let fine = self
+            .seen
+            .iter()
+            .zip(&expected)
+            .enumerate()
+            .all(|(i, (got, want))| i == 2 || i == 3 || got == want);
+        if !fine {
+            self.done = true;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the worker wrote something that is not a farcall frame to its stdout \
+                     (it began with {:?}); stdout carries the connection, so a worker's \
+                     logs belong on stderr",
+                    String::from_utf8_lossy(&self.seen)
+                ),
+            ));
+        }
+        self.done = self.seen.len() == Self::END;
+        Ok(())
+    }
 }
 
 impl ChildIo {
@@ -295,6 +343,10 @@ impl AsyncRead for ChildIo {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = ready!(Pin::new(&mut this.stdout).poll_read(cx, buf));
+        if result.is_ok() {
+            // Reported at once: the worker is alive and waiting for its input.
+            this.opening.check(&buf.filled()[before..])?;
+        }
         if result.is_ok() && buf.filled().len() == before && buf.remaining() > 0 {
             // End of output: the child closed stdout, most likely by exiting.
             ready!(this.poll_exited(cx));

@@ -128,7 +128,7 @@ pub(crate) const PROTOCOL_VERSION: u16 = 1;
 
 /// Starts every opening message, so a peer speaking something else entirely is told
 /// apart from a farcall peer of another version.
-const HELLO_MAGIC: &[u8; 8] = b"farcall\0";
+pub(crate) const HELLO_MAGIC: &[u8; 8] = b"farcall\0";
 
 /// In the header-length slot, marks an opening message (0xFFFF marks a chunk).
 const HELLO_MARK: u16 = 0xFFFE;

@@ -3,6 +3,7 @@
 //! ```text
 //! farcall-test-worker          # serve a `Probe` over stdin/stdout until end of input
 //! farcall-test-worker exit N   # exit at once with code N, serving nothing
+//! farcall-test-worker chatty    # print a line to stdout, then serve (a mistake)
 //! ```
 
 use std::sync::Mutex;
@@ -67,9 +68,14 @@ async fn main() {
             let builder = Connection::builder().root(ProbeServer::new(ProbeImpl::default()));
             process::run_stdio(&builder).await;
         }
+        ["chatty"] => {
+            println!("worker starting up");
+            let builder = Connection::builder().root(ProbeServer::new(ProbeImpl::default()));
+            process::run_stdio(&builder).await;
+        }
         ["exit", code] => std::process::exit(code.parse().expect("an exit code")),
         _ => {
-            eprintln!("usage: farcall-test-worker [exit CODE]");
+            eprintln!("usage: farcall-test-worker [exit CODE | chatty]");
             std::process::exit(2);
         }
     }
