@@ -501,3 +501,20 @@ async fn a_connection_that_serves_a_root_stays_open_without_handles() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn stats_count_no_root_and_fail_with_the_reason_once_ended() {
+    let f = fixture(Link::Memory, Default::default()).await;
+    // The client holds the server's root; neither side counts it.
+    assert_eq!(
+        f.client.stats().await.unwrap(),
+        farcall::Stats::new(0, 0, 0, 0)
+    );
+    assert!(f.server.stats().await.unwrap().is_zero());
+    bounded("close", f.client.close()).await;
+    let err = f.client.stats().await.unwrap_err();
+    assert!(
+        matches!(&err, RpcError::Disconnected(why) if why.contains("closed locally")),
+        "{err}"
+    );
+}

@@ -362,20 +362,47 @@ pub(crate) enum Command {
     Abort { reason: Arc<str> },
 }
 
-/// The sizes of a connection's tables, from [`Connection::stats`]. After every
-/// handle, callback and pending call is dropped, all are zero: a number that keeps
-/// growing is a leak.
+/// The sizes of a connection's tables, from [`Connection::stats`]. Neither side's
+/// root is counted (not among the exports of the side offering it, not among the
+/// imports of the side holding it), so once every other handle, callback and pending
+/// call is dropped, all are zero: a number that keeps growing is a leak.
+///
+/// ```
+/// # use farcall::Stats;
+/// assert!(Stats::default().is_zero());
+/// assert_eq!(Stats::new(0, 0, 1, 0).exports, 1);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
     /// Calls this side made that await a return (questions).
     pub questions: usize,
-    /// Calls the peer made whose handlers are still running (answers).
+    /// Calls the peer made that this side still holds: running, waiting for an
+    /// answer they depend on, or finished and kept for calls pipelined on them
+    /// (answers).
     pub answers: usize,
     /// Objects and callbacks this side exported to the peer, not counting the root.
     pub exports: usize,
-    /// Objects and callbacks the peer exported that this side still holds.
+    /// Objects and callbacks the peer exported that this side still holds, not
+    /// counting the peer's root.
     pub imports: usize,
+}
+
+impl Stats {
+    /// Table sizes to compare [`Connection::stats`] with in tests.
+    pub fn new(questions: usize, answers: usize, exports: usize, imports: usize) -> Self {
+        Stats {
+            questions,
+            answers,
+            exports,
+            imports,
+        }
+    }
+
+    /// Whether every table is empty.
+    pub fn is_zero(&self) -> bool {
+        *self == Stats::default()
+    }
 }
 
 /// A question in flight: resolves to its reply, and tells the callee when the answer
@@ -578,7 +605,8 @@ impl Connection {
     }
 
     /// The sizes of this side's tables: pending calls, running handlers, exports and
-    /// imports. See [`Stats`].
+    /// imports. See [`Stats`]. On a connection that has ended, the tables are gone
+    /// and this fails with [`RpcError::Disconnected`] giving the close reason.
     pub async fn stats(&self) -> Result<Stats, RpcError> {
         let (reply, rx) = oneshot::channel();
         self.command(Command::Stats { reply })?;

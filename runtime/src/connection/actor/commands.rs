@@ -8,7 +8,7 @@ use super::Actor;
 use crate::cap::Message;
 use crate::connection::{Command, Outgoing, Stats};
 use crate::transport::Transport;
-use crate::wire::{Header, Target};
+use crate::wire::{Header, Target, ROOT_EXPORT};
 
 impl<T: Transport> Actor<T> {
     /// The message left the command channel: it now counts in the outbound queue.
@@ -111,7 +111,9 @@ impl<T: Transport> Actor<T> {
                     questions: self.questions.len() + self.embargoed.len(),
                     answers: self.answers.len(),
                     exports: self.exports.len(),
-                    imports: self.imports.len(),
+                    // The peer's root, like ours among the exports, is not counted.
+                    imports: self.imports.len()
+                        - usize::from(self.imports.contains_key(&ROOT_EXPORT)),
                 });
             }
             Command::Abort { reason } => {
