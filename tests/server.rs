@@ -273,3 +273,35 @@ async fn shutdown_ends_even_while_a_handler_hangs() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_application_sees_each_connection_and_its_end() {
+    bounded("on_connection", async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (builder, _) = service_builder();
+        let (seen, mut accepted) = mpsc::unbounded_channel();
+        let server = Server::new(builder)
+            .max_connections(3)
+            .on_connection(move |conn| {
+                let _ = seen.send(conn.clone());
+            });
+        assert_eq!(server.connection_limit(), 3);
+        let (stop, task) = serve(server, listener);
+        let client = Connection::builder().connect_tcp(addr).await.unwrap();
+        let service: ServiceClient = client.root().await.unwrap();
+        assert_eq!(service.add(2, 3).await.unwrap(), 5);
+        let conn = accepted.recv().await.unwrap();
+        assert_eq!(service.connection_id().await.unwrap(), conn.id());
+        assert!(conn.stats().await.unwrap().is_zero());
+        client.close().await;
+        conn.closed().await;
+        assert_eq!(
+            conn.close_reason().as_deref(),
+            Some("peer closed the connection")
+        );
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    })
+    .await;
+}

@@ -63,10 +63,21 @@ impl Listener for tokio::net::UnixListener {
 ///     .await;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Server {
     builder: Builder,
     max_connections: usize,
+    on_connection: Option<Arc<dyn Fn(&Connection) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("builder", &self.builder)
+            .field("max_connections", &self.max_connections)
+            .field("on_connection", &self.on_connection.is_some())
+            .finish()
+    }
 }
 
 impl Server {
@@ -76,12 +87,42 @@ impl Server {
         Server {
             builder,
             max_connections: 1024,
+            on_connection: None,
         }
     }
 
     /// Sets how many connections are served at once (default 1,024).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.max(1);
+        self
+    }
+
+    /// How many connections are served at once.
+    pub fn connection_limit(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Calls `hook` with each connection the server starts serving (for WebSocket,
+    /// once its upgrade succeeded), so the application can keep it to watch its
+    /// [`closed`](Connection::closed) and [`close_reason`](Connection::close_reason),
+    /// read its [`stats`](Connection::stats), or close it. Keeping the handle does
+    /// not keep the connection open past its peer or the server's shutdown.
+    ///
+    /// ```
+    /// # #[farcall::remote] pub trait Echo { async fn echo(&self, s: String) -> String; }
+    /// # struct E; impl Echo for E { async fn echo(&self, s: String) -> String { s } }
+    /// let server = farcall::Server::new(farcall::Connection::builder().root(EchoServer::new(E)))
+    ///     .on_connection(|conn| {
+    ///         let conn = conn.clone();
+    ///         tokio::spawn(async move {
+    ///             conn.closed().await;
+    ///             eprintln!("connection {} ended: {:?}", conn.id(), conn.close_reason());
+    ///         });
+    ///     });
+    /// assert_eq!(server.connection_limit(), 1024);
+    /// ```
+    pub fn on_connection(mut self, hook: impl Fn(&Connection) + Send + Sync + 'static) -> Self {
+        self.on_connection = Some(Arc::new(hook));
         self
     }
 
@@ -139,6 +180,16 @@ impl Server {
         mut start: impl FnMut(L::Io) -> Start,
     ) {
         let permits = Arc::new(Semaphore::new(self.max_connections));
+        let hook = self.on_connection.clone();
+        let track = |connections: &mut HashMap<u64, Connection>,
+                     live: &mut JoinSet<u64>,
+                     conn: Connection,
+                     permit: OwnedSemaphorePermit| {
+            if let Some(hook) = &hook {
+                hook(&conn);
+            }
+            track(connections, live, conn, permit);
+        };
         let mut live: JoinSet<u64> = JoinSet::new();
         let mut connections: HashMap<u64, Connection> = HashMap::new();
         let mut handshakes: JoinSet<(io::Result<Connection>, OwnedSemaphorePermit)> =
