@@ -771,3 +771,87 @@ async fn exported_callbacks_keep_an_unused_connection_open_until_released() {
     })
     .await;
 }
+
+#[farcall::remote]
+pub trait Board {
+    /// Keeps `cb` (as the last subscriber) and adds it to the listeners.
+    async fn subscribe(&self, cb: Callback<u32>) -> usize;
+    /// The last subscriber, handed on.
+    async fn last(&self) -> Option<Callback<u32>>;
+}
+
+#[derive(Default)]
+struct BoardState {
+    listeners: farcall::Listeners<u32>,
+    last: Mutex<Option<Callback<u32>>>,
+}
+
+#[derive(Clone, Default)]
+struct BoardImpl(Arc<BoardState>);
+
+impl Board for BoardImpl {
+    async fn subscribe(&self, cb: Callback<u32>) -> usize {
+        *self.0.last.lock().unwrap() = Some(cb.clone());
+        self.0.listeners.add(cb);
+        self.0.listeners.len()
+    }
+    async fn last(&self) -> Option<Callback<u32>> {
+        self.0.last.lock().unwrap().clone()
+    }
+}
+
+/// One board served to two clients over delayed memory links (5 ms each way).
+async fn board() -> (Arc<BoardState>, BoardClient, BoardClient, Vec<Connection>) {
+    let imp = BoardImpl::default();
+    let state = imp.0.clone();
+    let builder = Connection::builder().root(BoardServer::new(imp));
+    let mut conns = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let (a, b) = farcall::transport::memory();
+        let delay = std::time::Duration::from_millis(5);
+        conns.push(builder.connect(farcall::transport::delayed(a, delay)));
+        let client = Connection::builder().connect(farcall::transport::delayed(b, delay));
+        clients.push(client.root().await.unwrap());
+        conns.push(client);
+    }
+    let second = clients.pop().unwrap();
+    (state, clients.pop().unwrap(), second, conns)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revocation_reaches_every_holder_without_a_call() {
+    let (state, first, second, _conns) = board().await;
+    let cb = Callback::new(|_: u32| async {});
+    assert_eq!(first.subscribe(cb.clone()).await.unwrap(), 1);
+    // The server's handle, and one passed on to a third party.
+    let held = state.last.lock().unwrap().clone().unwrap();
+    let passed = second.last().await.unwrap().unwrap();
+    assert!(!held.is_closed() && !passed.is_closed());
+    assert_eq!(state.listeners.emit(&1), 1);
+
+    cb.revoke();
+    bounded("the server's handle sees it", held.closed()).await;
+    bounded("the third party's handle sees it", passed.closed()).await;
+    assert!(held.is_closed() && passed.is_closed());
+    // Calls fail at once, without a round trip.
+    let started = tokio::time::Instant::now();
+    assert_eq!(held.call(1).await, Err(RpcError::Revoked));
+    assert_eq!(passed.call(1).await, Err(RpcError::Revoked));
+    assert_eq!(started.elapsed(), std::time::Duration::ZERO);
+    // Listeners forget it on every path.
+    assert_eq!(state.listeners.len(), 0);
+    assert_eq!(state.listeners.emit(&2), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_object_revoked_before_it_is_handed_out_arrives_closed() {
+    let (state, first, _second, _conns) = board().await;
+    let cb = Callback::new(|_: u32| async {});
+    cb.revoke();
+    first.subscribe(cb.clone()).await.unwrap();
+    let held = state.last.lock().unwrap().clone().unwrap();
+    bounded("closed", held.closed()).await;
+    assert_eq!(held.call(1).await, Err(RpcError::Revoked));
+    assert!(state.listeners.is_empty());
+}

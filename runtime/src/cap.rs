@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde::de::{DeserializeOwned, Error as _};
@@ -42,6 +42,15 @@ pub(crate) enum CapRef {
 }
 
 impl CapRef {
+    /// Who must hear when this object is revoked, if it can be.
+    pub(crate) fn revocation(&self) -> Option<&Revocation> {
+        match self {
+            CapRef::Local(obj) => Some(&obj.revocation),
+            CapRef::Import(entry) => Some(&entry.revocation),
+            _ => None,
+        }
+    }
+
     /// Identity: two `CapRef`s with the same key are the same object.
     pub(crate) fn key(&self) -> usize {
         match self {
@@ -61,6 +70,9 @@ impl CapRef {
             CapRef::Import(entry) => {
                 if entry.is_released() {
                     return incoming.fail(WireError::ObjectNotFound);
+                }
+                if entry.is_revoked() {
+                    return incoming.fail(WireError::Revoked);
                 }
                 forward(&entry.conn, Target::Export(entry.id), incoming)
             }
@@ -94,26 +106,85 @@ impl fmt::Debug for CapRef {
     }
 }
 
+/// Whether an object was revoked, and who must hear of it: holders waiting in
+/// `closed()`, and every connection it was exported on (which tells its peer, so
+/// the holder there sees it too without calling).
+#[derive(Default)]
+pub(crate) struct Revocation {
+    revoked: AtomicBool,
+    notify: tokio::sync::Notify,
+    /// Connections the object was exported on; pruned of ended ones as it grows.
+    exported_on: Mutex<Vec<tokio::sync::mpsc::WeakUnboundedSender<Command>>>,
+}
+
+impl Revocation {
+    /// Revokes, telling every connection it was exported on; `key` names the object
+    /// in their export tables.
+    pub(crate) fn revoke(&self, key: usize) {
+        if self.revoked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.notify.notify_waiters();
+        let exported_on =
+            std::mem::take(&mut *self.exported_on.lock().unwrap_or_else(|e| e.into_inner()));
+        for commands in exported_on.iter().filter_map(|weak| weak.upgrade()) {
+            let _ = commands.send(Command::Revoked { key });
+        }
+    }
+
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    /// Resolves once revoked.
+    pub(crate) async fn revoked(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_revoked() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Records that the object was newly exported on the connection taking
+    /// `commands`; if it is already revoked, that connection is told at once.
+    pub(crate) fn exported_on(
+        &self,
+        commands: &tokio::sync::mpsc::UnboundedSender<Command>,
+        key: usize,
+    ) {
+        if self.is_revoked() {
+            let _ = commands.send(Command::Revoked { key });
+            return;
+        }
+        let mut list = self.exported_on.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|weak| weak.strong_count() > 0);
+        list.push(commands.downgrade());
+    }
+}
+
 /// An object served in this process.
 pub(crate) struct LocalObject {
     pub(crate) dispatch: Arc<dyn Dispatch>,
-    revoked: AtomicBool,
+    pub(crate) revocation: Revocation,
 }
 
 impl LocalObject {
     pub(crate) fn new(dispatch: Arc<dyn Dispatch>) -> Arc<Self> {
         Arc::new(LocalObject {
             dispatch,
-            revoked: AtomicBool::new(false),
+            revocation: Revocation::default(),
         })
     }
 
-    pub(crate) fn revoke(&self) {
-        self.revoked.store(true, Ordering::Release);
+    pub(crate) fn revoke(self: &Arc<Self>) {
+        self.revocation
+            .revoke(Arc::as_ptr(self) as *const () as usize);
     }
 
     pub(crate) fn is_revoked(&self) -> bool {
-        self.revoked.load(Ordering::Acquire)
+        self.revocation.is_revoked()
     }
 
     fn dispatch(&self, incoming: Incoming) -> Handler {
@@ -141,6 +212,8 @@ pub(crate) struct ImportEntry {
     /// Tells this entry apart from a later one for the same id.
     pub(crate) generation: u64,
     released: AtomicBool,
+    /// Set when the peer says its owner revoked the object.
+    pub(crate) revocation: Revocation,
 }
 
 impl ImportEntry {
@@ -150,7 +223,12 @@ impl ImportEntry {
             id,
             generation,
             released: AtomicBool::new(false),
+            revocation: Revocation::default(),
         }
+    }
+
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.revocation.is_revoked()
     }
 
     pub(crate) fn is_released(&self) -> bool {

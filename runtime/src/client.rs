@@ -156,20 +156,35 @@ impl Client {
     /// object, when its connection ends. A local object never closes.
     pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
         let closed = self.connection().map(Connection::closed);
+        let cap = self.cap.clone();
         async move {
-            match closed {
-                Some(closed) => closed.await,
-                None => std::future::pending().await,
+            let revoked = async {
+                match cap.revocation() {
+                    Some(revocation) => revocation.revoked().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let closed = async {
+                match closed {
+                    Some(closed) => closed.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = revoked => {}
+                () = closed => {}
             }
         }
     }
 
     /// Whether calls through this reference can no longer succeed: released,
-    /// revoked, or its connection ended.
+    /// revoked (here, or by its owner on the other side), or its connection ended.
     pub fn is_closed(&self) -> bool {
         match &self.cap {
             CapRef::Local(obj) => obj.is_revoked(),
-            CapRef::Import(entry) => entry.is_released() || entry.conn.is_closed(),
+            CapRef::Import(entry) => {
+                entry.is_released() || entry.is_revoked() || entry.conn.is_closed()
+            }
             CapRef::Promise(answer) => answer.conn.is_closed(),
             CapRef::Later(_) => false,
             CapRef::Broken(_) => true,
@@ -239,6 +254,7 @@ impl Client {
     fn remote(&self) -> Result<Option<(&Connection, Target)>, RpcError> {
         match &self.cap {
             CapRef::Import(entry) if entry.is_released() => Err(RpcError::Released),
+            CapRef::Import(entry) if entry.is_revoked() => Err(RpcError::Revoked),
             CapRef::Import(entry) => Ok(Some((&entry.conn, Target::Export(entry.id)))),
             CapRef::Promise(answer) => Ok(Some((&answer.conn, Target::Answer(answer.question)))),
             CapRef::Local(_) | CapRef::Later(_) | CapRef::Broken(_) => Ok(None),

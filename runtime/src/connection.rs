@@ -349,6 +349,9 @@ pub(crate) enum Command {
         question: QuestionId,
         answered: bool,
     },
+    /// The object with this identity (`CapRef::key`) was revoked by its owner: tell
+    /// the peer, if it was exported to it.
+    Revoked { key: usize },
     /// The last handle to an import was dropped, or it was released.
     ImportDropped { id: ExportId, generation: u64 },
     /// Report the table sizes.
@@ -673,6 +676,10 @@ impl Connection {
 
     pub(crate) fn next_question(&self) -> QuestionId {
         self.shared.next_question.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn commands(&self) -> &mpsc::UnboundedSender<Command> {
+        &self.shared.commands
     }
 
     pub(crate) fn command(&self, command: Command) -> Result<(), RpcError> {

@@ -106,6 +106,9 @@ pub(crate) enum Header {
     Ping,
     /// The sender is about to close the connection because of `reason`.
     Abort { reason: String },
+    /// The owner of the sender's export `id` revoked it: calls on it fail with
+    /// `Revoked`, and the receiver's handles report it closed.
+    Revoked { id: ExportId },
 }
 
 /// Longest abort reason put on the wire.

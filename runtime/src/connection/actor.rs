@@ -499,6 +499,10 @@ impl<T: Transport> Actor<T> {
                 self.close_if_unused();
                 Ok(())
             }
+            Header::Revoked { id } => {
+                self.on_revoked(id);
+                Ok(())
+            }
             Header::Ping => Ok(()),
             Header::Abort { reason } => Err(format!("peer aborted: {reason}").into()),
         }

@@ -39,6 +39,9 @@ pub(super) enum Order {
     },
     Finish(QuestionId),
     Disembargo,
+    /// Stays behind everything queued before it (a `Revoked` must not reach the peer
+    /// before the message that handed it the object).
+    Barrier,
     /// Returns, releases, bootstraps, pings: nothing orders them after another frame.
     Free,
 }
@@ -64,12 +67,16 @@ impl Order {
             },
             Header::Finish { question } => Order::Finish(*question),
             Header::Disembargo { .. } => Order::Disembargo,
+            Header::Revoked { .. } => Order::Barrier,
             _ => Order::Free,
         }
     }
 
     /// Whether this frame must not pass `ahead`.
     fn follows(&self, ahead: &Order) -> bool {
+        if *self == Order::Barrier {
+            return true;
+        }
         let Order::Call {
             target: ahead_target,
             question: ahead_question,
@@ -89,7 +96,7 @@ impl Order {
                         .is_some_and(|q| *target == Target::Answer(q) || pipelined_on.contains(&q))
             }
             Order::Finish(q) => *ahead_question == Some(*q),
-            Order::Disembargo => true,
+            Order::Disembargo | Order::Barrier => true,
             Order::Free => false,
         }
     }

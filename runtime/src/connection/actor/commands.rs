@@ -93,6 +93,11 @@ impl<T: Transport> Actor<T> {
                     self.enqueue_control(&Header::Finish { question });
                 }
             }
+            Command::Revoked { key } => {
+                if let Some(id) = self.exports.id_of(key) {
+                    self.enqueue_control(&Header::Revoked { id });
+                }
+            }
             Command::ImportDropped { id, generation } => {
                 if self
                     .imports

@@ -32,15 +32,16 @@ impl Exports {
         self.by_id.insert(ROOT_EXPORT, Export { cap, count: 0 });
     }
 
-    /// Adds one reference to `cap`'s export, creating it if needed.
-    pub(super) fn add(&mut self, cap: &CapRef) -> ExportId {
+    /// Adds one reference to `cap`'s export, creating it if needed; says whether
+    /// it was created.
+    pub(super) fn add(&mut self, cap: &CapRef) -> (ExportId, bool) {
         let key = cap.key();
         // Broken references have no identity: each gets its own export.
         if key != 0 {
             if let Some(&id) = self.by_key.get(&key) {
                 if let Some(export) = self.by_id.get_mut(&id) {
                     export.count += 1;
-                    return id;
+                    return (id, false);
                 }
             }
         }
@@ -56,7 +57,12 @@ impl Exports {
                 count: 1,
             },
         );
-        id
+        (id, true)
+    }
+
+    /// The id `key`'s object is exported under, if it is.
+    pub(super) fn id_of(&self, key: usize) -> Option<ExportId> {
+        self.by_key.get(&key).copied()
     }
 
     /// Drops `count` references; frees the export when none are left. The root is
@@ -128,9 +134,28 @@ impl<T: Transport> Actor<T> {
                 }
                 // Local objects, and imports from other connections (which calls
                 // from this peer will be forwarded to).
-                other => CapDescriptor::SenderHosted(self.exports.add(other)),
+                other => {
+                    let (id, new) = self.exports.add(other);
+                    if new {
+                        if let Some(revocation) = other.revocation() {
+                            revocation.exported_on(self.conn.commands(), other.key());
+                        }
+                    }
+                    CapDescriptor::SenderHosted(id)
+                }
             })
             .collect())
+    }
+
+    /// The peer's export `id` was revoked by its owner: every handle here sees it,
+    /// and so does every connection this side passed it on to.
+    pub(super) fn on_revoked(&mut self, id: ExportId) {
+        let entry = self.imports.get(&id).and_then(|i| i.entry.upgrade());
+        if let Some(entry) = entry {
+            entry
+                .revocation
+                .revoke(Arc::as_ptr(&entry) as *const () as usize);
+        }
     }
 
     /// Gives back the export references `describe` counted for a message that was
