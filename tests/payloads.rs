@@ -377,3 +377,118 @@ async fn a_frame_exactly_at_the_limit_passes_and_one_byte_more_is_refused_with_i
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_small_call_made_during_an_upload_passes_it_on_a_slow_link() {
+    // 10 MiB/s: the 5 MiB upload takes about half a second; the link takes 64 KiB
+    // ahead of what it has sent, as a socket does, so the small call, made 5 ms in,
+    // waits for a chunk or two, not for the upload.
+    const RATE: f64 = 10.0 * 1024.0 * 1024.0;
+    let big = 5usize << 20;
+    let s = setup(
+        AnyCodec::default(),
+        Carrier {
+            rate: Some(RATE),
+            ..PLAIN
+        },
+        Connection::builder,
+    )
+    .await;
+    let store = s.files.store().await.unwrap();
+    let started = Instant::now();
+    let upload = tokio::spawn(store.put(Bytes::from(vec![7u8; big])));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let asked = Instant::now();
+    assert_eq!(bounded("small call", s.files.ping()).await, Ok(1));
+    let small = asked.elapsed();
+    assert!(!upload.is_finished(), "the upload is still going");
+    assert_eq!(bounded("upload", upload).await.unwrap(), Ok(big));
+    let large = started.elapsed();
+    eprintln!("5 MiB upload took {large:?}; a small call made 5 ms in took {small:?}");
+    assert!(large >= Duration::from_millis(450), "{large:?}");
+    assert!(
+        small <= Duration::from_millis(40),
+        "the small call waited {small:?}"
+    );
+}
+
+/// Counts the bytes read through a stream, so a test can wait for an upload to be
+/// under way.
+struct Counting<S> {
+    inner: S,
+    read: Arc<AtomicUsize>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counting<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n, Ordering::SeqCst);
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counting<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_small_call_made_during_an_upload_passes_it_over_tcp_with_small_buffers() {
+    bounded("tcp upload", async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(16 * 1024).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client_socket = tokio::net::TcpSocket::new_v4().unwrap();
+        client_socket.set_send_buffer_size(16 * 1024).unwrap();
+        let (accepted, connected) = tokio::join!(listener.accept(), client_socket.connect(addr));
+        let (server_io, connected) = (accepted.unwrap().0, connected.unwrap());
+        let read = Arc::new(AtomicUsize::new(0));
+        let log = Log::default();
+        let _server = Connection::builder()
+            .max_frame_size(64 << 20)
+            .root(FilesServer::new(FilesImpl(log.clone())))
+            .connect_stream(Counting {
+                inner: server_io,
+                read: read.clone(),
+            });
+        let client = Connection::builder()
+            .max_frame_size(64 << 20)
+            .connect_stream(connected);
+        let files: FilesClient = client.root().await.unwrap();
+        let store = files.store().await.unwrap();
+        let big = 48usize << 20;
+        let upload = tokio::spawn(store.put(Bytes::from(vec![3u8; big])));
+        // Once a first part of the upload has arrived, make a small call.
+        while read.load(Ordering::SeqCst) < (1 << 20) {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(files.ping().await, Ok(1));
+        let arrived = read.load(Ordering::SeqCst);
+        assert!(
+            arrived < big,
+            "the small call returned before the upload had arrived ({arrived} of {big} bytes)"
+        );
+        assert_eq!(upload.await.unwrap(), Ok(big));
+        assert_eq!(log.0.lock().unwrap()[0], "ping");
+    })
+    .await;
+}

@@ -14,6 +14,9 @@ use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use tokio::time::{Instant, Sleep};
 
+/// The send buffer of a link with a bandwidth, unless set (a typical socket's).
+const DEFAULT_BUFFER: usize = 64 * 1024;
+
 /// How long a frame travels once sent.
 type Latency = Box<dyn FnMut(&Bytes) -> Duration + Send>;
 
@@ -26,6 +29,11 @@ pub struct Delayed<T> {
     bandwidth: Option<f64>,
     /// When the link has finished sending what it was given (with a bandwidth).
     busy_until: Option<Instant>,
+    /// Bytes the link takes before it has sent them (its send buffer), with a
+    /// bandwidth: beyond it, `poll_ready` waits, as a socket's does.
+    buffer: usize,
+    /// The wait for room in the buffer.
+    room: Option<Pin<Box<Sleep>>>,
     queue: VecDeque<(Instant, Bytes)>,
     /// Made on first use, inside the runtime.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -67,6 +75,8 @@ pub fn delayed_by<T>(
         latency: Box::new(latency),
         bandwidth: None,
         busy_until: None,
+        buffer: DEFAULT_BUFFER,
+        room: None,
         queue: VecDeque::new(),
         sleep: None,
     }
@@ -75,8 +85,20 @@ pub fn delayed_by<T>(
 impl<T> Delayed<T> {
     /// Limits the link to `bytes_per_second`: each frame first waits for the ones
     /// before it to be sent, then takes its own size divided by the bandwidth.
+    ///
+    /// Like a socket, the link then pushes back: it takes new frames only while
+    /// less than its [`buffer`](Self::buffer) (64 KiB unless set) waits to be sent,
+    /// so a sender faster than the link sees `poll_ready` wait instead of queueing
+    /// without bound.
     pub fn bandwidth(mut self, bytes_per_second: f64) -> Self {
         self.bandwidth = Some(bytes_per_second);
+        self
+    }
+
+    /// Sets how many bytes a link with a bandwidth takes before it has sent them
+    /// (its send buffer; at least one byte, and one frame is always taken).
+    pub fn buffer(mut self, bytes: usize) -> Self {
+        self.buffer = bytes.max(1);
         self
     }
 
@@ -97,7 +119,26 @@ impl<T: Stream + Unpin> Stream for Delayed<T> {
 impl<T: Sink<Bytes, Error = io::Error> + Unpin> Sink<Bytes> for Delayed<T> {
     type Error = io::Error;
 
-    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let (Some(rate), Some(busy)) = (this.bandwidth, this.busy_until) else {
+            return Poll::Ready(Ok(()));
+        };
+        // What is still to send drains at `rate`: there is room once less than
+        // `buffer` bytes of it are left.
+        let room_at = busy
+            .checked_sub(Duration::from_secs_f64(this.buffer as f64 / rate))
+            .unwrap_or(busy);
+        if room_at <= Instant::now() {
+            this.room = None;
+            return Poll::Ready(Ok(()));
+        }
+        let room = this
+            .room
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(room_at)));
+        room.as_mut().reset(room_at);
+        ready!(room.as_mut().poll(cx));
+        this.room = None;
         Poll::Ready(Ok(()))
     }
 
