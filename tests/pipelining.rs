@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::bounded;
-use farcall::{AnyCodec, Connection, RemoteClient, RpcError, Stats};
+use farcall::{AnyCodec, Connection, RemoteClient, RpcError};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 

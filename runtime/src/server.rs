@@ -67,8 +67,11 @@ impl Listener for tokio::net::UnixListener {
 pub struct Server {
     builder: Builder,
     max_connections: usize,
-    on_connection: Option<Arc<dyn Fn(&Connection) + Send + Sync>>,
+    on_connection: Option<Hook>,
 }
+
+/// What [`Server::on_connection`] is given.
+type Hook = Arc<dyn Fn(&Connection) + Send + Sync>;
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

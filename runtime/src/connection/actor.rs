@@ -407,6 +407,7 @@ impl<T: Transport> Actor<T> {
                     method,
                     payload,
                     caps,
+                    needs: Vec::new(),
                 },
                 cx,
             ),
@@ -472,17 +473,7 @@ impl<T: Transport> Actor<T> {
             Header::Disembargo {
                 question,
                 reflected: false,
-            } => {
-                let target = Target::Answer(question);
-                match self.stalled.get_mut(&target) {
-                    Some(queue) => queue.push_back(Stalled::Disembargo { question }),
-                    None => self.enqueue_control(&Header::Disembargo {
-                        question,
-                        reflected: true,
-                    }),
-                }
-                Ok(())
-            }
+            } => self.on_disembargo(question),
             Header::Disembargo {
                 question,
                 reflected: true,

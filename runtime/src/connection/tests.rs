@@ -439,3 +439,104 @@ async fn thousands_of_random_frames_never_crash_a_connection() {
     }
     assert!(connections > 1);
 }
+
+/// Sends a call carrying `caps` on `target`.
+async fn call_with(raw: &mut Raw, question: u64, target: Target, caps: Vec<CapDescriptor>) {
+    let header = Header::Call {
+        question: Some(question),
+        target,
+        method: method("echo"),
+        caps,
+    };
+    raw.send(header, &(1u32,)).await;
+}
+
+/// Finishes `questions` and checks the answer table empties (a call that no one
+/// wants any more never keeps anything).
+async fn finishing_frees_everything(conn: &Connection, raw: &mut Raw, questions: &[u64]) {
+    for &question in questions {
+        raw.send(Header::Finish { question }, &()).await;
+    }
+    for _ in 0..100 {
+        if conn.stats().await.unwrap().answers == 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("answers left: {:?}", conn.stats().await.unwrap());
+}
+
+#[tokio::test]
+async fn a_call_naming_its_own_answer_does_not_wait_for_itself() {
+    let (conn, mut raw) = Raw::new().await;
+    raw.call(1, Target::Export(0), "hang", &()).await;
+    call_with(
+        &mut raw,
+        2,
+        Target::Answer(1),
+        vec![CapDescriptor::ReceiverAnswer(2)],
+    )
+    .await;
+    assert!(
+        raw.echo_works(50).await,
+        "a round trip: the calls above have arrived"
+    );
+    assert_eq!(conn.stats().await.unwrap().answers, 2);
+    finishing_frees_everything(&conn, &mut raw, &[2, 1]).await;
+    assert!(raw.echo_works(9).await);
+}
+
+#[tokio::test]
+async fn calls_naming_answers_not_yet_asked_cannot_wait_in_a_cycle() {
+    let (conn, mut raw) = Raw::new().await;
+    raw.call(1, Target::Export(0), "hang", &()).await;
+    // 2 waits for 1 and names 3 (not asked yet); 3 waits for 2.
+    call_with(
+        &mut raw,
+        2,
+        Target::Answer(1),
+        vec![CapDescriptor::ReceiverAnswer(3)],
+    )
+    .await;
+    call_with(&mut raw, 3, Target::Answer(2), Vec::new()).await;
+    assert!(
+        raw.echo_works(50).await,
+        "a round trip: the calls above have arrived"
+    );
+    assert_eq!(conn.stats().await.unwrap().answers, 3);
+    finishing_frees_everything(&conn, &mut raw, &[3, 2, 1]).await;
+    assert!(raw.echo_works(9).await);
+}
+
+#[tokio::test]
+async fn a_disembargo_before_the_return_or_twice_ends_the_connection() {
+    let (conn, mut raw) = Raw::new().await;
+    raw.call(1, Target::Export(0), "hang", &()).await;
+    let early = Header::Disembargo {
+        question: 1,
+        reflected: false,
+    };
+    raw.send(early, &()).await;
+    ended_because(&conn, "has not returned").await;
+
+    // `make` returns a capability, so its answer is kept; a call on it waits behind
+    // a call that waits for a running answer.
+    let (conn, mut raw) = Raw::new().await;
+    raw.call(1, Target::Export(0), "make", &()).await;
+    raw.call(2, Target::Export(0), "hang", &()).await;
+    call_with(
+        &mut raw,
+        3,
+        Target::Answer(1),
+        vec![CapDescriptor::ReceiverAnswer(2)],
+    )
+    .await;
+    for _ in 0..2 {
+        let again = Header::Disembargo {
+            question: 1,
+            reflected: false,
+        };
+        raw.send(again, &()).await;
+    }
+    ended_because(&conn, "a second disembargo").await;
+}

@@ -75,11 +75,16 @@ pub(super) struct IncomingCall {
     pub(super) method: u32,
     pub(super) payload: Bytes,
     pub(super) caps: Vec<CapDescriptor>,
+    /// The answers it needs (its target's, promises among its arguments), fixed
+    /// when it arrives: those then in the answer table, never its own. An answer
+    /// named before it exists is not waited for (it resolves as not found), so no
+    /// set of calls can wait on each other in a cycle.
+    pub(super) needs: Vec<QuestionId>,
 }
 
 impl IncomingCall {
-    /// The answers (of ours) it needs: its target's, and promises among its arguments.
-    fn awaits(&self) -> impl Iterator<Item = QuestionId> + '_ {
+    /// Every answer it names: its target's, and promises among its arguments.
+    fn names(&self) -> impl Iterator<Item = QuestionId> + '_ {
         let target = match self.target {
             Target::Answer(q) => Some(q),
             Target::Export(_) => None,
@@ -169,7 +174,7 @@ impl<T: Transport> Actor<T> {
                     if let Some(call) = self.unstall(question) {
                         unblocked = true;
                         // What it waited for may be unwanted now.
-                        candidates.extend(call.awaits());
+                        candidates.extend(call.needs.iter().copied());
                         self.discard(call);
                     }
                 }
@@ -184,6 +189,35 @@ impl<T: Transport> Actor<T> {
             // A call taken out of a queue may have held up the ones behind it.
             self.drain_stalled(cx);
         }
+    }
+
+    /// A caller's `Disembargo` for `question`: reflected once every call queued on
+    /// that answer before it has been delivered. It is only sent after the return,
+    /// and once per question.
+    pub(super) fn on_disembargo(&mut self, question: QuestionId) -> Result<(), Arc<str>> {
+        if self.pending(question) {
+            return Err(self.violation(RpcError::BadMessage(format!(
+                "disembargo for question {question}, which has not returned"
+            ))));
+        }
+        let reflected = Header::Disembargo {
+            question,
+            reflected: true,
+        };
+        let Some(queue) = self.stalled.get_mut(&Target::Answer(question)) else {
+            self.enqueue_control(&reflected);
+            return Ok(());
+        };
+        if queue
+            .iter()
+            .any(|s| matches!(s, Stalled::Disembargo { .. }))
+        {
+            return Err(self.violation(RpcError::BadMessage(format!(
+                "a second disembargo for question {question}"
+            ))));
+        }
+        queue.push_back(Stalled::Disembargo { question });
+        Ok(())
     }
 
     /// Drops a call that will not run, giving back the references it carried: the
@@ -212,13 +246,14 @@ impl<T: Transport> Actor<T> {
         Some(call)
     }
 
-    /// Whether an incoming message must wait for one of our answers.
-    fn blocked(&self, target: Target, caps: &[CapDescriptor]) -> bool {
-        let pending = |q: &QuestionId| self.answers.get(q).is_some_and(Answer::pending);
-        matches!(target, Target::Answer(q) if pending(&q))
-            || caps
-                .iter()
-                .any(|d| matches!(d, CapDescriptor::ReceiverAnswer(q) if pending(q)))
+    /// Whether an answer has no result yet.
+    fn pending(&self, question: QuestionId) -> bool {
+        self.answers.get(&question).is_some_and(Answer::pending)
+    }
+
+    /// Whether a call must still wait for one of the answers it needs.
+    fn blocked(&self, call: &IncomingCall) -> bool {
+        call.needs.iter().any(|&q| self.pending(q))
     }
 
     /// Whether calls the peer made are still running or waiting to (a graceful close
@@ -227,13 +262,12 @@ impl<T: Transport> Actor<T> {
         self.answers.values().any(Answer::pending)
     }
 
-    /// Whether stalled calls wait for `question`'s answer.
+    /// Whether stalled calls need `question`'s answer.
     pub(super) fn awaited(&self, question: QuestionId) -> bool {
-        self.stalled.contains_key(&Target::Answer(question))
-            || self.stalled.values().flatten().any(|s| {
-                matches!(s, Stalled::Call(call)
-                    if call.caps.contains(&CapDescriptor::ReceiverAnswer(question)))
-            })
+        self.stalled
+            .values()
+            .flatten()
+            .any(|s| matches!(s, Stalled::Call(call) if call.needs.contains(&question)))
     }
 
     /// Delivers stalled messages whose answers are ready, in order per target.
@@ -248,8 +282,9 @@ impl<T: Transport> Actor<T> {
             for target in targets {
                 loop {
                     let ready = match self.stalled.get(&target).and_then(VecDeque::front) {
-                        Some(Stalled::Call(call)) => !self.blocked(target, &call.caps),
-                        Some(Stalled::Disembargo { .. }) => !self.blocked(target, &[]),
+                        Some(Stalled::Call(call)) => !self.blocked(call),
+                        // Queued only behind calls: its answer has returned.
+                        Some(Stalled::Disembargo { .. }) => true,
                         None => break,
                     };
                     if !ready {
@@ -356,7 +391,7 @@ impl<T: Transport> Actor<T> {
 
     pub(super) fn on_call(
         &mut self,
-        call: IncomingCall,
+        mut call: IncomingCall,
         cx: &mut Context<'_>,
     ) -> Result<(), Arc<str>> {
         if let Some(q) = call.question {
@@ -375,10 +410,17 @@ impl<T: Transport> Actor<T> {
             self.discard(call);
             return Ok(());
         }
+        let mut needs: Vec<QuestionId> = call
+            .names()
+            .filter(|q| Some(*q) != call.question && self.answers.contains_key(q))
+            .collect();
+        needs.sort_unstable();
+        needs.dedup();
+        call.needs = needs;
         // A call waits if an earlier call on its target waits (to stay in order), or
         // if an answer it needs has no result yet, however deep the chain of calls
         // that answer itself waits on.
-        if self.stalled.contains_key(&call.target) || self.blocked(call.target, &call.caps) {
+        if self.stalled.contains_key(&call.target) || self.blocked(&call) {
             if let Some(question) = call.question {
                 self.answers
                     .insert(question, Answer::Waiting { finished: false });
@@ -402,6 +444,7 @@ impl<T: Transport> Actor<T> {
             method,
             payload,
             caps,
+            ..
         } = call;
         let caps = self.resolve(caps);
         let reply = self.reply_to();
