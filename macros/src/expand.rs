@@ -13,13 +13,16 @@ use crate::model::{RemoteMethod, RemoteTrait, Ret};
 mod client;
 mod server;
 mod trait_def;
+mod travels;
 
 pub(crate) fn expand(model: &RemoteTrait<'_>) -> TokenStream {
     let names = Names::new(model);
+    let assertion = travels::assertion(model);
     let trait_def = trait_def::expand(model);
     let client = client::expand(model, &names);
     let server = server::expand(model, &names);
     quote! {
+        #assertion
         #trait_def
         #client
         #server

@@ -1,6 +1,7 @@
 //! The parsed form of a `#[remote]` trait. It borrows the original syntax so that
 //! expansion and errors keep the user's spans.
 
+use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::{
     Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PathArguments, ReturnType, TraitItem,
@@ -68,9 +69,14 @@ impl<'a> RemoteTrait<'a> {
         })
     }
 
+    /// Every type that crosses a connection (arguments, values and errors), method by
+    /// method, as written.
+    pub(crate) fn wire_types(&self) -> impl Iterator<Item = &'a Type> + '_ {
+        self.methods.iter().flat_map(RemoteMethod::wire_types)
+    }
+
     /// A hash of the trait's name and every method signature.
     pub(crate) fn fingerprint(&self) -> u64 {
-        use quote::ToTokens;
         let mut text = self.name.clone();
         for m in &self.methods {
             text.push_str(&format!(
@@ -128,6 +134,20 @@ impl<'a> RemoteMethod<'a> {
                 no_cancel: options.no_cancel,
             }
         })
+    }
+
+    /// The types this method sends across a connection: its arguments, then the
+    /// value and the error it returns.
+    pub(crate) fn wire_types(&self) -> impl Iterator<Item = &'a Type> + '_ {
+        let returned = match self.ret {
+            Ret::Unit => [None, None],
+            Ret::Plain(ty) => [Some(ty), None],
+            Ret::Fallible { ok, err } => [Some(ok), Some(err)],
+        };
+        self.args
+            .iter()
+            .map(|arg| arg.ty)
+            .chain(returned.into_iter().flatten())
     }
 }
 

@@ -134,6 +134,23 @@ pub mod __private {
     pub use serde;
     pub use std::sync::Arc;
 
+    /// A type that can be an argument or a result of a remote method. The generated
+    /// code asserts it for each such type with [`assert_travels`], at the type's span,
+    /// so a missing derive is reported on the user's type in these words instead of
+    /// on the attribute in terms of argument tuples and runtime functions.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot travel in a farcall call: it must implement `serde::Serialize` and `serde::Deserialize`",
+        label = "sent over the connection",
+        note = "add `#[derive(Serialize, Deserialize)]` to its definition and to every type inside it; for a type from another crate, enable that crate's `serde` feature"
+    )]
+    pub trait Travels: serde::Serialize + serde::de::DeserializeOwned {}
+
+    impl<T: serde::Serialize + serde::de::DeserializeOwned> Travels for T {}
+
+    /// Compiles only when `T` can travel: generated code calls it in a `const` item,
+    /// once for each argument and result type of a remote trait.
+    pub const fn assert_travels<T: Travels>() {}
+
     /// Serializes a client as a capability of the message being encoded.
     pub fn serialize_client<S: serde::Serializer>(
         client: &Client,

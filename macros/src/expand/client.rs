@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{args_tuple, shape, Names};
+use super::{args_tuple, shape, travels, Names};
 use crate::model::{RemoteMethod, RemoteTrait, Ret};
 
 pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
@@ -97,7 +97,10 @@ pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
 
         impl #client {
             #[doc = #from_local_doc]
-            pub fn from_local<__T: #trait_ident>(imp: __T) -> Self {
+            pub fn from_local<__T: #trait_ident>(imp: __T) -> Self
+            where
+                #server<__T>: ::farcall::__private::Dispatch,
+            {
                 #client { __client: ::farcall::__private::Client::from_local(#server::new(imp)) }
             }
 
@@ -114,6 +117,7 @@ fn method(m: &RemoteMethod<'_>, index: usize) -> TokenStream {
         quote!(#name: #ty)
     });
     let args = args_tuple(m);
+    let bounds = travels::bounds(m.wire_types());
     let info = quote! {
         &<Self as ::farcall::__private::RemoteClient>::INTERFACE.methods[#index]
     };
@@ -122,7 +126,7 @@ fn method(m: &RemoteMethod<'_>, index: usize) -> TokenStream {
             #(#docs)*
             ///
             /// One-way: sent without waiting for the peer; fails only if it cannot be sent.
-            pub fn #ident(&self, #(#params),*) -> ::farcall::__private::Result<(), ::farcall::__private::RpcError> {
+            pub fn #ident(&self, #(#params),*) -> ::farcall::__private::Result<(), ::farcall::__private::RpcError> #bounds {
                 self.__client.send(#info, &#args)
             }
         };
@@ -135,7 +139,7 @@ fn method(m: &RemoteMethod<'_>, index: usize) -> TokenStream {
     let shape = shape(m);
     quote! {
         #(#docs)*
-        pub fn #ident(&self, #(#params),*) -> #output {
+        pub fn #ident(&self, #(#params),*) -> #output #bounds {
             self.__client.call::<_, #shape>(#info, &#args)
         }
     }

@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{args_tuple, args_tuple_type, shape, Names};
+use super::{args_tuple, args_tuple_type, shape, travels, Names};
 use crate::model::RemoteTrait;
 
 pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
@@ -14,6 +14,7 @@ pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
         "Serves an implementation of [`{}`]: pass `{server}::new(imp)` to `Builder::root`.",
         model.name
     );
+    let bounds = travels::bounds(model.wire_types());
     let arms = model.methods.iter().enumerate().map(|(index, m)| {
         let (id, ident) = (m.id, &m.item.sig.ident);
         let shape = shape(m);
@@ -56,7 +57,7 @@ pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
             }
         }
 
-        impl<__T: #trait_ident> ::farcall::__private::Dispatch for #server<__T> {
+        impl<__T: #trait_ident> ::farcall::__private::Dispatch for #server<__T> #bounds {
             fn interface(&self) -> &'static ::farcall::__private::Interface {
                 <#client as ::farcall::__private::RemoteClient>::INTERFACE
             }
