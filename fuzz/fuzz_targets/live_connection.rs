@@ -1,16 +1,24 @@
-//! A hostile peer: a sequence of frames, mostly well-formed protocol messages with
-//! fuzzer-chosen ids (sometimes corrupted), sometimes raw bytes, fed to a live
-//! `Connection` serving a small root over `farcall::transport::memory()`, interleaved
-//! with yields, paused-time sleeps and calls the served side makes on the peer.
+//! A hostile peer: an opening message (usually valid, sometimes corrupted, of another
+//! version or codec, late or missing), then a sequence of frames, mostly well-formed
+//! protocol messages with fuzzer-chosen ids (sometimes corrupted), sometimes raw
+//! bytes, fed to a live `Connection` serving a small root over
+//! `farcall::transport::memory()`, interleaved with yields, paused-time sleeps and
+//! calls the served side makes on the peer. Pipelined chains of calls go through
+//! handlers that await (yield, sleep, wait on a gate, or never return), with `Finish`
+//! frames, duplicate question ids and promises of running answers passed as
+//! arguments.
 //!
 //! Each input runs in its own current-thread tokio runtime with paused time, and
 //! everything is bounded: the steps run under a 300 ms (paused) time limit, then the
 //! peer hangs up and the connection must end within 10 s (paused) with a reason that
-//! is not "connection task stopped" (which is what a panic in its task would leave).
+//! is not "connection task stopped" (which is what a panic in its task would leave),
+//! that names a bad opening message if the peer sent one, and after which every
+//! object the root handed out (and the root) has been dropped.
 //! Any panic aborts the process (libfuzzer-sys installs an aborting panic hook).
 
 #![no_main]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +28,8 @@ use farcall::{AnyCodec, Callback, Connection, RemoteClient};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::yield_now;
 
 #[farcall::remote]
 trait Root {
@@ -29,20 +39,109 @@ trait Root {
     async fn make(&self) -> RootClient;
     /// Calls the caller's callback with `x` and returns what it answered.
     async fn with_callback(&self, cb: Callback<u32, u32>, x: u32) -> Result<u32, String>;
+    /// Returns a new object after awaiting (see [`pause`]).
+    async fn child(&self, wait: u8) -> RootClient;
+    /// Returns a new object once a `Notify` step opens the gate.
+    async fn gated(&self) -> RootClient;
+    /// Never returns.
+    async fn never(&self) -> RootClient;
+    /// Calls `other.child(wait - 1)` and returns what that returned, or `other` itself
+    /// if `wait` is 0: a call on a capability received as an argument.
+    async fn relay(&self, other: RootClient, wait: u8) -> RootClient;
+    /// Returns a new object after `ms` ms; runs to completion even when its caller
+    /// finishes early (its result is then dropped).
+    #[farcall(no_cancel)]
+    async fn settle(&self, ms: u8) -> RootClient;
+    /// One way: awaits (see [`pause`]), returns nothing.
+    #[farcall(oneway)]
+    async fn nudge(&self, wait: u8);
 }
 
-struct Node;
+/// What the objects of one run share: how many are alive, and the gate of `gated`.
+#[derive(Default)]
+struct Env {
+    live: AtomicUsize,
+    gate: Notify,
+}
+
+/// An object served by the connection; counted in `Env::live` while it exists.
+struct Node(Arc<Env>);
+
+impl Node {
+    fn new(env: &Arc<Env>) -> Self {
+        env.live.fetch_add(1, Ordering::SeqCst);
+        Node(env.clone())
+    }
+
+    fn another(&self) -> RootClient {
+        RootClient::from_local(Node::new(&self.0))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Below 128: yields `wait` times; from 128: sleeps `wait - 128` ms (paused time).
+async fn pause(wait: u8) {
+    if wait < 128 {
+        for _ in 0..wait {
+            yield_now().await;
+        }
+    } else {
+        tokio::time::sleep(Duration::from_millis(u64::from(wait - 128))).await;
+    }
+}
 
 impl Root for Node {
     async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
         data
     }
     async fn make(&self) -> RootClient {
-        RootClient::from_local(Node)
+        self.another()
     }
     async fn with_callback(&self, cb: Callback<u32, u32>, x: u32) -> Result<u32, String> {
         cb.call(x).await.map_err(|e| e.to_string())
     }
+    async fn child(&self, wait: u8) -> RootClient {
+        pause(wait).await;
+        self.another()
+    }
+    async fn gated(&self) -> RootClient {
+        self.0.gate.notified().await;
+        self.another()
+    }
+    async fn never(&self) -> RootClient {
+        std::future::pending().await
+    }
+    async fn relay(&self, other: RootClient, wait: u8) -> RootClient {
+        if wait == 0 {
+            return other;
+        }
+        match other.child(wait - 1).await {
+            Ok(next) => next,
+            Err(_) => self.another(),
+        }
+    }
+    async fn settle(&self, ms: u8) -> RootClient {
+        tokio::time::sleep(Duration::from_millis(ms.into())).await;
+        self.another()
+    }
+    async fn nudge(&self, wait: u8) {
+        pause(wait).await;
+    }
+}
+
+/// The wire id of one of the root's methods.
+fn method_id(name: &str) -> u32 {
+    <RootClient as RemoteClient>::INTERFACE
+        .methods
+        .iter()
+        .find(|m| m.name == name)
+        .expect("a method of Root")
+        .id
 }
 
 // Mirrors of the private wire types (`runtime/src/wire.rs`, `runtime/src/error.rs`):
@@ -307,6 +406,8 @@ enum Local {
     Descend,
     /// `root.with_callback(cb, x)` with a local callback.
     PassCallback(u32),
+    /// `root.child(wait)` pipelined `depth % 8 + 1` times, then `.echo(...)`.
+    Deep { depth: u8, wait: u8 },
     /// `conn.stats()`.
     Stats,
     /// Closes gracefully.
@@ -314,6 +415,113 @@ enum Local {
     /// Aborts.
     Abort,
 }
+
+/// A question id picked when the step runs: one of the ids this script's calls used
+/// (`Recent(0)` the latest: in a call's own descriptors, that call's id), one it has
+/// not used yet (`Ahead(0)` the next), or any id.
+#[derive(Debug, Clone, Copy)]
+enum Asked {
+    Recent(u8),
+    Ahead(u8),
+    Any(Id),
+}
+
+impl<'a> Arbitrary<'a> for Asked {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(match u.int_in_range(0u8..=15)? {
+            0..=12 => Asked::Recent(u.int_in_range(0..=7)?),
+            13 => Asked::Ahead(u.int_in_range(0..=3)?),
+            _ => Asked::Any(u.arbitrary()?),
+        })
+    }
+}
+
+/// A capability passed in a call, as its descriptor: mostly the promise of an answer
+/// asked before (running, waiting or done).
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    Answer(Asked),
+    Root,
+    Hosted(Id),
+    Sender(Id),
+}
+
+impl<'a> Arbitrary<'a> for Pass {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(match u.int_in_range(0u8..=7)? {
+            0..=4 => Pass::Answer(u.arbitrary()?),
+            5 => Pass::Root,
+            6 => Pass::Hosted(u.arbitrary()?),
+            _ => Pass::Sender(u.arbitrary()?),
+        })
+    }
+}
+
+/// The method a link of a chain calls, with well-formed arguments (but `Other`).
+#[derive(Debug, Clone, Arbitrary)]
+enum Method {
+    Child(u8),
+    Gated,
+    Never,
+    Make,
+    Settle(u8),
+    Relay(Pass, u8),
+    Echo(Vec<u8>),
+    WithCallback(Pass, u32),
+    Nudge(u8),
+    /// Any method id with any payload.
+    Other(MethodId, Payload),
+}
+
+/// The question id of a link.
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    /// A new id (most links).
+    Fresh,
+    /// A one-way call.
+    OneWay,
+    /// An id used before: a duplicate if that question is still in the answer table.
+    Reuse(Asked),
+    /// Any id.
+    Any(Id),
+}
+
+impl<'a> Arbitrary<'a> for Ask {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(match u.int_in_range(0u8..=31)? {
+            0..=26 => Ask::Fresh,
+            27..=28 => Ask::OneWay,
+            29..=30 => Ask::Reuse(u.arbitrary()?),
+            _ => Ask::Any(u.arbitrary()?),
+        })
+    }
+}
+
+/// One call of a pipelined chain.
+#[derive(Debug, Clone, Arbitrary)]
+struct Link {
+    method: Method,
+    question: Ask,
+    /// Descriptors appended after the method's own (at most two are used): the call
+    /// waits for every answer among them.
+    extra: Vec<Pass>,
+    /// Sends `Finish` for this link's question once the whole chain is sent.
+    finish: bool,
+    /// Lets the tasks run after this link.
+    pause: bool,
+}
+
+/// What the first link of a chain calls.
+#[derive(Debug, Clone, Copy, Arbitrary)]
+enum Start {
+    Root,
+    Export(Id),
+    /// Continues a chain sent before.
+    Answer(Asked),
+}
+
+/// Longest chain sent by one step.
+const MAX_LINKS: usize = 8;
 
 #[derive(Debug, Clone, Arbitrary)]
 enum Step {
@@ -346,6 +554,80 @@ enum Step {
     Sleep(u8),
     /// The served side acts.
     Local(Local),
+    /// A pipelined chain: each link after the first calls the answer of the one
+    /// before (or, after a one-way link, the same target again).
+    Chain { start: Start, links: Vec<Link> },
+    /// `Finish` for a question this script asked (maybe still running or waiting).
+    Finish(Asked),
+    /// `Disembargo` (not reflected) on a question this script asked.
+    Disembargo(Asked),
+    /// Opens the gate of `gated`: for every waiter, or one (or the next) waiter.
+    Notify { all: bool },
+}
+
+/// The largest frame the peer's opening message accepts.
+#[derive(Debug, Clone, Copy)]
+struct Limit(u64);
+
+impl<'a> Arbitrary<'a> for Limit {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Limit(match u.int_in_range(0u8..=7)? {
+            0..=5 => 16 << 20,
+            6 => u.int_in_range(0..=2048)?,
+            _ => u.arbitrary()?,
+        }))
+    }
+}
+
+/// The peer's opening message (see `runtime/src/wire.rs`, `Hello`), made wrong.
+#[derive(Debug, Clone, Arbitrary)]
+enum BadHello {
+    Version(u16),
+    Codec(u8),
+    /// One bit flipped at `.0 % len`.
+    Flip(u16, u8),
+    /// Cut to this many bytes (mod its length).
+    Truncate(u8),
+    /// A valid one, sent as a chunk.
+    Chunked,
+    /// An ordinary frame (a `Ping`).
+    Ping,
+    /// Anything.
+    Raw(Vec<u8>),
+    /// Anything ending in the opening mark.
+    Marked(Vec<u8>),
+}
+
+/// What the peer opens with.
+#[derive(Debug, Clone)]
+enum Opening {
+    /// A valid opening message (most inputs), with `extra` bytes of fields a later
+    /// version might add.
+    Valid { limit: Limit, extra: Vec<u8> },
+    /// An opening message that is probably not acceptable.
+    Bad(BadHello),
+    /// No opening message: the steps' first frame is the peer's first.
+    Missing,
+    /// A valid opening message, sent after `.0 % 8` steps.
+    Late(u8),
+}
+
+impl<'a> Arbitrary<'a> for Opening {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(match u.int_in_range(0u8..=15)? {
+            0..=11 => Opening::Valid {
+                limit: u.arbitrary()?,
+                extra: if u.ratio(1u8, 8)? {
+                    u.arbitrary()?
+                } else {
+                    Vec::new()
+                },
+            },
+            12 | 13 => Opening::Bad(u.arbitrary()?),
+            14 => Opening::Missing,
+            _ => Opening::Late(u.arbitrary()?),
+        })
+    }
 }
 
 #[derive(Debug, Arbitrary)]
@@ -354,13 +636,88 @@ struct Input {
     /// Bit 0: small limits; 1: call timeout; 2: keepalive; 3: idle timeout; 4: small
     /// frame limit; 5: redact panics; 6: smallest chunk size (1 KiB).
     options: u8,
+    opening: Opening,
     steps: Vec<Step>,
 }
 
-fn build(codec: AnyCodec, options: u8) -> farcall::Builder {
+const HELLO_MAGIC: &[u8; 8] = b"farcall\0";
+const HELLO_MARK: [u8; 2] = 0xFFFEu16.to_le_bytes();
+const PROTOCOL_VERSION: u16 = 1;
+
+/// The number of `codec` in opening messages.
+fn codec_number(codec: AnyCodec) -> u8 {
+    match codec {
+        AnyCodec::Bincode => 1,
+        AnyCodec::Postcard => 2,
+        AnyCodec::Json => 3,
+        _ => 0,
+    }
+}
+
+fn hello(version: u16, codec: u8, limit: u64, extra: &[u8]) -> Vec<u8> {
+    let mut buf = HELLO_MAGIC.to_vec();
+    buf.extend_from_slice(&version.to_le_bytes());
+    buf.push(codec);
+    buf.extend_from_slice(&limit.to_le_bytes());
+    buf.extend_from_slice(extra);
+    buf.extend_from_slice(&HELLO_MARK);
+    buf
+}
+
+impl BadHello {
+    fn bytes(&self, codec: AnyCodec) -> Vec<u8> {
+        let ours = codec_number(codec);
+        let good = || hello(PROTOCOL_VERSION, ours, 16 << 20, &[]);
+        match self {
+            BadHello::Version(v) => hello(*v, ours, 16 << 20, &[]),
+            BadHello::Codec(c) => hello(PROTOCOL_VERSION, *c, 16 << 20, &[]),
+            BadHello::Flip(at, bit) => {
+                let mut buf = good();
+                let at = *at as usize % buf.len();
+                buf[at] ^= 1 << (bit % 8);
+                buf
+            }
+            BadHello::Truncate(len) => {
+                let mut buf = good();
+                buf.truncate(*len as usize % buf.len());
+                buf
+            }
+            BadHello::Chunked => chunk(good(), 0, 1),
+            BadHello::Ping => frame(codec, &Header::Ping, &Payload::Unit, None),
+            BadHello::Raw(bytes) => bytes.clone(),
+            BadHello::Marked(bytes) => {
+                let mut buf = bytes.clone();
+                buf.extend_from_slice(&HELLO_MARK);
+                buf
+            }
+        }
+    }
+}
+
+/// What must be said about `frame` as the peer's first: `None` if it is an acceptable
+/// opening message for `codec`, else a fragment of the reason the connection must
+/// close with. Mirrors `Hello::decode` and `Hello::mismatch`.
+fn verdict(frame: &[u8], codec: AnyCodec) -> Option<&'static str> {
+    let len = frame.len();
+    if len < HELLO_MAGIC.len() + 11 + 2
+        || frame[len - 2..] != HELLO_MARK
+        || !frame.starts_with(HELLO_MAGIC)
+    {
+        return Some("opening message");
+    }
+    if u16::from_le_bytes([frame[8], frame[9]]) != PROTOCOL_VERSION {
+        return Some("protocol version");
+    }
+    if frame[10] != codec_number(codec) {
+        return Some("codec");
+    }
+    None
+}
+
+fn build(codec: AnyCodec, options: u8, root: Node) -> farcall::Builder {
     let mut builder = Connection::builder()
         .codec(codec)
-        .root(RootServer::new(Node))
+        .root(RootServer::new(root))
         .handshake_timeout(Duration::from_millis(200));
     if options & 1 != 0 {
         builder = builder
@@ -398,6 +755,11 @@ fn chunk(mut data: Vec<u8>, stream: u8, flags: u8) -> Vec<u8> {
 fn frame(codec: AnyCodec, header: &Header, payload: &Payload, flip: Option<(u16, u8)>) -> Vec<u8> {
     let mut buf = Vec::new();
     payload.encode(codec, &mut buf);
+    seal(codec, header, buf, flip)
+}
+
+/// Completes a frame: appends the header and its length to the encoded payload.
+fn seal(codec: AnyCodec, header: &Header, mut buf: Vec<u8>, flip: Option<(u16, u8)>) -> Vec<u8> {
     let start = buf.len();
     let _ = codec.encode(&header.wire(), &mut buf);
     let len = u16::try_from(buf.len() - start).unwrap_or(u16::MAX);
@@ -407,6 +769,113 @@ fn frame(codec: AnyCodec, header: &Header, payload: &Payload, flip: Option<(u16,
         buf[at] ^= 1 << (bit % 8);
     }
     buf
+}
+
+fn args<T: Serialize>(codec: AnyCodec, args: &T) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = codec.encode(args, &mut buf);
+    buf
+}
+
+/// The peer's side of the transport, and what the checks need to know about it.
+struct Peer {
+    io: MemoryTransport,
+    codec: AnyCodec,
+    /// The first frame it sent, and whether the connection was still open then.
+    first: Option<(Vec<u8>, bool)>,
+    /// The first frame the connection sent.
+    received: Option<Vec<u8>>,
+    /// The question ids of the calls this script sent, in order.
+    asked: Vec<u64>,
+    next_question: u64,
+    /// Whether every question the connection may hold an answer for is in `asked`,
+    /// and nothing but those questions can keep an answer: no frames from the plain
+    /// steps (their ids are not tracked), no reused or arbitrary ids, no one-way calls
+    /// (a one-way call waiting on an answer keeps it, by design, and cannot be
+    /// finished).
+    tracked: bool,
+}
+
+impl Peer {
+    async fn send(&mut self, conn: &Connection, bytes: Vec<u8>) {
+        if self.first.is_none() {
+            self.first = Some((bytes.clone(), !conn.is_closed()));
+        }
+        let _ = self.io.send(bytes.into()).await;
+    }
+
+    /// Reads and drops whatever the connection sent so far (keeping the first).
+    fn drain(&mut self) {
+        while let Some(Some(frame)) = self.io.next().now_or_never() {
+            if let (None, Ok(frame)) = (&self.received, frame) {
+                self.received = Some(frame.to_vec());
+            }
+        }
+    }
+
+    fn recall(&self, asked: Asked) -> u64 {
+        match asked {
+            Asked::Recent(back) if !self.asked.is_empty() => {
+                self.asked[self.asked.len() - 1 - back as usize % self.asked.len()]
+            }
+            Asked::Recent(_) => 0,
+            Asked::Ahead(ahead) => self.next_question + u64::from(ahead),
+            Asked::Any(id) => id.0,
+        }
+    }
+
+    fn fresh(&mut self) -> u64 {
+        // Above the ids `Id` usually picks, so that plain frames rarely collide.
+        let question = self.next_question;
+        self.next_question += 1;
+        self.asked.push(question);
+        question
+    }
+
+    fn descriptor(&self, pass: Pass) -> CapDescriptor {
+        match pass {
+            Pass::Answer(asked) => CapDescriptor::ReceiverAnswer(Id(self.recall(asked))),
+            Pass::Root => CapDescriptor::ReceiverHosted(Id(0)),
+            Pass::Hosted(id) => CapDescriptor::ReceiverHosted(id),
+            Pass::Sender(id) => CapDescriptor::SenderHosted(id),
+        }
+    }
+
+    /// The frame of one link of a chain.
+    fn call(&mut self, question: Option<u64>, target: Target, link: &Link) -> Vec<u8> {
+        let codec = self.codec;
+        let mut caps = Vec::new();
+        let (method, payload) = match &link.method {
+            Method::Child(wait) => (method_id("child"), args(codec, &(wait,))),
+            Method::Gated => (method_id("gated"), args(codec, &())),
+            Method::Never => (method_id("never"), args(codec, &())),
+            Method::Make => (method_id("make"), args(codec, &())),
+            Method::Settle(ms) => (method_id("settle"), args(codec, &(ms,))),
+            Method::Relay(pass, wait) => {
+                caps.push(self.descriptor(*pass));
+                (method_id("relay"), args(codec, &(0u32, wait)))
+            }
+            Method::Echo(data) => (method_id("echo"), args(codec, &(data,))),
+            Method::WithCallback(pass, x) => {
+                caps.push(self.descriptor(*pass));
+                (method_id("with_callback"), args(codec, &(0u32, x)))
+            }
+            Method::Nudge(wait) => (method_id("nudge"), args(codec, &(wait,))),
+            Method::Other(method, payload) => {
+                let mut buf = Vec::new();
+                payload.encode(codec, &mut buf);
+                (method.0, buf)
+            }
+        };
+        caps.extend(link.extra.iter().take(2).map(|&pass| self.descriptor(pass)));
+        let header = Header::Call {
+            question: question.map(Id),
+            target,
+            method: MethodId(method),
+            caps,
+        };
+        seal(codec, &header, payload, None)
+    }
 }
 
 type Kept = Arc<Mutex<Option<RootClient>>>;
@@ -438,6 +907,14 @@ fn local(conn: &Connection, kept: &Kept, op: Local) {
                 let cb = Callback::new(|v: u32| async move { v.wrapping_add(1) });
                 let _ = root.with_callback(cb, x).await;
             }
+            (Local::Deep { depth, wait }, Some(root)) => {
+                let mut promise = root.child(wait);
+                for _ in 0..depth % 8 {
+                    let next = promise.child(wait);
+                    promise = next;
+                }
+                let _ = promise.echo(Vec::new()).await;
+            }
             (Local::Stats, _) => {
                 let _ = conn.stats().await;
             }
@@ -448,32 +925,69 @@ fn local(conn: &Connection, kept: &Kept, op: Local) {
     });
 }
 
-/// Reads and drops whatever the connection sent so far.
-fn drain(peer: &mut MemoryTransport) {
-    while let Some(Some(_)) = peer.next().now_or_never() {}
-}
-
 async fn run(input: Input) {
     let codec = AnyCodec::ALL[input.codec as usize % AnyCodec::ALL.len()];
-    let (ours, mut peer) = memory();
-    let conn = build(codec, input.options).connect(ours);
+    let small_limits = input.options & 1 != 0;
+    let env = Arc::new(Env::default());
+    let (ours, io) = memory();
+    // The builder (and with it a reference to the root) is dropped at once.
+    let conn = build(codec, input.options, Node::new(&env)).connect(ours);
     let kept: Kept = Arc::default();
+    let mut peer = Peer {
+        io,
+        codec,
+        first: None,
+        received: None,
+        asked: Vec::new(),
+        next_question: 7,
+        tracked: true,
+    };
+
+    let ours_hello =
+        |limit: Limit, extra: &[u8]| hello(PROTOCOL_VERSION, codec_number(codec), limit.0, extra);
+    let late = match &input.opening {
+        Opening::Valid { limit, extra } => {
+            let extra = &extra[..extra.len().min(16)];
+            peer.send(&conn, ours_hello(*limit, extra)).await;
+            None
+        }
+        Opening::Bad(bad) => {
+            peer.send(&conn, bad.bytes(codec)).await;
+            None
+        }
+        Opening::Missing => None,
+        Opening::Late(after) => Some(*after as usize % 8),
+    };
+    yield_now().await;
 
     let steps = async {
-        for step in input.steps {
+        for (index, step) in input.steps.into_iter().enumerate() {
+            if late == Some(index) {
+                peer.send(&conn, ours_hello(Limit(16 << 20), &[])).await;
+                yield_now().await;
+            }
+            let untracked = match step {
+                Step::Frame { .. } | Step::Raw(_) | Step::Chunked { .. } | Step::Chunk { .. } => {
+                    true
+                }
+                _ => false,
+            };
+            if untracked {
+                peer.tracked = false;
+            }
             match step {
                 Step::Frame {
                     header,
                     payload,
                     flip,
                 } => {
-                    let bytes = frame(codec, &header, &payload, flip);
-                    let _ = peer.send(bytes.into()).await;
-                    tokio::task::yield_now().await;
+                    peer.send(&conn, frame(codec, &header, &payload, flip))
+                        .await;
+                    yield_now().await;
                 }
                 Step::Raw(bytes) => {
-                    let _ = peer.send(bytes.into()).await;
-                    tokio::task::yield_now().await;
+                    peer.send(&conn, bytes).await;
+                    yield_now().await;
                 }
                 Step::Chunked {
                     header,
@@ -482,17 +996,17 @@ async fn run(input: Input) {
                     cuts,
                     finish,
                 } => {
-                    let mut rest = &frame(codec, &header, &payload, None)[..];
+                    let whole = frame(codec, &header, &payload, None);
+                    let mut rest = &whole[..];
                     let mut cuts = cuts.into_iter();
                     loop {
                         let at = cuts.next().map_or(rest.len(), usize::from).min(rest.len());
                         let (piece, after) = rest.split_at(at);
                         rest = after;
                         let last = rest.is_empty() && finish;
-                        let _ = peer
-                            .send(chunk(piece.to_vec(), stream, last.into()).into())
+                        peer.send(&conn, chunk(piece.to_vec(), stream, last.into()))
                             .await;
-                        tokio::task::yield_now().await;
+                        yield_now().await;
                         if rest.is_empty() {
                             break;
                         }
@@ -503,33 +1017,133 @@ async fn run(input: Input) {
                     stream,
                     flags,
                 } => {
-                    let _ = peer.send(chunk(data, stream, flags).into()).await;
-                    tokio::task::yield_now().await;
+                    peer.send(&conn, chunk(data, stream, flags)).await;
+                    yield_now().await;
                 }
                 Step::Yield(n) => {
                     for _ in 0..n % 16 {
-                        tokio::task::yield_now().await;
+                        yield_now().await;
                     }
                 }
                 Step::Sleep(ms) => tokio::time::sleep(Duration::from_millis(ms.into())).await,
                 Step::Local(op) => {
                     local(&conn, &kept, op);
-                    tokio::task::yield_now().await;
+                    yield_now().await;
                 }
+                Step::Chain { start, links } => {
+                    let mut target = match start {
+                        Start::Root => Target::Export(Id(0)),
+                        Start::Export(id) => Target::Export(id),
+                        Start::Answer(asked) => Target::Answer(Id(peer.recall(asked))),
+                    };
+                    let mut finish = Vec::new();
+                    for link in links.iter().take(MAX_LINKS) {
+                        if !matches!(link.question, Ask::Fresh) {
+                            peer.tracked = false;
+                        }
+                        let question = match link.question {
+                            Ask::Fresh => Some(peer.fresh()),
+                            Ask::OneWay => None,
+                            Ask::Reuse(asked) => Some(peer.recall(asked)),
+                            Ask::Any(id) => {
+                                peer.asked.push(id.0);
+                                Some(id.0)
+                            }
+                        };
+                        let bytes = peer.call(question, target, link);
+                        peer.send(&conn, bytes).await;
+                        if link.pause {
+                            yield_now().await;
+                        }
+                        if let Some(question) = question {
+                            target = Target::Answer(Id(question));
+                            if link.finish {
+                                finish.push(question);
+                            }
+                        }
+                    }
+                    for question in finish {
+                        let header = Header::Finish {
+                            question: Id(question),
+                        };
+                        peer.send(&conn, frame(codec, &header, &Payload::Unit, None))
+                            .await;
+                    }
+                    yield_now().await;
+                }
+                Step::Finish(asked) => {
+                    let header = Header::Finish {
+                        question: Id(peer.recall(asked)),
+                    };
+                    peer.send(&conn, frame(codec, &header, &Payload::Unit, None))
+                        .await;
+                    yield_now().await;
+                }
+                Step::Disembargo(asked) => {
+                    let header = Header::Disembargo {
+                        question: Id(peer.recall(asked)),
+                        reflected: false,
+                    };
+                    peer.send(&conn, frame(codec, &header, &Payload::Unit, None))
+                        .await;
+                    yield_now().await;
+                }
+                Step::Notify { all: true } => env.gate.notify_waiters(),
+                Step::Notify { all: false } => env.gate.notify_one(),
             }
-            drain(&mut peer);
+            peer.drain();
         }
     };
     let _ = tokio::time::timeout(Duration::from_millis(300), steps).await;
 
-    // A connection still up must still answer; then the peer hangs up and it must end.
+    // A connection still up must still answer, within its limits.
     if !conn.is_closed() {
         let stats = tokio::time::timeout(Duration::from_secs(10), conn.stats()).await;
-        assert!(
-            stats.is_ok(),
-            "a live connection did not answer stats() in 10 s"
-        );
+        let Ok(stats) = stats else {
+            panic!("a live connection did not answer stats() in 10 s");
+        };
+        if let (true, Ok(stats)) = (small_limits, stats) {
+            assert!(
+                stats.answers <= 3 && stats.exports <= 2,
+                "over the limits (3 answers, 2 exports): {stats:?}"
+            );
+        }
     }
+    // Once the peer has finished every question it asked, nothing is left in the
+    // answer table: running handlers are stopped, waiting calls and kept results
+    // freed, however the calls depended on each other.
+    if peer.tracked && !conn.is_closed() {
+        let mut asked = std::mem::take(&mut peer.asked);
+        asked.sort_unstable();
+        asked.dedup();
+        for question in asked {
+            let header = Header::Finish {
+                question: Id(question),
+            };
+            peer.send(&conn, frame(codec, &header, &Payload::Unit, None))
+                .await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peer.drain();
+        if !conn.is_closed() {
+            let stats = tokio::time::timeout(Duration::from_secs(10), conn.stats()).await;
+            if let Ok(Ok(stats)) = stats {
+                assert_eq!(
+                    stats.answers, 0,
+                    "answers left after the peer finished every question: {stats:?}"
+                );
+            }
+        }
+    }
+
+    // Its own opening message comes first.
+    peer.drain();
+    if let Some(first) = &peer.received {
+        assert_eq!(verdict(first, codec), None, "the connection's first frame");
+    }
+
+    // The peer hangs up; the connection must end, for a reason that fits.
+    let first = peer.first.take();
     drop(peer);
     drop(kept);
     tokio::time::timeout(Duration::from_secs(10), conn.closed())
@@ -539,8 +1153,36 @@ async fn run(input: Input) {
         .close_reason()
         .expect("a closed connection has a reason");
     assert!(
-        !reason.contains("task stopped"),
+        &*reason != "connection task stopped",
         "the connection task died: {reason}"
+    );
+    if let Some((first, true)) = first {
+        match verdict(&first, codec) {
+            // A local close or abort may have come first.
+            Some(why) => assert!(
+                reason.contains(why) || reason.contains("locally"),
+                "the peer's first frame was not an acceptable opening message \
+                 ({why}), yet the connection ended with: {reason}"
+            ),
+            // (The peer's own `Abort` may say anything.)
+            None => assert!(
+                reason.starts_with("peer aborted:")
+                    || !(reason.contains("opening message")
+                        || reason.contains("protocol version")
+                        || reason.contains("handshake timeout")),
+                "the peer opened correctly, yet the connection ended with: {reason}"
+            ),
+        }
+    }
+
+    // Everything it held goes with it: the task lingers at most 2 s, the handlers it
+    // aborted are dropped at their next poll, `settle` runs out within 255 ms, and
+    // nothing else keeps a `Node`.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let live = env.live.load(Ordering::SeqCst);
+    assert_eq!(
+        live, 0,
+        "{live} served objects outlived the connection (reason: {reason})"
     );
 }
 
