@@ -411,14 +411,17 @@ impl<S: Shape> Call<S> {
     }
 }
 
-impl<S: Shape> Call<S>
-where
-    S::Ok: RemoteClient,
-{
+impl<S: Shape> Call<S> {
     /// An owned handle to the client this call will return, usable now: calls on it
     /// are pipelined, and it can be passed as an argument before the call resolves
     /// (the receiver gets the resolved capability).
-    pub fn pipelined(&self) -> S::Ok {
+    ///
+    /// The bound sits on the method rather than the `impl`, so that using it on a
+    /// call that returns a plain value says "`u64` is not a farcall client type".
+    pub fn pipelined(&self) -> S::Ok
+    where
+        S::Ok: RemoteClient,
+    {
         self.promised_client().clone()
     }
 }
