@@ -249,17 +249,11 @@ impl ImportEntry {
 /// Forwards a call to `target` over `conn`: a call that arrived on another
 /// connection, or one made on a local handle to a remote promise.
 fn forward(conn: &Connection, target: Target, incoming: Incoming) -> Handler {
-    let (from, to) = (incoming.reply.codec, conn.codec());
-    if from != to {
-        return incoming.fail(WireError::Forward(format!(
-            "cannot forward between connections using different codecs ({} and {})",
-            from.name(),
-            to.name()
-        )));
-    }
+    // The payload goes on in its own codec, whatever the next connection's.
     let message = Message {
         payload: incoming.payload,
         caps: incoming.caps,
+        codec: incoming.codec,
     };
     let method = incoming.method;
     let asked = if incoming.wants_reply {
@@ -317,8 +311,8 @@ impl LaterCap {
     }
 
     /// Records what the call returned: its first capability, or why there is none.
-    pub(crate) fn resolve(&self, reply: &Reply, codec: AnyCodec) {
-        self.resolved.send_replace(Some(reply.promised_cap(codec)));
+    pub(crate) fn resolve(&self, reply: &Reply) {
+        self.resolved.send_replace(Some(reply.promised_cap()));
     }
 
     fn dispatch(self: &Arc<Self>, incoming: Incoming) -> Handler {
@@ -357,10 +351,11 @@ impl Drop for ImportEntry {
 }
 
 /// An encoded payload and the capabilities it refers to by index.
-#[derive(Default)]
 pub(crate) struct Message {
     pub(crate) payload: Bytes,
     pub(crate) caps: Vec<CapRef>,
+    /// The codec the payload is in.
+    pub(crate) codec: AnyCodec,
 }
 
 thread_local! {
@@ -403,6 +398,7 @@ pub(crate) fn encode_message<T: Serialize + ?Sized>(
     Ok(Message {
         payload: payload?.into(),
         caps,
+        codec,
     })
 }
 

@@ -274,6 +274,7 @@ impl Client {
             method: method.id,
             payload: message.payload,
             caps: message.caps,
+            codec: message.codec,
             wants_reply,
             reply,
             context: None,
@@ -317,7 +318,7 @@ fn start_local(mut handler: Handler) -> State {
             let task = tokio::spawn(async move {
                 let reply = handler.await;
                 if let Some(later) = resolves.upgrade() {
-                    later.resolve(&reply, local_reply_to().codec);
+                    later.resolve(&reply);
                 }
                 reply
             });
@@ -395,7 +396,7 @@ impl<S: Shape> Call<S> {
     fn promised_cap(&self) -> CapRef {
         match &self.state {
             State::Remote(question) => CapRef::Promise(question.answer()),
-            State::Ready(reply) => reply.promised_cap(local_reply_to().codec),
+            State::Ready(reply) => reply.promised_cap(),
             State::Spawned(_, later) => CapRef::Later(later.clone()),
             State::Failed(e) => CapRef::Broken(WireError::PromiseFailed(e.to_string())),
             State::Done => CapRef::Broken(WireError::PromiseFailed("already awaited".into())),
@@ -486,35 +487,30 @@ impl<S: Shape> Call<S> {
     }
 
     fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<S::Output> {
-        let local = local_reply_to().codec;
-        let (reply, codec) = match &mut self.state {
-            State::Remote(question) => {
-                let codec = question.codec();
-                (ready!(Pin::new(question).poll(cx)), codec)
-            }
+        let reply = match &mut self.state {
+            State::Remote(question) => ready!(Pin::new(question).poll(cx)),
             State::Spawned(task, _) => {
                 let joined = ready!(Pin::new(task).poll(cx));
-                let reply = joined.map_err(|e| {
+                joined.map_err(|e| {
                     if e.is_panic() {
                         RpcError::RemotePanic(None)
                     } else {
                         RpcError::disconnected("local handler cancelled")
                     }
-                });
-                (reply, local)
+                })
             }
             // Already settled when the call was made: take the value out.
             State::Ready(_) | State::Failed(_) => {
                 match std::mem::replace(&mut self.state, State::Done) {
-                    State::Ready(reply) => (Ok(reply), local),
-                    State::Failed(e) => (Err(e), local),
+                    State::Ready(reply) => Ok(reply),
+                    State::Failed(e) => Err(e),
                     _ => unreachable!("matched just above"),
                 }
             }
             State::Done => panic!("`Call` polled after completion"),
         };
         self.state = State::Done;
-        let output = reply.and_then(|reply| decode_reply::<S>(self.method, codec, reply));
+        let output = reply.and_then(|reply| decode_reply::<S>(self.method, reply));
         Poll::Ready(output.unwrap_or_else(S::failed))
     }
 }
@@ -529,9 +525,9 @@ impl<S: Shape> Drop for Call<S> {
 /// Decodes a reply as shape `S`, with the reply's capabilities in scope.
 pub(crate) fn decode_reply<S: Shape>(
     method: &'static Method,
-    codec: AnyCodec,
     reply: Reply,
 ) -> Result<S::Output, RpcError> {
+    let codec = reply.codec;
     cap::with_incoming(reply.caps, || match reply.outcome {
         Outcome::Value => S::decode(false, &reply.payload, codec),
         Outcome::AppError => S::decode(true, &reply.payload, codec),
@@ -570,6 +566,7 @@ impl WireError {
             WireError::Revoked => RpcError::Revoked,
             WireError::Forward(e) => RpcError::disconnected(format!("forwarding failed: {e}")),
             WireError::PromiseFailed(why) => RpcError::PromiseFailed(why),
+            WireError::Undecodable(why) => RpcError::Decode(why),
             WireError::Overloaded(why) => {
                 RpcError::Overloaded(format!("the peer refused the call: {why}"))
             }

@@ -123,6 +123,11 @@ impl AnyCodec {
         }
     }
 
+    /// The codec numbered `id`, if this build has it.
+    pub(crate) fn from_wire_id(id: u8) -> Option<AnyCodec> {
+        AnyCodec::ALL.iter().copied().find(|c| c.wire_id() == id)
+    }
+
     /// The name of the codec numbered `id` (see [`wire_id`](Self::wire_id)).
     pub(crate) fn name_of(id: u8) -> String {
         match id {

@@ -440,10 +440,6 @@ impl Drop for AnswerRef {
 }
 
 impl Question {
-    pub(crate) fn codec(&self) -> AnyCodec {
-        self.conn.codec()
-    }
-
     /// The answer as a pipelining target.
     pub(crate) fn answer(&self) -> Arc<AnswerRef> {
         self.answer
@@ -586,13 +582,17 @@ impl Connection {
             interface: interface.name.to_owned(),
             fingerprint: interface.fingerprint,
         };
-        let question = self.ask(outgoing, Message::default())?;
-        let codec = question.codec();
+        let message = Message {
+            payload: Default::default(),
+            caps: Vec::new(),
+            codec: self.codec(),
+        };
+        let question = self.ask(outgoing, message)?;
         let reply = tokio::time::timeout(self.config().handshake_timeout, question)
             .await
             .map_err(|_| RpcError::Timeout)??;
         let cap = reply.caps.first().cloned();
-        match decode_reply::<Plain<()>>(&BOOTSTRAP, codec, reply).and_then(|r| r) {
+        match decode_reply::<Plain<()>>(&BOOTSTRAP, reply).and_then(|r| r) {
             Ok(()) => match cap {
                 Some(cap) => Ok(C::from_client(Client::from_cap(cap))),
                 None => Err(RpcError::BadMessage(

@@ -65,6 +65,9 @@ pub struct Reply {
     pub(crate) outcome: Outcome,
     pub(crate) payload: Bytes,
     pub(crate) caps: Vec<CapRef>,
+    /// The codec the payload is in: the connection's, unless it was forwarded from
+    /// a connection with another.
+    pub(crate) codec: AnyCodec,
 }
 
 impl fmt::Debug for Reply {
@@ -73,6 +76,7 @@ impl fmt::Debug for Reply {
             .field("outcome", &self.outcome)
             .field("bytes", &self.payload.len())
             .field("caps", &self.caps)
+            .field("codec", &self.codec)
             .finish()
     }
 }
@@ -87,14 +91,14 @@ impl Reply {
 
     /// The capability calls pipelined on this answer go to: its first, or a broken
     /// reference saying why there is none.
-    pub(crate) fn promised_cap(&self, codec: AnyCodec) -> CapRef {
+    pub(crate) fn promised_cap(&self) -> CapRef {
         let why = match self.outcome {
             Outcome::Value => match self.caps.first() {
                 Some(cap) => return cap.clone(),
                 None => "the result holds no capability".to_string(),
             },
             Outcome::AppError => "the call returned an application error".to_string(),
-            Outcome::Failed => match codec.decode::<WireError>(&self.payload) {
+            Outcome::Failed => match self.codec.decode::<WireError>(&self.payload) {
                 Ok(e) => format!(
                     "the call failed: {}",
                     e.into_rpc("the interface", "the method")
@@ -111,6 +115,7 @@ impl Reply {
             outcome: Outcome::Value,
             payload: Bytes::new(),
             caps: Vec::new(),
+            codec: AnyCodec::default(),
         }
     }
 }
@@ -121,6 +126,8 @@ pub struct Incoming {
     pub(crate) method: u32,
     pub(crate) payload: Bytes,
     pub(crate) caps: Vec<CapRef>,
+    /// The codec the arguments are in (results are encoded as `reply` says).
+    pub(crate) codec: AnyCodec,
     /// `false` for one-way calls.
     pub(crate) wants_reply: bool,
     pub(crate) reply: ReplyTo,
@@ -144,6 +151,7 @@ impl ReplyTo {
                 outcome,
                 payload: message.payload,
                 caps: message.caps,
+                codec: message.codec,
             },
             Err(e) => self.error(&WireError::Encode(e.to_string())),
         }
@@ -158,6 +166,7 @@ impl ReplyTo {
                 .map(Bytes::from)
                 .unwrap_or_default(),
             caps: Vec::new(),
+            codec: self.codec,
         }
     }
 
@@ -242,11 +251,12 @@ impl Incoming {
         let Incoming {
             payload,
             caps,
+            codec,
             reply,
             context,
             ..
         } = self;
-        let args = match decode_message::<A>(reply.codec, &payload, caps) {
+        let args = match decode_message::<A>(codec, &payload, caps) {
             Ok(args) => args,
             Err(e) => {
                 let error = WireError::BadArguments(format!("{}: {e}", method.name));

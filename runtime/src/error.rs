@@ -197,4 +197,6 @@ pub(crate) enum WireError {
     Forward(String),
     PromiseFailed(String),
     Overloaded(String),
+    /// A payload in a codec the receiving build was compiled without.
+    Undecodable(String),
 }

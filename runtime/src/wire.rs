@@ -109,6 +109,11 @@ pub(crate) enum Header {
     /// The owner of the sender's export `id` revoked it: calls on it fail with
     /// `Revoked`, and the receiver's handles report it closed.
     Revoked { id: ExportId },
+    /// A `Call` or `Return` whose payload is in another codec than the
+    /// connection's (numbered as in the opening message): a payload forwarded from
+    /// a connection with another codec travels as it is, since only its final
+    /// receiver knows its type.
+    Foreign { codec: u8, header: Box<Header> },
 }
 
 /// Longest abort reason put on the wire.

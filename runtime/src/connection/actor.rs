@@ -25,6 +25,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::AnyCodec;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -312,9 +314,20 @@ impl<T: Transport> Actor<T> {
     ) -> Result<(), WireError> {
         let caps = self.describe(&message.caps)?;
         let header = header(caps);
-        let refused = match finish_frame(self.codec(), message.payload, &header) {
+        let order = Order::of(&header);
+        // A payload in another codec (forwarded from another connection) says so.
+        let framed = if message.codec == self.codec() {
+            finish_frame(self.codec(), message.payload, &header)
+        } else {
+            let foreign = Header::Foreign {
+                codec: message.codec.wire_id(),
+                header: Box::new(header.clone()),
+            };
+            finish_frame(self.codec(), message.payload, &foreign)
+        };
+        let refused = match framed {
             Ok(frame) if frame.len() <= self.send_limit() => {
-                self.enqueue(frame, Order::of(&header));
+                self.enqueue(frame, order);
                 return Ok(());
             }
             Ok(frame) => WireError::FrameTooLarge {
@@ -333,6 +346,7 @@ impl<T: Transport> Actor<T> {
         let message = Message {
             payload: reply.payload,
             caps: reply.caps,
+            codec: reply.codec,
         };
         let header = |caps| Header::Return {
             question,
@@ -345,6 +359,7 @@ impl<T: Transport> Actor<T> {
             let message = Message {
                 payload: failed.payload,
                 caps: Vec::new(),
+                codec: failed.codec,
             };
             let _ = self.send_message(message, |caps| Header::Return {
                 question,
@@ -353,6 +368,37 @@ impl<T: Transport> Actor<T> {
             });
         }
     }
+    /// A call or return whose payload is in a codec this build lacks: the call fails
+    /// (and what it carried is released), the return fails its question, saying
+    /// which codec is missing.
+    fn on_unknown_codec(&mut self, header: Header, id: u8) {
+        let why = format!(
+            "the payload is encoded in {}, which this build of farcall was compiled \
+             without (enable the feature of that name)",
+            AnyCodec::name_of(id)
+        );
+        let failed = self.reply_to().error(&WireError::Undecodable(why));
+        match header {
+            Header::Call { question, caps, .. } => {
+                drop(self.resolve(caps));
+                if let Some(question) = question {
+                    self.send_return(question, failed);
+                }
+            }
+            Header::Return { question, caps, .. } => {
+                let returned = Header::Return {
+                    question,
+                    outcome: Outcome::Failed,
+                    caps,
+                };
+                let codec = self.codec();
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let _ = self.on_message(returned, failed.payload, codec, &mut cx);
+            }
+            _ => {}
+        }
+    }
+
     /// Checks the peer's opening message: the first frame it sends.
     fn on_hello(&mut self, frame: &[u8]) -> Result<(), Arc<str>> {
         let Some(peer) = Hello::decode(frame) else {
@@ -394,6 +440,17 @@ impl<T: Transport> Actor<T> {
             frame
         };
         let (header, payload) = decode_frame(self.codec(), frame).map_err(|e| self.violation(e))?;
+        self.on_message(header, payload, self.codec(), cx)
+    }
+
+    /// Handles a decoded message whose payload is in `codec`.
+    fn on_message(
+        &mut self,
+        header: Header,
+        payload: Bytes,
+        codec: AnyCodec,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Arc<str>> {
         match header {
             Header::Call {
                 question,
@@ -407,6 +464,7 @@ impl<T: Transport> Actor<T> {
                     method,
                     payload,
                     caps,
+                    codec,
                     needs: Vec::new(),
                 },
                 cx,
@@ -422,6 +480,7 @@ impl<T: Transport> Actor<T> {
                     outcome,
                     payload,
                     caps,
+                    codec,
                 };
                 match self.questions.remove(&question) {
                     Some(sender) => {
@@ -493,6 +552,20 @@ impl<T: Transport> Actor<T> {
             Header::Revoked { id } => {
                 self.on_revoked(id);
                 Ok(())
+            }
+            Header::Foreign { codec: id, header } => {
+                if !matches!(*header, Header::Call { .. } | Header::Return { .. }) {
+                    return Err(self.violation(RpcError::BadMessage(
+                        "only a call or a return can carry a payload in another codec".into(),
+                    )));
+                }
+                match AnyCodec::from_wire_id(id) {
+                    Some(codec) => self.on_message(*header, payload, codec, cx),
+                    None => {
+                        self.on_unknown_codec(*header, id);
+                        Ok(())
+                    }
+                }
             }
             Header::Ping => Ok(()),
             Header::Abort { reason } => Err(format!("peer aborted: {reason}").into()),

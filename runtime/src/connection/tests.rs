@@ -540,3 +540,32 @@ async fn a_disembargo_before_the_return_or_twice_ends_the_connection() {
     }
     ended_because(&conn, "a second disembargo").await;
 }
+
+#[tokio::test]
+async fn a_payload_in_an_unknown_codec_fails_its_call_and_only_calls_may_carry_one() {
+    let (conn, mut raw) = Raw::new().await;
+    let call = Header::Call {
+        question: Some(1),
+        target: Target::Export(0),
+        method: method("echo"),
+        caps: Vec::new(),
+    };
+    let foreign = Header::Foreign {
+        codec: 9,
+        header: Box::new(call),
+    };
+    raw.send(foreign, &(1u32,)).await;
+    match raw.failure().await {
+        Some(WireError::Undecodable(why)) => {
+            assert!(why.contains("unknown codec (number 9)"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(raw.echo_works(2).await, "the connection lives on");
+    let wrapped_finish = Header::Foreign {
+        codec: 1,
+        header: Box::new(Header::Finish { question: 2 }),
+    };
+    raw.send(wrapped_finish, &()).await;
+    ended_because(&conn, "only a call or a return").await;
+}

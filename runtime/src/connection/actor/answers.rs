@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+
+use crate::codec::AnyCodec;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
@@ -75,6 +77,8 @@ pub(super) struct IncomingCall {
     pub(super) method: u32,
     pub(super) payload: Bytes,
     pub(super) caps: Vec<CapDescriptor>,
+    /// The codec of its arguments.
+    pub(super) codec: AnyCodec,
     /// The answers it needs (its target's, promises among its arguments), fixed
     /// when it arrives: those then in the answer table, never its own. An answer
     /// named before it exists is not waited for (it resolves as not found), so no
@@ -123,7 +127,7 @@ impl<T: Transport> Actor<T> {
         if finished {
             // Only calls pipelined on it still want it.
             if self.awaited(question) {
-                let cap = reply.promised_cap(self.codec());
+                let cap = reply.promised_cap();
                 self.answers
                     .insert(question, Answer::Done { cap, finished });
                 self.drain_stalled(cx);
@@ -133,7 +137,7 @@ impl<T: Transport> Actor<T> {
             return;
         }
         if reply.needs_finish() {
-            let cap = reply.promised_cap(self.codec());
+            let cap = reply.promised_cap();
             self.answers
                 .insert(question, Answer::Done { cap, finished });
         } else {
@@ -356,6 +360,7 @@ impl<T: Transport> Actor<T> {
                 .map(Bytes::from)
                 .unwrap_or_default(),
             caps: vec![root],
+            codec: self.codec(),
         }
     }
 
@@ -444,6 +449,7 @@ impl<T: Transport> Actor<T> {
             method,
             payload,
             caps,
+            codec,
             ..
         } = call;
         let caps = self.resolve(caps);
@@ -473,6 +479,7 @@ impl<T: Transport> Actor<T> {
             method,
             payload,
             caps,
+            codec,
             wants_reply: question.is_some(),
             reply,
             context: Some(CallContext {
@@ -498,6 +505,7 @@ impl<T: Transport> Actor<T> {
         let message = Message {
             payload: incoming.payload,
             caps: incoming.caps,
+            codec: incoming.codec,
         };
         let method = incoming.method;
         if !incoming.wants_reply {
