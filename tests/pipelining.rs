@@ -246,7 +246,8 @@ async fn calls_on_a_failed_promise_fail_and_say_why() {
         let l = link(codec).await;
         let err = l.root.refuse().depth().await.unwrap_err();
         assert!(
-            matches!(&err, RpcError::PromiseFailed(why) if why.contains("application error")),
+            matches!(&err, RpcError::PromiseFailed(why)
+                if why.contains("application error: no children today")),
             "{err}"
         );
         let err = l.root.explode().child("x".into()).name().await.unwrap_err();
@@ -506,4 +507,67 @@ async fn a_call_dropped_while_it_waits_releases_what_it_carried() {
     drop(slow);
     settles_to_nothing(&l).await;
     assert_eq!(l.client.stats().await.unwrap().exports, 0);
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DebugOnly {
+    code: u32,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Opaque;
+
+#[farcall::remote]
+pub trait Picky {
+    async fn debug_only(&self) -> Result<PickyClient, DebugOnly>;
+    async fn opaque(&self) -> Result<PickyClient, Opaque>;
+    async fn ping(&self) -> u32;
+}
+
+struct PickyImpl;
+
+impl Picky for PickyImpl {
+    async fn debug_only(&self) -> Result<PickyClient, DebugOnly> {
+        tokio::task::yield_now().await;
+        Err(DebugOnly { code: 7 })
+    }
+    async fn opaque(&self) -> Result<PickyClient, Opaque> {
+        Err(Opaque)
+    }
+    async fn ping(&self) -> u32 {
+        1
+    }
+}
+
+#[tokio::test]
+async fn a_failed_promise_describes_any_application_error() {
+    for (codec, link) in common::setups() {
+        let (_server, client) = common::connect(
+            link,
+            codec,
+            Connection::builder().root(PickyServer::new(PickyImpl)),
+            Connection::builder(),
+        )
+        .await;
+        let picky: PickyClient = client.root().await.unwrap();
+        let err = bounded("debug", picky.debug_only().ping())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, RpcError::PromiseFailed(why) if why.ends_with("DebugOnly { code: 7 }")),
+            "{err}"
+        );
+        let err = bounded("opaque", picky.opaque().ping()).await.unwrap_err();
+        assert!(
+            matches!(&err, RpcError::PromiseFailed(why) if why.contains("Opaque")),
+            "{err}"
+        );
+        // The call itself gives the typed error.
+        let typed = picky
+            .debug_only()
+            .await
+            .err()
+            .and_then(|e| e.into_app().ok());
+        assert_eq!(typed.map(|e| e.code), Some(7));
+    }
 }

@@ -87,7 +87,12 @@ where
 
     fn dispatch(&self, call: Incoming) -> Handler {
         match call.method() {
-            1 => call.handle::<Plain<R>, A, _, _>(&METHODS[0], |args| (self.f)(args)),
+            1 => call.handle::<Plain<R>, A, _, _>(
+                &METHODS[0],
+                crate::dispatch::Cancel::OnDrop,
+                crate::__private::no_error_text,
+                |args| (self.f)(args),
+            ),
             _ => call.method_not_found(),
         }
     }

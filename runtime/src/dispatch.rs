@@ -48,6 +48,16 @@ pub struct Method {
     pub id: u32,
 }
 
+/// Whether a handler stops when its caller gives up (drops the call, times out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// Dropped at its next `.await` (the default).
+    OnDrop,
+    /// Runs to completion in a task of its own; its result is then dropped
+    /// (`#[farcall(no_cancel)]`).
+    RunToCompletion,
+}
+
 /// A future that runs one call and yields its reply.
 pub type Handler = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
 
@@ -68,6 +78,9 @@ pub struct Reply {
     /// The codec the payload is in: the connection's, unless it was forwarded from
     /// a connection with another.
     pub(crate) codec: AnyCodec,
+    /// An application error in words, where the callee made it: what calls
+    /// pipelined on this answer say when they fail.
+    pub(crate) error_text: Option<String>,
 }
 
 impl fmt::Debug for Reply {
@@ -97,7 +110,10 @@ impl Reply {
                 Some(cap) => return cap.clone(),
                 None => "the result holds no capability".to_string(),
             },
-            Outcome::AppError => "the call returned an application error".to_string(),
+            Outcome::AppError => match &self.error_text {
+                Some(text) => format!("the call returned an application error: {text}"),
+                None => "the call returned an application error".to_string(),
+            },
             Outcome::Failed => match self.codec.decode::<WireError>(&self.payload) {
                 Ok(e) => format!(
                     "the call failed: {}",
@@ -116,6 +132,7 @@ impl Reply {
             payload: Bytes::new(),
             caps: Vec::new(),
             codec: AnyCodec::default(),
+            error_text: None,
         }
     }
 }
@@ -152,6 +169,7 @@ impl ReplyTo {
                 payload: message.payload,
                 caps: message.caps,
                 codec: message.codec,
+                error_text: None,
             },
             Err(e) => self.error(&WireError::Encode(e.to_string())),
         }
@@ -167,6 +185,7 @@ impl ReplyTo {
                 .unwrap_or_default(),
             caps: Vec::new(),
             codec: self.codec,
+            error_text: None,
         }
     }
 
@@ -195,53 +214,18 @@ impl Incoming {
     }
 
     /// Decodes the argument tuple `A`, runs `run` on it and encodes its value as
-    /// shape `S` prescribes. A panic anywhere in the handler becomes the caller's
-    /// [`RpcError::RemotePanic`].
-    pub fn handle<S, A, F, Fut>(self, method: &'static Method, run: F) -> Handler
-    where
-        S: Shape,
-        A: DeserializeOwned,
-        F: FnOnce(A) -> Fut,
-        Fut: Future<Output = S::Value> + Send + 'static,
-    {
-        match self.prepare::<S, A, F, Fut>(method, run) {
-            Ok(body) => body,
-            Err(failed) => failed,
-        }
-    }
-
-    /// Like [`handle`](Self::handle), for methods marked `#[farcall(no_cancel)]`: the
-    /// work runs in a task of its own that finishes even if the caller gives up (its
-    /// result is then dropped). The task runs inside the call's context and span, as
-    /// any handler does.
-    pub fn handle_to_completion<S, A, F, Fut>(self, method: &'static Method, run: F) -> Handler
-    where
-        S: Shape,
-        A: DeserializeOwned,
-        F: FnOnce(A) -> Fut,
-        Fut: Future<Output = S::Value> + Send + 'static,
-    {
-        match self.prepare::<S, A, F, Fut>(method, run) {
-            Ok(body) => {
-                let task = tokio::spawn(body);
-                Box::pin(async move {
-                    match task.await {
-                        Ok(reply) => reply,
-                        // `body` catches panics; a task is only cancelled when the
-                        // runtime shuts down.
-                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                        Err(_) => Reply::none(),
-                    }
-                })
-            }
-            Err(failed) => failed,
-        }
-    }
-
-    /// The whole handler as one future: decoding, the user's work inside the call's
-    /// context and span with panics caught, and encoding. `Err` if the arguments do
-    /// not decode (a handler that fails at once).
-    fn prepare<S, A, F, Fut>(self, method: &'static Method, run: F) -> Result<Handler, Handler>
+    /// shape `S` prescribes. The work runs inside the call's context and tracing
+    /// span; `cancel` says whether it stops when the caller gives up. A panic
+    /// anywhere in the handler becomes the caller's [`RpcError::RemotePanic`].
+    /// `describe` puts an application error in words, for the calls pipelined on
+    /// this one.
+    pub fn handle<S, A, F, Fut>(
+        self,
+        method: &'static Method,
+        cancel: Cancel,
+        describe: fn(&S::Value) -> Option<String>,
+        run: F,
+    ) -> Handler
     where
         S: Shape,
         A: DeserializeOwned,
@@ -260,22 +244,44 @@ impl Incoming {
             Ok(args) => args,
             Err(e) => {
                 let error = WireError::BadArguments(format!("{}: {e}", method.name));
-                return Err(Box::pin(std::future::ready(reply.error(&error))));
+                return reply.fail_now(error);
             }
         };
         let work = run(args);
         let span = tracing::trace_span!("farcall::call", method = method.name);
         let body = async move {
-            let outcome = AssertUnwindSafe(async { S::encode_value(work.await, &reply) })
-                .catch_unwind()
-                .await;
+            let outcome = AssertUnwindSafe(async {
+                let value = work.await;
+                let error_text = describe(&value);
+                let mut encoded = S::encode_value(value, &reply);
+                encoded.error_text = error_text;
+                encoded
+            })
+            .catch_unwind()
+            .await;
             outcome.unwrap_or_else(|panic| reply.panic(panic))
         }
         .instrument(span);
-        Ok(match context {
+        // The context and span wrap the work before anything is spawned.
+        let body: Handler = match context {
             Some(context) => Box::pin(CONTEXT.scope(context, body)),
             None => Box::pin(body),
-        })
+        };
+        match cancel {
+            Cancel::OnDrop => body,
+            Cancel::RunToCompletion => {
+                let task = tokio::spawn(body);
+                Box::pin(async move {
+                    match task.await {
+                        Ok(reply) => reply,
+                        // `body` catches panics; a task is only cancelled when the
+                        // runtime shuts down.
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(_) => Reply::none(),
+                    }
+                })
+            }
+        }
     }
 
     /// Answers that the method does not exist on this interface.

@@ -122,7 +122,9 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::client::{Call, Client, Promise, RemoteClient, TryPromise};
-    pub use crate::dispatch::{Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain};
+    pub use crate::dispatch::{
+        Cancel, Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain,
+    };
     pub use crate::error::{CallError, RpcError};
     pub use core::clone::Clone;
     pub use core::cmp::{Eq, PartialEq};
@@ -150,6 +152,54 @@ pub mod __private {
     /// Compiles only when `T` can travel: generated code calls it in a `const` item,
     /// once for each argument and result type of a remote trait.
     pub const fn assert_travels<T: Travels>() {}
+
+    /// An application error, to be described in words for the reasons of calls
+    /// pipelined on its call (`PromiseFailed`). Generated code calls
+    /// `(&&&ErrorText(e)).error_text()` with the three traits below in scope: method
+    /// resolution picks `Display` when the type has it, else `Debug`, else its type
+    /// name, without requiring either of the user's error type.
+    pub struct ErrorText<'a, T>(pub &'a T);
+
+    /// Describes with `Display` (see [`ErrorText`]).
+    pub trait ViaDisplay {
+        /// The error in words.
+        fn error_text(&self) -> String;
+    }
+
+    impl<T: fmt::Display> ViaDisplay for &&ErrorText<'_, T> {
+        fn error_text(&self) -> String {
+            self.0.to_string()
+        }
+    }
+
+    /// Describes with `Debug` (see [`ErrorText`]).
+    pub trait ViaDebug {
+        /// The error in words.
+        fn error_text(&self) -> String;
+    }
+
+    impl<T: fmt::Debug> ViaDebug for &ErrorText<'_, T> {
+        fn error_text(&self) -> String {
+            format!("{:?}", self.0)
+        }
+    }
+
+    /// Describes by type name (see [`ErrorText`]).
+    pub trait ViaTypeName {
+        /// The error in words.
+        fn error_text(&self) -> String;
+    }
+
+    impl<T> ViaTypeName for ErrorText<'_, T> {
+        fn error_text(&self) -> String {
+            format!("a `{}`", std::any::type_name::<T>())
+        }
+    }
+
+    /// The text of a plain method's value: none.
+    pub fn no_error_text<V>(_: &V) -> Option<String> {
+        None
+    }
 
     /// Serializes a client as a capability of the message being encoded.
     pub fn serialize_client<S: serde::Serializer>(

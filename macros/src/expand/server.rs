@@ -4,7 +4,27 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::{args_tuple, args_tuple_type, shape, travels, Names};
-use crate::model::RemoteTrait;
+use crate::model::{RemoteMethod, RemoteTrait, Ret};
+
+/// How a method's application error is put in words for calls pipelined on it: by
+/// `Display`, else `Debug`, else its type name (see `__private::ErrorText`).
+fn error_text(method: &RemoteMethod<'_>) -> TokenStream {
+    match &method.ret {
+        Ret::Fallible { ok, err } => quote! {
+            |__value: &::farcall::__private::Result<#ok, #err>| {
+                #[allow(unused_imports)]
+                use ::farcall::__private::{ViaDebug as _, ViaDisplay as _, ViaTypeName as _};
+                match __value {
+                    ::farcall::__private::Result::Err(__error) => ::core::option::Option::Some(
+                        (&&&::farcall::__private::ErrorText(__error)).error_text(),
+                    ),
+                    ::farcall::__private::Result::Ok(_) => ::core::option::Option::None,
+                }
+            }
+        },
+        Ret::Unit | Ret::Plain(_) => quote!(::farcall::__private::no_error_text),
+    }
+}
 
 pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
     let vis = &model.item.vis;
@@ -21,14 +41,17 @@ pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
         let pattern = args_tuple(m);
         let args = m.args.iter().map(|a| a.name);
         let tuple_type = args_tuple_type(m);
-        let handle = if m.no_cancel {
-            quote!(handle_to_completion)
+        let cancel = if m.no_cancel {
+            quote!(::farcall::__private::Cancel::RunToCompletion)
         } else {
-            quote!(handle)
+            quote!(::farcall::__private::Cancel::OnDrop)
         };
+        let describe = error_text(m);
         quote! {
-            #id => __call.#handle::<#shape, _, _, _>(
+            #id => __call.handle::<#shape, _, _, _>(
                 &__methods[#index],
+                #cancel,
+                #describe,
                 move |#pattern: #tuple_type| async move {
                     <__T as #trait_ident>::#ident(&*__this, #(#args),*).await
                 },

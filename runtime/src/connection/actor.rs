@@ -481,6 +481,7 @@ impl<T: Transport> Actor<T> {
                     payload,
                     caps,
                     codec,
+                    error_text: None,
                 };
                 match self.questions.remove(&question) {
                     Some(sender) => {

@@ -361,6 +361,7 @@ impl<T: Transport> Actor<T> {
                 .unwrap_or_default(),
             caps: vec![root],
             codec: self.codec(),
+            error_text: None,
         }
     }
 
