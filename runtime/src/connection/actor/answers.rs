@@ -304,7 +304,7 @@ impl<T: Transport> Actor<T> {
                     }
                     progress = true;
                     match next {
-                        Stalled::Call(call) => self.deliver(call, cx),
+                        Stalled::Call(call) => self.deliver(call, true, cx),
                         Stalled::Disembargo { question } => {
                             self.enqueue_control(&Header::Disembargo {
                                 question,
@@ -438,12 +438,13 @@ impl<T: Transport> Actor<T> {
                 .push_back(Stalled::Call(call));
             return Ok(());
         }
-        self.deliver(call, cx);
+        self.deliver(call, false, cx);
         Ok(())
     }
 
-    /// Starts a call whose dependencies are ready.
-    fn deliver(&mut self, call: IncomingCall, cx: &mut Context<'_>) {
+    /// Starts a call whose dependencies are ready; `waited`: it waited in `stalled`
+    /// (and so has an answer entry, which a `Finish` may have marked).
+    fn deliver(&mut self, call: IncomingCall, waited: bool, cx: &mut Context<'_>) {
         let IncomingCall {
             question,
             target,
@@ -498,7 +499,13 @@ impl<T: Transport> Actor<T> {
             }
             object => object.dispatch(incoming),
         };
-        self.start(question, handler, cx);
+        // Only a call that waited can have been finished already; a fresh one has no
+        // entry yet, so the common path looks nothing up.
+        let finished = waited
+            && question
+                .and_then(|q| self.answers.get(&q))
+                .is_some_and(Answer::finished);
+        self.start(question, finished, handler, cx);
     }
 
     /// Sends a call back to the peer that owns its target, as our own question.
@@ -550,11 +557,13 @@ impl<T: Transport> Actor<T> {
 
     /// Polls a new handler once, here, so calls start in arrival order; spawns it
     /// only if it has to wait.
-    fn start(&mut self, question: Option<QuestionId>, mut handler: Handler, cx: &mut Context<'_>) {
-        // A call that waited in `stalled` may have been finished meanwhile.
-        let finished = question
-            .and_then(|q| self.answers.get(&q))
-            .is_some_and(Answer::finished);
+    fn start(
+        &mut self,
+        question: Option<QuestionId>,
+        finished: bool,
+        mut handler: Handler,
+        cx: &mut Context<'_>,
+    ) {
         match handler.as_mut().poll(cx) {
             Poll::Ready(reply) => {
                 if let Some(question) = question {
