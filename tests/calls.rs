@@ -518,3 +518,70 @@ async fn stats_count_no_root_and_fail_with_the_reason_once_ended() {
         "{err}"
     );
 }
+
+mod sig_v1 {
+    #[farcall::remote]
+    pub trait Api {
+        async fn get(&self, key: u32) -> u32;
+        async fn same(&self, x: u64) -> u64;
+    }
+}
+
+/// Only the client side of this version is used.
+#[allow(dead_code)]
+mod sig_v2 {
+    #[farcall::remote]
+    pub trait Api {
+        /// The argument's type changed between the two builds.
+        async fn get(&self, key: String) -> u32;
+        async fn same(&self, x: u64) -> u64;
+        async fn added(&self) -> u32;
+    }
+}
+
+struct ApiV1;
+
+impl sig_v1::Api for ApiV1 {
+    async fn get(&self, key: u32) -> u32 {
+        key
+    }
+    async fn same(&self, x: u64) -> u64 {
+        x + 1
+    }
+}
+
+#[tokio::test]
+async fn a_method_whose_types_changed_between_builds_says_so() {
+    for (codec, link) in setups() {
+        let (_server, client) = connect(
+            link,
+            codec,
+            Connection::builder().root(sig_v1::ApiServer::new(ApiV1)),
+            Connection::builder(),
+        )
+        .await;
+        // Same trait name, another version: accepted at bootstrap.
+        let api: sig_v2::ApiClient = bounded("root", client.root()).await.unwrap();
+        assert_eq!(
+            api.get("k".into()).await,
+            Err(RpcError::SignatureMismatch {
+                interface: "Api",
+                method: "get"
+            }),
+            "{codec:?} over {link:?}"
+        );
+        let err = api.get("k".into()).await.unwrap_err().to_string();
+        assert!(
+            err.contains("`Api::get`") && err.contains("signature"),
+            "{err}"
+        );
+        assert_eq!(api.same(1).await, Ok(2), "unchanged methods still work");
+        assert!(matches!(
+            api.added().await,
+            Err(RpcError::MethodNotFound {
+                method: "added",
+                ..
+            })
+        ));
+    }
+}

@@ -236,10 +236,14 @@ pub(crate) fn oneway_returns(output: &ReturnType) -> syn::Error {
     )
 }
 
-/// Method ids are hashes of names: two names must not collide.
+/// Method ids begin with a hash of the name: two names must not collide there.
 pub(crate) fn unique_ids(methods: &[RemoteMethod<'_>], errors: &mut Errors) {
+    let name_bits = |id: u32| id >> crate::hash::SIGNATURE_BITS;
     for (i, a) in methods.iter().enumerate() {
-        if let Some(b) = methods[..i].iter().find(|b| b.id == a.id) {
+        if let Some(b) = methods[..i]
+            .iter()
+            .find(|b| name_bits(b.id) == name_bits(a.id))
+        {
             errors.push(error(
                 &a.item.sig.ident,
                 &format!(

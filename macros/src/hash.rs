@@ -10,11 +10,30 @@ pub(crate) fn fnv64(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// The wire id of a method: derived from its name only, so adding, removing or
-/// reordering other methods keeps it stable.
-pub(crate) fn method_id(name: &str) -> u32 {
-    let h = fnv64(name.as_bytes());
-    (h ^ (h >> 32)) as u32
+/// Bits of a method id that come from its signature (the low ones); the rest come
+/// from its name. Must match `SIGNATURE_BITS` in the runtime's `dispatch.rs`.
+pub(crate) const SIGNATURE_BITS: u32 = 12;
+
+/// Mixes a hash so that its high bits depend on every input byte (FNV-1a alone
+/// leaves them nearly unchanged by the last bytes: `get1` and `get2` would share
+/// them). MurmurHash3's 64-bit finalizer.
+fn mix(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+/// The wire id of a method: 20 bits from its name, so adding, removing or
+/// reordering other methods keeps it stable, and 12 from its signature (argument
+/// and result types as written), so a peer whose method of the same name has
+/// other types tells the caller so instead of failing to decode. Free on the wire:
+/// the id is one `u32` either way.
+pub(crate) fn method_id(name: &str, signature: &str) -> u32 {
+    let name = (mix(fnv64(name.as_bytes())) >> (64 - (32 - SIGNATURE_BITS))) as u32;
+    let signature = (mix(fnv64(signature.as_bytes())) >> (64 - SIGNATURE_BITS)) as u32;
+    (name << SIGNATURE_BITS) | signature
 }
 
 #[cfg(test)]
@@ -25,6 +44,15 @@ mod tests {
     fn known_vectors() {
         assert_eq!(fnv64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_ne!(method_id("add"), method_id("sub"));
+        assert_ne!(method_id("add", "u64"), method_id("sub", "u64"));
+        // Similar names differ in the name bits; another signature only in the rest.
+        let name_bits = |id: u32| id >> SIGNATURE_BITS;
+        assert_ne!(
+            name_bits(method_id("get1", "")),
+            name_bits(method_id("get2", ""))
+        );
+        let (a, b) = (method_id("get", "u32->u64"), method_id("get", "u32->u32"));
+        assert_eq!(name_bits(a), name_bits(b));
+        assert_ne!(a, b);
     }
 }

@@ -79,15 +79,8 @@ impl<'a> RemoteTrait<'a> {
     pub(crate) fn fingerprint(&self) -> u64 {
         let mut text = self.name.clone();
         for m in &self.methods {
-            text.push_str(&format!(
-                "|{}{}",
-                if m.oneway { "oneway " } else { "" },
-                m.name
-            ));
-            for arg in &m.args {
-                text.push_str(&format!(",{}", arg.ty.to_token_stream()));
-            }
-            text.push_str(&format!("->{}", m.item.sig.output.to_token_stream()));
+            let signature = signature_text(m.oneway, &m.args, &m.item.sig.output);
+            text.push_str(&format!("|{}{signature}", m.name));
         }
         hash::fnv64(text.as_bytes())
     }
@@ -124,9 +117,10 @@ impl<'a> RemoteMethod<'a> {
         }
         (errors.len() == before).then(|| {
             let name = sig.ident.unraw().to_string();
+            let signature = signature_text(oneway, &args, &sig.output);
             RemoteMethod {
                 item,
-                id: hash::method_id(&name),
+                id: hash::method_id(&name, &signature),
                 name,
                 args,
                 ret,
@@ -196,4 +190,16 @@ pub(crate) fn strip_farcall_attrs(item: &mut ItemTrait) {
             method.attrs.retain(|a| !is_farcall_attr(a));
         }
     }
+}
+
+/// A method's signature as written: one-way or not, argument types, result type.
+/// Two builds whose text differs disagree on the method's types (or spell the same
+/// types differently, which is reported the same way).
+fn signature_text(oneway: bool, args: &[Arg<'_>], output: &ReturnType) -> String {
+    let mut text = String::from(if oneway { "oneway " } else { "" });
+    for arg in args {
+        text.push_str(&format!(",{}", arg.ty.to_token_stream()));
+    }
+    text.push_str(&format!("->{}", output.to_token_stream()));
+    text
 }

@@ -93,7 +93,7 @@ where
                 crate::__private::no_error_text,
                 |args| (self.f)(args),
             ),
-            _ => call.method_not_found(),
+            _ => call.method_not_found(&INTERFACE),
         }
     }
 }

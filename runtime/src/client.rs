@@ -567,6 +567,7 @@ impl WireError {
             WireError::Forward(e) => RpcError::disconnected(format!("forwarding failed: {e}")),
             WireError::PromiseFailed(why) => RpcError::PromiseFailed(why),
             WireError::Undecodable(why) => RpcError::Decode(why),
+            WireError::SignatureMismatch => RpcError::SignatureMismatch { interface, method },
             WireError::Overloaded(why) => {
                 RpcError::Overloaded(format!("the peer refused the call: {why}"))
             }

@@ -43,8 +43,10 @@ pub struct Method {
     pub interface: &'static str,
     /// The method's name.
     pub name: &'static str,
-    /// The method's id on the wire: a hash of its name, so adding or reordering
-    /// methods keeps old peers working.
+    /// The method's id on the wire: 20 bits hashed from its name, so adding or
+    /// reordering methods keeps old peers working, and 12 bits hashed
+    /// from its argument and result types as written, so a peer whose method of
+    /// that name has other types answers [`RpcError::SignatureMismatch`].
     pub id: u32,
 }
 
@@ -57,6 +59,10 @@ pub enum Cancel {
     /// (`#[farcall(no_cancel)]`).
     RunToCompletion,
 }
+
+/// How many low bits of a [`Method::id`] come from the method's signature (the
+/// macro's `hash::SIGNATURE_BITS` must agree).
+pub(crate) const SIGNATURE_BITS: u32 = 12;
 
 /// A future that runs one call and yields its reply.
 pub type Handler = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
@@ -284,8 +290,17 @@ impl Incoming {
         }
     }
 
-    /// Answers that the method does not exist on this interface.
-    pub fn method_not_found(self) -> Handler {
+    /// Answers that the method does not exist on `interface`, or, when a method of
+    /// the same name exists with another signature, says that.
+    pub fn method_not_found(self, interface: &'static Interface) -> Handler {
+        let name_bits = |id: u32| id >> SIGNATURE_BITS;
+        let same_name = interface
+            .methods
+            .iter()
+            .any(|m| name_bits(m.id) == name_bits(self.method));
+        if same_name {
+            return self.fail(WireError::SignatureMismatch);
+        }
         self.fail(WireError::MethodNotFound)
     }
 

@@ -19,6 +19,15 @@ pub enum RpcError {
     /// The call did not finish within its time limit.
     #[error("call timed out")]
     Timeout,
+    /// The peer has a method of this name, but with other argument or result types
+    /// (the two ends were built from different versions of the trait).
+    #[error("the peer's `{interface}::{method}` has another signature: its argument or result types differ from this build's")]
+    SignatureMismatch {
+        /// The interface (trait) the caller believes it is talking to.
+        interface: &'static str,
+        /// The method that was called.
+        method: &'static str,
+    },
     /// The peer's object has no such method (for example an older peer).
     #[error("method `{method}` not found on the peer's `{interface}`")]
     MethodNotFound {
@@ -199,4 +208,6 @@ pub(crate) enum WireError {
     Overloaded(String),
     /// A payload in a codec the receiving build was compiled without.
     Undecodable(String),
+    /// The method exists with other argument or result types.
+    SignatureMismatch,
 }

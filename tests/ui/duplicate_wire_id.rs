@@ -1,8 +1,8 @@
-// `ecdy` and `kybn` hash to the same 32-bit method id.
+// `abky` and `ackl` hash to the same 20 name bits of a method id.
 #[farcall::remote]
 trait Api {
-    async fn ecdy(&self);
-    async fn kybn(&self);
+    async fn abky(&self);
+    async fn ackl(&self);
 }
 
 fn main() {}

@@ -90,7 +90,7 @@ pub(crate) fn expand(model: &RemoteTrait<'_>, names: &Names) -> TokenStream {
                 let __methods = <#client as ::farcall::__private::RemoteClient>::INTERFACE.methods;
                 match __call.method() {
                     #(#arms)*
-                    _ => __call.method_not_found(),
+                    _ => __call.method_not_found(<#client as ::farcall::__private::RemoteClient>::INTERFACE),
                 }
             }
         }
