@@ -492,3 +492,40 @@ async fn a_small_call_made_during_an_upload_passes_it_over_tcp_with_small_buffer
     })
     .await;
 }
+
+#[tokio::test]
+async fn json_carries_bytes_as_base64_within_the_default_frame_limit() {
+    const FIVE_MIB: usize = 5 << 20;
+    const DEFAULT_MAX_FRAME: usize = 16 << 20;
+    let data = Bytes::from((0..FIVE_MIB).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
+    // As arrays of numbers (serde_json alone), the argument would not fit a frame.
+    let as_numbers = serde_json::to_vec(&data.to_vec()).unwrap().len();
+    assert!(as_numbers > DEFAULT_MAX_FRAME, "{as_numbers}");
+
+    let s = setup(AnyCodec::Json, PLAIN, Connection::builder).await;
+    let before = s.sent_by_client.load(Ordering::SeqCst);
+    assert_eq!(
+        bounded("5 MiB over JSON", s.files.size(data.clone())).await,
+        Ok(FIVE_MIB)
+    );
+    let sent = s.sent_by_client.load(Ordering::SeqCst) - before;
+    eprintln!(
+        "JSON: a 5 MiB argument cost {sent} bytes on the wire ({:.3}x; {as_numbers} bytes \
+         as arrays of numbers)",
+        sent as f64 / FIVE_MIB as f64
+    );
+    assert!(sent <= FIVE_MIB * 14 / 10, "{sent} bytes for {FIVE_MIB}");
+
+    // A `serde_bytes` field likewise.
+    let blob = Blob {
+        name: "five".into(),
+        data: data.to_vec(),
+    };
+    let before = s.sent_by_client.load(Ordering::SeqCst);
+    assert_eq!(
+        bounded("5 MiB blob over JSON", s.files.blob_size(blob)).await,
+        Ok(FIVE_MIB)
+    );
+    let sent = s.sent_by_client.load(Ordering::SeqCst) - before;
+    assert!(sent <= FIVE_MIB * 14 / 10, "{sent} bytes for {FIVE_MIB}");
+}

@@ -24,6 +24,10 @@
 //!   reading (bincode 2 allocates up to its configured limit, 1 GiB, for a six-byte
 //!   frame).
 //!
+//! The wrappers are the one place every nested deserializer passes through, so they
+//! also apply how a format reads byte strings ([`ByteStrings`]): natively in the
+//! binary formats, as base64 text in JSON.
+//!
 //! On a violation the error is the format's own, made with
 //! [`serde::de::Error::custom`]; as some formats drop custom messages (postcard), the
 //! budget also remembers the violation and [`Budget::error`] reports it.
@@ -63,13 +67,40 @@ impl fmt::Display for Violation {
     }
 }
 
-/// The limits left for one decode, shared by all the wrappers of that decode.
+/// How a format reads a byte string (`deserialize_bytes`, `deserialize_byte_buf`).
+pub(crate) trait ByteStrings {
+    /// Deserializes a byte string from `deserializer` with `visitor`.
+    fn deserialize<'de, D: Deserializer<'de>, V: Visitor<'de>>(
+        deserializer: D,
+        visitor: V,
+    ) -> Result<V::Value, D::Error>;
+}
+
+/// Byte strings as the format itself reads them.
 #[derive(Debug)]
-pub(crate) struct Budget {
+pub(crate) struct Native;
+
+impl ByteStrings for Native {
+    /// Asks for borrowed bytes even for a byte buffer: the visitor copies what is
+    /// there (see the module documentation).
+    #[inline]
+    fn deserialize<'de, D: Deserializer<'de>, V: Visitor<'de>>(
+        deserializer: D,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        deserializer.deserialize_bytes(visitor)
+    }
+}
+
+/// The limits left for one decode, shared by all the wrappers of that decode; `B`
+/// reads its byte strings.
+#[derive(Debug)]
+pub(crate) struct Budget<B = Native> {
     max_depth: u32,
     depth_left: u32,
     elements_left: usize,
     violation: Option<Violation>,
+    bytes: PhantomData<fn() -> B>,
 }
 
 impl Budget {
@@ -86,16 +117,32 @@ impl Budget {
             depth_left: max_depth,
             elements_left: max_elements,
             violation: None,
+            bytes: PhantomData,
+        }
+    }
+}
+
+impl<B> Budget<B> {
+    /// The same budget, with byte strings read by `C`.
+    // Only the JSON codec reads byte strings otherwise than natively.
+    #[cfg_attr(not(feature = "json"), allow(dead_code))]
+    pub(crate) fn bytes_as<C: ByteStrings>(self) -> Budget<C> {
+        Budget {
+            max_depth: self.max_depth,
+            depth_left: self.depth_left,
+            elements_left: self.elements_left,
+            violation: self.violation,
+            bytes: PhantomData,
         }
     }
 
     /// A seed that deserializes a `T` within this budget.
-    pub(crate) fn seed<T>(&mut self) -> Seed<'_, PhantomData<T>> {
+    pub(crate) fn seed<T>(&mut self) -> Seed<'_, PhantomData<T>, B> {
         self.wrap_seed(PhantomData)
     }
 
     /// Wraps any seed so that it deserializes within this budget.
-    pub(crate) fn wrap_seed<S>(&mut self, seed: S) -> Seed<'_, S> {
+    pub(crate) fn wrap_seed<S>(&mut self, seed: S) -> Seed<'_, S, B> {
         Seed { seed, budget: self }
     }
 
@@ -142,12 +189,12 @@ impl Budget {
 }
 
 /// A [`DeserializeSeed`] that runs `seed` within a [`Budget`].
-pub(crate) struct Seed<'a, S> {
+pub(crate) struct Seed<'a, S, B> {
     seed: S,
-    budget: &'a mut Budget,
+    budget: &'a mut Budget<B>,
 }
 
-impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
+impl<'de, S: DeserializeSeed<'de>, B: ByteStrings> DeserializeSeed<'de> for Seed<'_, S, B> {
     type Value = S::Value;
 
     #[inline]
@@ -160,15 +207,15 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
 }
 
 /// A [`Deserializer`] that enforces a [`Budget`] on `inner`.
-pub(crate) struct Budgeted<'a, D> {
+pub(crate) struct Budgeted<'a, D, B> {
     inner: D,
-    budget: &'a mut Budget,
+    budget: &'a mut Budget<B>,
 }
 
-impl<'a, D> Budgeted<'a, D> {
+impl<'a, D, B> Budgeted<'a, D, B> {
     /// Wraps `V` for a value whose sequence elements count against the budget.
     #[inline]
-    fn counted<V>(budget: &'a mut Budget, inner: V) -> BudgetVisitor<'a, V> {
+    fn counted<V>(budget: &'a mut Budget<B>, inner: V) -> BudgetVisitor<'a, V, B> {
         BudgetVisitor {
             inner,
             budget,
@@ -178,7 +225,7 @@ impl<'a, D> Budgeted<'a, D> {
 
     /// Wraps `V` for a value whose sequence length is fixed by its type.
     #[inline]
-    fn fixed<V>(budget: &'a mut Budget, inner: V) -> BudgetVisitor<'a, V> {
+    fn fixed<V>(budget: &'a mut Budget<B>, inner: V) -> BudgetVisitor<'a, V, B> {
         BudgetVisitor {
             inner,
             budget,
@@ -197,7 +244,7 @@ macro_rules! forward {
     )*};
 }
 
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for Budgeted<'_, D> {
+impl<'de, D: Deserializer<'de>, B: ByteStrings> Deserializer<'de> for Budgeted<'_, D, B> {
     type Error = D::Error;
 
     forward! { counted:
@@ -217,7 +264,6 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Budgeted<'_, D> {
         deserialize_f64()
         deserialize_char()
         deserialize_str()
-        deserialize_bytes()
         deserialize_option()
         deserialize_unit()
         deserialize_unit_struct(name: &'static str)
@@ -243,12 +289,16 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Budgeted<'_, D> {
             .deserialize_str(Self::counted(self.budget, visitor))
     }
 
-    /// Asks for borrowed bytes: the visitor copies what is there (see the module
-    /// documentation).
+    #[inline]
+    fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        B::deserialize(self.inner, Self::counted(self.budget, visitor))
+    }
+
+    /// Read as [`deserialize_bytes`](Self::deserialize_bytes): the visitor copies
+    /// what is there (see the module documentation).
     #[inline]
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner
-            .deserialize_bytes(Self::counted(self.budget, visitor))
+        B::deserialize(self.inner, Self::counted(self.budget, visitor))
     }
 
     #[inline]
@@ -258,9 +308,9 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Budgeted<'_, D> {
 }
 
 /// A [`Visitor`] that counts the nesting levels and wraps what it is given.
-struct BudgetVisitor<'a, V> {
+struct BudgetVisitor<'a, V, B> {
     inner: V,
-    budget: &'a mut Budget,
+    budget: &'a mut Budget<B>,
     /// Whether the elements of a sequence count against the element budget.
     count: bool,
 }
@@ -275,7 +325,7 @@ macro_rules! forward_visit {
     )*};
 }
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for BudgetVisitor<'_, V> {
+impl<'de, V: Visitor<'de>, B: ByteStrings> Visitor<'de> for BudgetVisitor<'_, V, B> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -382,13 +432,13 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for BudgetVisitor<'_, V> {
 
 /// A [`SeqAccess`] that charges each element to the budget (when `count`) and
 /// deserializes it within the budget.
-struct BudgetSeq<'a, A> {
+struct BudgetSeq<'a, A, B> {
     inner: A,
-    budget: &'a mut Budget,
+    budget: &'a mut Budget<B>,
     count: bool,
 }
 
-impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for BudgetSeq<'_, A> {
+impl<'de, A: SeqAccess<'de>, B: ByteStrings> SeqAccess<'de> for BudgetSeq<'_, A, B> {
     type Error = A::Error;
 
     #[inline]
@@ -417,12 +467,12 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for BudgetSeq<'_, A> {
 
 /// A [`MapAccess`] that charges each entry to the budget and deserializes keys and
 /// values within the budget.
-struct BudgetMap<'a, A> {
+struct BudgetMap<'a, A, B> {
     inner: A,
-    budget: &'a mut Budget,
+    budget: &'a mut Budget<B>,
 }
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for BudgetMap<'_, A> {
+impl<'de, A: MapAccess<'de>, B: ByteStrings> MapAccess<'de> for BudgetMap<'_, A, B> {
     type Error = A::Error;
 
     #[inline]
@@ -457,14 +507,14 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for BudgetMap<'_, A> {
 }
 
 /// An [`EnumAccess`] whose variant is deserialized within the budget.
-struct BudgetEnum<'a, A> {
+struct BudgetEnum<'a, A, B> {
     inner: A,
-    budget: &'a mut Budget,
+    budget: &'a mut Budget<B>,
 }
 
-impl<'a, 'de, A: EnumAccess<'de>> EnumAccess<'de> for BudgetEnum<'a, A> {
+impl<'a, 'de, A: EnumAccess<'de>, B: ByteStrings> EnumAccess<'de> for BudgetEnum<'a, A, B> {
     type Error = A::Error;
-    type Variant = BudgetVariant<'a, A::Variant>;
+    type Variant = BudgetVariant<'a, A::Variant, B>;
 
     #[inline]
     fn variant_seed<S: DeserializeSeed<'de>>(
@@ -487,12 +537,12 @@ impl<'a, 'de, A: EnumAccess<'de>> EnumAccess<'de> for BudgetEnum<'a, A> {
 }
 
 /// A [`VariantAccess`] whose content is deserialized within the budget.
-struct BudgetVariant<'a, A> {
+struct BudgetVariant<'a, A, B> {
     inner: A,
-    budget: &'a mut Budget,
+    budget: &'a mut Budget<B>,
 }
 
-impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for BudgetVariant<'_, A> {
+impl<'de, A: VariantAccess<'de>, B: ByteStrings> VariantAccess<'de> for BudgetVariant<'_, A, B> {
     type Error = A::Error;
 
     #[inline]
