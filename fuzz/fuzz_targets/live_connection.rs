@@ -247,6 +247,13 @@ enum Header {
     Abort {
         reason: String,
     },
+    Revoked {
+        id: Id,
+    },
+    Foreign {
+        codec: u8,
+        header: Box<Header>,
+    },
 }
 
 /// What goes on the wire for a [`Header`] (`Bootstrap` flattens `Expected`).
@@ -282,6 +289,13 @@ enum WireHeader<'a> {
     Ping,
     Abort {
         reason: &'a str,
+    },
+    Revoked {
+        id: Id,
+    },
+    Foreign {
+        codec: u8,
+        header: Box<WireHeader<'a>>,
     },
 }
 
@@ -328,6 +342,11 @@ impl Header {
                 reflected: *reflected,
             },
             Header::Ping => WireHeader::Ping,
+            Header::Revoked { id } => WireHeader::Revoked { id: *id },
+            Header::Foreign { codec, header } => WireHeader::Foreign {
+                codec: *codec,
+                header: Box::new(header.wire()),
+            },
             Header::Abort { reason } => WireHeader::Abort { reason },
         }
     }
