@@ -113,7 +113,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     client.close().await;
     server.closed().await;
-    println!("closed: {}", server.close_reason().unwrap_or_default());
+    if let Some(reason) = server.close_reason() {
+        println!("closed: {reason}");
+    }
     Ok(())
 }
 

@@ -74,6 +74,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => println!("unexpected: {other:?}"),
     }
     connection.close().await;
-    println!("closed: {}", connection.close_reason().unwrap_or_default());
+    if let Some(reason) = connection.close_reason() {
+        println!("closed: {reason}");
+    }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use farcall::process::{self, Worker};
-use farcall::{Connection, RpcError};
+use farcall::{CloseReason, Connection, RpcError};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 
@@ -75,9 +75,9 @@ async fn assert_gone(pid: u32, what: &str) {
     panic!("{what}: process {pid} still alive after 10 s");
 }
 
-fn disconnect_reason(result: Result<impl std::fmt::Debug, RpcError>) -> String {
+fn disconnect_reason(result: Result<impl std::fmt::Debug, RpcError>) -> CloseReason {
     match result {
-        Err(RpcError::Disconnected(reason)) => reason.to_string(),
+        Err(RpcError::Disconnected(reason)) => reason,
         other => panic!("expected a disconnect, got {other:?}"),
     }
 }
@@ -129,10 +129,7 @@ async fn worker_exit_fails_pending_calls_with_its_status() {
         }
         assert_eq!(worker.wait().await.unwrap().code(), Some(3));
         assert_eq!(worker.exit_status().and_then(|s| s.code()), Some(3));
-        assert_eq!(
-            worker.connection().close_reason().as_deref(),
-            Some(&*expected)
-        );
+        assert_eq!(worker.connection().close_reason(), Some(expected.clone()));
         // Later calls fail the same way.
         assert_eq!(disconnect_reason(probe.add(1, 2).await), expected);
     })
@@ -140,12 +137,12 @@ async fn worker_exit_fails_pending_calls_with_its_status() {
 }
 
 /// The reason a connection to a worker that exited with `code` ends with.
-fn exit_reason(code: i32) -> String {
+fn exit_reason(code: i32) -> CloseReason {
     let status = std::process::Command::new(WORKER)
         .args(["exit", &code.to_string()])
         .status()
         .expect("run the test worker");
-    format!("worker exited with {status}")
+    CloseReason::WorkerExited(status.to_string())
 }
 
 #[tokio::test]
@@ -156,7 +153,7 @@ async fn worker_dying_at_start_fails_the_bootstrap() {
         let worker = start(command);
         let reason = disconnect_reason(worker.root::<ProbeClient>().await);
         assert_eq!(reason, exit_reason(7));
-        assert!(reason.contains('7'), "{reason}");
+        assert!(reason.to_string().contains('7'), "{reason}");
         assert_eq!(worker.wait().await.unwrap().code(), Some(7));
     })
     .await;
@@ -170,9 +167,10 @@ async fn a_worker_printing_to_stdout_is_told_apart_from_a_broken_frame() {
         let worker = start(command);
         let reason = disconnect_reason(worker.root::<ProbeClient>().await);
         assert!(
-            reason.contains("not a farcall frame to its stdout")
-                && reason.contains("worker start")
-                && reason.contains("belong on stderr"),
+            matches!(&reason, CloseReason::Transport(why)
+                if why.contains("not a farcall frame to its stdout")
+                    && why.contains("worker start")
+                    && why.contains("belong on stderr")),
             "{reason}"
         );
     })
@@ -192,7 +190,7 @@ async fn dropping_the_worker_kills_it() {
         drop(worker);
         assert_gone(pid, "dropped worker").await;
         let reason = disconnect_reason(pending.await);
-        assert!(reason.starts_with("worker exited with"), "{reason}");
+        assert!(matches!(reason, CloseReason::WorkerExited(_)), "{reason}");
     })
     .await;
 }
@@ -208,7 +206,7 @@ async fn kill_fails_pending_calls() {
         assert!(!status.success());
         assert_eq!(
             disconnect_reason(pending.await),
-            format!("worker exited with {status}")
+            CloseReason::WorkerExited(status.to_string())
         );
     })
     .await;

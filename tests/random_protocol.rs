@@ -1708,9 +1708,8 @@ async fn run_schedule(plan: Schedule, verbose: bool) -> (Summary, Vec<String>) {
         }
     }
     for (side, conn) in conns.iter().enumerate() {
-        let reason = conn.close_reason().unwrap_or_default();
-        if reason.contains("task stopped") {
-            ctx.fail(format!("the connection task of side {side} died: {reason}"));
+        if conn.close_reason() == Some(farcall::CloseReason::TaskStopped) {
+            ctx.fail(format!("the connection task of side {side} died"));
         }
     }
     let bad = reg.bad_drops();

@@ -266,7 +266,11 @@ async fn shutdown_ends_even_while_a_handler_hangs() {
         // The caller learns why, and the handler was dropped.
         let err = hanging.await.unwrap().unwrap_err();
         assert!(
-            matches!(&err, farcall::RpcError::Disconnected(why) if why.contains("drain deadline")),
+            matches!(
+                &err,
+                farcall::RpcError::Disconnected(farcall::CloseReason::PeerAborted(why))
+                    if why.contains("drain deadline")
+            ),
             "{err}"
         );
         state.dropped_forever.notified().await;
@@ -296,10 +300,7 @@ async fn the_application_sees_each_connection_and_its_end() {
         assert!(conn.stats().await.unwrap().is_zero());
         client.close().await;
         conn.closed().await;
-        assert_eq!(
-            conn.close_reason().as_deref(),
-            Some("peer closed the connection")
-        );
+        assert_eq!(conn.close_reason(), Some(farcall::CloseReason::PeerClosed));
         stop.send(()).unwrap();
         task.await.unwrap();
     })

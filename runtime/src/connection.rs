@@ -21,7 +21,7 @@ use crate::cap::{LocalObject, Message};
 use crate::client::{decode_reply, Client, RemoteClient};
 use crate::codec::AnyCodec;
 use crate::dispatch::{Dispatch, Method, Plain, Reply};
-use crate::error::RpcError;
+use crate::error::{CloseReason, RpcError};
 use crate::transport::{self, Transport};
 use crate::wire::{ExportId, QuestionId, Target};
 
@@ -362,7 +362,7 @@ pub(crate) enum Command {
     /// been made since).
     HandlesGone,
     /// Close now, failing everything in flight; `reason` becomes the close reason.
-    Abort { reason: Arc<str> },
+    Abort { reason: CloseReason },
 }
 
 /// The sizes of a connection's tables, from [`Connection::stats`]. Neither side's
@@ -509,7 +509,7 @@ pub(crate) struct Shared {
     config: Config,
     /// Why the connection ended; set before any pending call is failed, so every
     /// failed call can say why.
-    reason: OnceLock<Arc<str>>,
+    reason: OnceLock<CloseReason>,
     closed: watch::Sender<bool>,
 }
 
@@ -638,12 +638,15 @@ impl Connection {
     /// fails with [`RpcError::Disconnected`], and the peer is told why. Resolves when
     /// the connection has ended.
     pub fn abort(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.abort_with(Arc::from("connection aborted locally"))
+        self.abort_with(CloseReason::AbortedLocally)
     }
 
     /// [`abort`](Self::abort) with `reason` as the close reason (unless the
     /// connection already has one), so pending calls say why they failed.
-    pub(crate) fn abort_with(&self, reason: Arc<str>) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn abort_with(
+        &self,
+        reason: CloseReason,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let _ = self.command(Command::Abort { reason });
         self.closed()
     }
@@ -662,7 +665,7 @@ impl Connection {
     }
 
     /// Why the connection ended (or is ending), if it has.
-    pub fn close_reason(&self) -> Option<Arc<str>> {
+    pub fn close_reason(&self) -> Option<CloseReason> {
         self.shared.reason.get().cloned()
     }
 
@@ -743,7 +746,7 @@ impl Connection {
             .reason
             .get()
             .cloned()
-            .unwrap_or_else(|| Arc::from("connection closed"));
+            .unwrap_or_else(|| CloseReason::Other("connection closed".into()));
         RpcError::Disconnected(reason)
     }
 }

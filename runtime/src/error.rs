@@ -2,7 +2,7 @@
 //! [`CallError`] for methods that also return an application error.
 
 use std::fmt;
-use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub enum RpcError {
     /// The connection is closed or broke; the reason says which side and why.
     #[error("disconnected: {0}")]
-    Disconnected(Arc<str>),
+    Disconnected(CloseReason),
     /// The call did not finish within its time limit.
     #[error("call timed out")]
     Timeout,
@@ -96,9 +96,61 @@ impl RpcError {
         matches!(self, RpcError::Disconnected(_))
     }
 
-    pub(crate) fn disconnected(reason: impl Into<Arc<str>>) -> Self {
-        RpcError::Disconnected(reason.into())
+    pub(crate) fn disconnected(reason: impl Into<String>) -> Self {
+        RpcError::Disconnected(CloseReason::Other(reason.into()))
     }
+}
+
+/// Why a connection ended, as [`Connection::close_reason`](crate::Connection::close_reason)
+/// and [`RpcError::Disconnected`] give it. Its `Display` is the reason in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer closed the transport.
+    #[error("peer closed the connection")]
+    PeerClosed,
+    /// The peer hung up saying why (its `Abort`).
+    #[error("peer aborted: {0}")]
+    PeerAborted(String),
+    /// Reading or writing the transport failed (an oversized frame, a reset, ...).
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The peer broke the protocol; the peer was told why.
+    #[error("{0}")]
+    ProtocolViolation(String),
+    /// The peer's opening message did not arrive within `handshake_timeout`.
+    #[error("handshake timeout: the peer sent no opening message within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// Nothing arrived for `idle_timeout`.
+    #[error("idle timeout: nothing received for {0:?}")]
+    IdleTimeout(Duration),
+    /// A message sent in chunks stayed unfinished this long.
+    #[error("a chunked message stayed unfinished for {0:?}")]
+    ChunkTimeout(Duration),
+    /// A graceful close passed its `drain_timeout` with calls still running.
+    #[error("closing: the drain deadline of {0:?} passed with calls still running")]
+    DrainDeadline(Duration),
+    /// [`Connection::close`](crate::Connection::close) was called.
+    #[error("connection closed locally")]
+    ClosedLocally,
+    /// [`Connection::abort`](crate::Connection::abort) was called.
+    #[error("connection aborted locally")]
+    AbortedLocally,
+    /// It offered nothing and every handle to it was dropped.
+    #[error("connection closed: every handle was dropped")]
+    Unused,
+    /// The worker process at the other end exited (its exit status).
+    #[error("worker exited with {0}")]
+    WorkerExited(String),
+    /// Waiting for the worker process failed.
+    #[error("lost track of the worker process: {0}")]
+    WorkerLost(String),
+    /// The connection's task stopped with it (the runtime shut down).
+    #[error("connection task stopped")]
+    TaskStopped,
+    /// Anything else, in words.
+    #[error("{0}")]
+    Other(String),
 }
 
 /// The error of a remote method declared as returning `Result<T, E>`.

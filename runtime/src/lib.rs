@@ -108,7 +108,7 @@ pub use codec::AnyCodec;
 pub use connection::{Builder, Config, Connection, Stats, MAX_FRAME_CEILING};
 pub use context::CallContext;
 pub use dispatch::{Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain, Reply, Shape};
-pub use error::{CallError, RpcError};
+pub use error::{CallError, CloseReason, RpcError};
 pub use farcall_macros::remote;
 pub use listeners::Listeners;
 pub use server::{Listener, Server};

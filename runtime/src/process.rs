@@ -79,7 +79,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::client::RemoteClient;
 use crate::connection::{Builder, Connection};
-use crate::error::RpcError;
+use crate::error::{CloseReason, RpcError};
 
 /// How long the end of the worker's pipes is held back waiting for its exit status,
 /// so the connection can report it. Only a worker that closes its stdout and keeps
@@ -152,16 +152,16 @@ async fn watch_child(
         }
     };
     let (reason, status) = match status {
-        Ok(status) => (format!("worker exited with {status}"), Ok(status)),
+        Ok(status) => (CloseReason::WorkerExited(status.to_string()), Ok(status)),
         Err(e) => {
-            let reason = format!("lost track of the worker process: {e}");
-            (reason.clone(), Err(reason))
+            let reason = CloseReason::WorkerLost(e.to_string());
+            (reason.clone(), Err(reason.to_string()))
         }
     };
     tracing::debug!(connection = connection.id(), %reason, "worker process ended");
     // Queued before the pipes report their end (they wait for `exit`), so pending
     // calls fail with this reason rather than a bare "peer closed the connection".
-    drop(connection.abort_with(reason.into()));
+    drop(connection.abort_with(reason));
     exit.send_replace(Some(status));
 }
 

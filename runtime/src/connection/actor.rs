@@ -35,7 +35,7 @@ use super::outbound::{is_chunk, Order, Outbound, Reassembly};
 use super::{Command, Connection, Handle};
 use crate::cap::{CapRef, LocalObject, Message};
 use crate::dispatch::{Reply, ReplyTo};
-use crate::error::{RpcError, WireError};
+use crate::error::{CloseReason, RpcError, WireError};
 use crate::transport::Transport;
 use crate::wire::{
     decode_frame, encode_frame, finish_frame, CapDescriptor, ExportId, Header, Hello, Outcome,
@@ -146,7 +146,7 @@ struct Actor<T> {
 }
 
 /// Why the actor stops.
-type End = Result<(), Arc<str>>;
+type End = Result<(), CloseReason>;
 
 impl<T: Transport> Future for Actor<T> {
     type Output = ();
@@ -157,7 +157,7 @@ impl<T: Transport> Future for Actor<T> {
             match this.turn(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => {
-                    this.end(Arc::from("connection closed locally"));
+                    this.end(CloseReason::ClosedLocally);
                     return Poll::Ready(());
                 }
                 Poll::Ready(Err(reason)) => {
@@ -221,22 +221,20 @@ impl<T: Transport> Actor<T> {
                     Poll::Ready(Some(Err(e))) => {
                         // Reading failed (an oversized frame, say); writing may still
                         // work, so the peer is told.
-                        let reason = format!("transport error: {e}");
+                        let reason = CloseReason::Transport(e.to_string());
                         return Poll::Ready(Err(self.tell_peer(reason)));
                     }
-                    Poll::Ready(None) => {
-                        return Poll::Ready(Err("peer closed the connection".into()))
-                    }
+                    Poll::Ready(None) => return Poll::Ready(Err(CloseReason::PeerClosed)),
                     Poll::Pending => break,
                 }
             }
 
             if let Poll::Ready(Err(e)) = self.write(cx) {
-                return Poll::Ready(Err(format!("transport error: {e}").into()));
+                return Poll::Ready(Err(CloseReason::Transport(e.to_string())));
             }
             if self.aborted {
                 // The `Abort` is queued; lingering writes it.
-                return Poll::Ready(Err("connection aborted locally".into()));
+                return Poll::Ready(Err(CloseReason::AbortedLocally));
             }
 
             if self.closing.is_some() && !self.answers_running() && self.outbound.is_empty() {
@@ -400,7 +398,7 @@ impl<T: Transport> Actor<T> {
     }
 
     /// Checks the peer's opening message: the first frame it sends.
-    fn on_hello(&mut self, frame: &[u8]) -> Result<(), Arc<str>> {
+    fn on_hello(&mut self, frame: &[u8]) -> Result<(), CloseReason> {
         let Some(peer) = Hello::decode(frame) else {
             return Err(self.violation(RpcError::BadMessage(
                 "the peer's first message is not a farcall opening message \
@@ -416,7 +414,7 @@ impl<T: Transport> Actor<T> {
         Ok(())
     }
 
-    fn on_frame(&mut self, frame: Bytes, cx: &mut Context<'_>) -> Result<(), Arc<str>> {
+    fn on_frame(&mut self, frame: Bytes, cx: &mut Context<'_>) -> Result<(), CloseReason> {
         if self.peer.is_none() {
             return self.on_hello(&frame);
         }
@@ -450,7 +448,7 @@ impl<T: Transport> Actor<T> {
         payload: Bytes,
         codec: AnyCodec,
         cx: &mut Context<'_>,
-    ) -> Result<(), Arc<str>> {
+    ) -> Result<(), CloseReason> {
         match header {
             Header::Call {
                 question,
@@ -569,7 +567,7 @@ impl<T: Transport> Actor<T> {
                 }
             }
             Header::Ping => Ok(()),
-            Header::Abort { reason } => Err(format!("peer aborted: {reason}").into()),
+            Header::Abort { reason } => Err(CloseReason::PeerAborted(reason)),
         }
     }
 
@@ -598,11 +596,7 @@ impl<T: Transport> Actor<T> {
             && self.closing.is_none();
         if unused {
             tracing::debug!("every handle dropped; closing");
-            let _ = self
-                .conn
-                .shared
-                .reason
-                .set(Arc::from("connection closed: every handle was dropped"));
+            let _ = self.conn.shared.reason.set(CloseReason::Unused);
             self.closing = Some(Vec::new());
         }
     }
@@ -626,17 +620,17 @@ impl<T: Transport> Actor<T> {
     }
 
     /// Records a protocol violation by the peer and tells it why we hang up.
-    fn violation(&mut self, error: RpcError) -> Arc<str> {
+    fn violation(&mut self, error: RpcError) -> CloseReason {
         let reason = error.to_string();
         tracing::warn!(%reason, "closing connection: protocol violation");
-        self.tell_peer(reason)
+        self.tell_peer(CloseReason::ProtocolViolation(reason))
     }
 
     /// Queues an `Abort` telling the peer why this side hangs up; it goes out while
     /// the connection lingers, on every transport.
-    fn tell_peer(&mut self, reason: String) -> Arc<str> {
-        self.enqueue_control(&Header::abort(&reason));
-        reason.into()
+    fn tell_peer(&mut self, reason: CloseReason) -> CloseReason {
+        self.enqueue_control(&Header::abort(&reason.to_string()));
+        reason
     }
 
     /// After a failure: writes what is queued, flushes and closes the transport,
@@ -658,7 +652,7 @@ impl<T: Transport> Actor<T> {
     }
 
     /// Fails everything still pending and marks the connection closed.
-    fn end(&mut self, reason: Arc<str>) {
+    fn end(&mut self, reason: CloseReason) {
         if self.ended {
             return;
         }
@@ -688,11 +682,7 @@ impl<T> Drop for Actor<T> {
     fn drop(&mut self) {
         if !self.ended {
             // The runtime is shutting down (or the task was aborted) mid-connection.
-            let _ = self
-                .conn
-                .shared
-                .reason
-                .set(Arc::from("connection task stopped"));
+            let _ = self.conn.shared.reason.set(CloseReason::TaskStopped);
             self.questions.clear();
             self.exports = Exports::default();
             self.conn.shared.closed.send_replace(true);

@@ -2,7 +2,6 @@
 //! (or a wait on an answer they depend on) through their handler to the return.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use crate::cap::{CapRef, Message};
 use crate::connection::Command;
 use crate::context::CallContext;
 use crate::dispatch::{Handler, Incoming, Reply};
-use crate::error::{RpcError, WireError};
+use crate::error::{CloseReason, RpcError, WireError};
 use crate::transport::Transport;
 use crate::wire::{CapDescriptor, Header, Outcome, QuestionId, Target, ROOT_EXPORT};
 
@@ -198,7 +197,7 @@ impl<T: Transport> Actor<T> {
     /// A caller's `Disembargo` for `question`: reflected once every call queued on
     /// that answer before it has been delivered. It is only sent after the return,
     /// and once per question.
-    pub(super) fn on_disembargo(&mut self, question: QuestionId) -> Result<(), Arc<str>> {
+    pub(super) fn on_disembargo(&mut self, question: QuestionId) -> Result<(), CloseReason> {
         if self.pending(question) {
             return Err(self.violation(RpcError::BadMessage(format!(
                 "disembargo for question {question}, which has not returned"
@@ -399,7 +398,7 @@ impl<T: Transport> Actor<T> {
         &mut self,
         mut call: IncomingCall,
         cx: &mut Context<'_>,
-    ) -> Result<(), Arc<str>> {
+    ) -> Result<(), CloseReason> {
         if let Some(q) = call.question {
             // Whatever state the first one is in: waiting, running or kept.
             if self.answers.contains_key(&q) {

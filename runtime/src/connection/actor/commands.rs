@@ -2,11 +2,11 @@
 //! imports, stats, close and abort.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use super::Actor;
 use crate::cap::Message;
 use crate::connection::{Command, Outgoing, Stats};
+use crate::error::CloseReason;
 use crate::transport::Transport;
 use crate::wire::{Header, Target, ROOT_EXPORT};
 
@@ -122,18 +122,14 @@ impl<T: Transport> Actor<T> {
                 });
             }
             Command::Abort { reason } => {
-                let _ = self.conn.shared.reason.set(reason.clone());
-                self.enqueue_control(&Header::abort(&reason));
+                self.enqueue_control(&Header::abort(&reason.to_string()));
+                let _ = self.conn.shared.reason.set(reason);
                 self.aborted = true;
             }
             Command::HandlesGone => self.close_if_unused(),
             Command::Close { done } => {
                 tracing::debug!("closing gracefully");
-                let _ = self
-                    .conn
-                    .shared
-                    .reason
-                    .set(Arc::from("connection closed locally"));
+                let _ = self.conn.shared.reason.set(CloseReason::ClosedLocally);
                 // Our own pending calls will not be answered after we close.
                 self.questions.clear();
                 self.closing.get_or_insert_with(Vec::new).extend(done);

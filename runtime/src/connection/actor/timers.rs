@@ -3,12 +3,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::Context;
 
 use tokio::time::{Instant, Sleep};
 
 use super::Actor;
+use crate::error::CloseReason;
 use crate::transport::Transport;
 use crate::wire::Header;
 
@@ -62,15 +62,13 @@ fn due(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut Context<
 impl<T: Transport> Actor<T> {
     /// Closes a connection whose peer went silent, and keeps ours from looking so;
     /// returns whether a keepalive was queued.
-    pub(super) fn check_timers(&mut self, cx: &mut Context<'_>) -> Result<bool, Arc<str>> {
+    pub(super) fn check_timers(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
         let config = &self.conn.shared.config;
         let (idle, keepalive) = (config.idle_timeout, config.keepalive);
         if self.peer.is_none() {
             let limit = config.handshake_timeout;
             if due(&mut self.timers.hello, self.timers.opened + limit, cx) {
-                return Err(self.tell_peer(format!(
-                    "handshake timeout: the peer sent no opening message within {limit:?}"
-                )));
+                return Err(self.tell_peer(CloseReason::HandshakeTimeout(limit)));
             }
         } else {
             self.timers.hello = None;
@@ -78,24 +76,20 @@ impl<T: Transport> Actor<T> {
         if self.reassembly.in_progress() {
             let since = *self.timers.last_chunk.get_or_insert_with(Instant::now);
             if due(&mut self.timers.chunk, since + CHUNK_TIMEOUT, cx) {
-                return Err(self.tell_peer(format!(
-                    "a chunked message stayed unfinished for {CHUNK_TIMEOUT:?}"
-                )));
+                return Err(self.tell_peer(CloseReason::ChunkTimeout(CHUNK_TIMEOUT)));
             }
         }
         if self.closing.is_some() {
             let limit = config.drain_timeout;
             let since = *self.timers.closing_since.get_or_insert_with(Instant::now);
             if due(&mut self.timers.drain, since + limit, cx) {
-                return Err(self.tell_peer(format!(
-                    "closing: the drain deadline of {limit:?} passed with calls still running"
-                )));
+                return Err(self.tell_peer(CloseReason::DrainDeadline(limit)));
             }
         }
         if let Some(idle) = idle {
             let since = *self.timers.last_received.get_or_insert_with(Instant::now);
             if due(&mut self.timers.idle, since + idle, cx) {
-                return Err(self.tell_peer(format!("idle timeout: nothing received for {idle:?}")));
+                return Err(self.tell_peer(CloseReason::IdleTimeout(idle)));
             }
         }
         if let Some(every) = keepalive {
