@@ -23,10 +23,11 @@ use crate::cap::{self, encode_message, CapRef, LaterCap, LocalObject, Message};
 use crate::codec::AnyCodec;
 use crate::connection::{Connection, Outgoing, Question};
 use crate::dispatch::{
-    Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain, Reply, ReplyTo, Shape,
+    decode_reply, Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain, Reply, ReplyTo,
+    Shape,
 };
 use crate::error::{RpcError, WireError};
-use crate::wire::{Outcome, Target, MIN_FRAME_OVERHEAD};
+use crate::wire::{Target, MIN_FRAME_OVERHEAD};
 
 /// A generated client type: a typed reference to an object, remote or local.
 ///
@@ -519,58 +520,5 @@ impl<S: Shape> Drop for Call<S> {
     fn drop(&mut self) {
         // A dropped `Question` sends `Finish` itself.
         self.stop();
-    }
-}
-
-/// Decodes a reply as shape `S`, with the reply's capabilities in scope.
-pub(crate) fn decode_reply<S: Shape>(
-    method: &'static Method,
-    reply: Reply,
-) -> Result<S::Output, RpcError> {
-    let codec = reply.codec;
-    cap::with_incoming(reply.caps, || match reply.outcome {
-        Outcome::Value => S::decode(false, &reply.payload, codec),
-        Outcome::AppError => S::decode(true, &reply.payload, codec),
-        Outcome::Failed => {
-            let error: WireError = codec
-                .decode(&reply.payload)
-                .map_err(|e| RpcError::Decode(format!("error payload: {e}")))?;
-            Err(error.into_rpc(method.interface, method.name))
-        }
-    })
-}
-
-impl WireError {
-    /// Turns a received error into the caller's [`RpcError`], naming the method.
-    pub(crate) fn into_rpc(self, interface: &'static str, method: &'static str) -> RpcError {
-        match self {
-            WireError::MethodNotFound => RpcError::MethodNotFound { interface, method },
-            WireError::ObjectNotFound => RpcError::ObjectNotFound,
-            WireError::WrongInterface { found } => RpcError::WrongInterface {
-                expected: interface.to_owned(),
-                found,
-            },
-            WireError::NoRoot => RpcError::NoRoot,
-            WireError::Panic(message) => RpcError::RemotePanic(message),
-            WireError::BadArguments(e) => {
-                RpcError::BadMessage(format!("the peer could not decode the arguments of {e}"))
-            }
-            WireError::Encode(e) => {
-                RpcError::Encode(format!("the peer could not encode the result: {e}"))
-            }
-            WireError::FrameTooLarge { size, limit } => RpcError::FrameTooLarge {
-                size: size as usize,
-                limit: limit as usize,
-            },
-            WireError::Closing => RpcError::Closing,
-            WireError::Revoked => RpcError::Revoked,
-            WireError::Forward(e) => RpcError::disconnected(format!("forwarding failed: {e}")),
-            WireError::PromiseFailed(why) => RpcError::PromiseFailed(why),
-            WireError::Undecodable(why) => RpcError::Decode(why),
-            WireError::SignatureMismatch => RpcError::SignatureMismatch { interface, method },
-            WireError::Overloaded(why) => {
-                RpcError::Overloaded(format!("the peer refused the call: {why}"))
-            }
-        }
     }
 }

@@ -44,8 +44,18 @@ impl CodecError {
     }
 }
 
+mod sealed {
+    /// Keeps [`Codec`](super::Codec) to the codecs farcall ships.
+    pub trait Sealed {}
+}
+
 /// A serde format used on the wire.
-pub trait Codec {
+///
+/// Sealed: a connection picks its codec from the closed set [`AnyCodec`], which both
+/// ends name in their opening message, so a codec of your own could not be agreed
+/// on. The trait is public so the codecs can be used on their own (to look at what a
+/// value becomes on the wire, say).
+pub trait Codec: sealed::Sealed {
     /// A short name for logs and diagnostics.
     const NAME: &'static str;
     /// Appends the encoding of `value` to `out`.

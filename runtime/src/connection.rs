@@ -18,8 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cap::{LocalObject, Message};
-use crate::client::{decode_reply, Client, RemoteClient};
+use crate::client::{Client, RemoteClient};
 use crate::codec::AnyCodec;
+use crate::dispatch::decode_reply;
 use crate::dispatch::{Dispatch, Method, Plain, Reply};
 use crate::error::{CloseReason, RpcError};
 use crate::transport::{self, Transport};
@@ -30,8 +31,7 @@ mod outbound;
 #[cfg(test)]
 mod tests;
 
-/// The largest `max_frame_size` a connection accepts (1 GiB).
-pub const MAX_FRAME_CEILING: usize = 1 << 30;
+pub use crate::wire::MAX_FRAME_CEILING;
 
 /// Settings of a connection. Build one through [`Connection::builder`]; every field
 /// has the default documented on it.
@@ -311,6 +311,44 @@ impl Builder {
     pub async fn connect_unix(&self, path: impl AsRef<std::path::Path>) -> io::Result<Connection> {
         let stream = tokio::net::UnixStream::connect(path).await?;
         Ok(self.connect_stream(stream))
+    }
+
+    /// Connects to a WebSocket server at `url` (`ws://host:port/path`; `wss://` is
+    /// not supported, put a TLS-terminating proxy in front instead) and starts a
+    /// connection over it, one frame per binary message (see
+    /// [`transport::websocket()`]).
+    ///
+    /// Connecting and the upgrade handshake together must finish within
+    /// [`Config::handshake_timeout`]. Incoming messages are limited to
+    /// [`Config::max_frame_size`].
+    ///
+    /// Requires the `websocket` feature (on by default).
+    #[cfg(feature = "websocket")]
+    pub async fn connect_websocket(&self, url: &str) -> io::Result<Connection> {
+        let config = &self.config;
+        let ws =
+            transport::websocket::connect(url, config.max_frame_size, config.handshake_timeout)
+                .await?;
+        Ok(self.connect(ws))
+    }
+
+    /// Accepts a WebSocket client on a freshly accepted byte stream: runs the
+    /// server side of the upgrade handshake, then starts a connection over it.
+    ///
+    /// The handshake must finish within [`Config::handshake_timeout`], so a peer
+    /// that connects and sends nothing is dropped. To serve many clients, use
+    /// [`Server::serve_websocket`](crate::Server::serve_websocket).
+    ///
+    /// Requires the `websocket` feature (on by default).
+    #[cfg(feature = "websocket")]
+    pub async fn accept_websocket<S>(&self, io: S) -> io::Result<Connection>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let config = &self.config;
+        let ws = transport::websocket::accept(io, config.max_frame_size, config.handshake_timeout)
+            .await?;
+        Ok(self.connect(ws))
     }
 }
 

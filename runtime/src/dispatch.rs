@@ -395,3 +395,21 @@ where
         Err(CallError::Rpc(error))
     }
 }
+
+/// Decodes a reply as shape `S`, with the reply's capabilities in scope.
+pub(crate) fn decode_reply<S: Shape>(
+    method: &'static Method,
+    reply: Reply,
+) -> Result<S::Output, RpcError> {
+    let codec = reply.codec;
+    crate::cap::with_incoming(reply.caps, || match reply.outcome {
+        Outcome::Value => S::decode(false, &reply.payload, codec),
+        Outcome::AppError => S::decode(true, &reply.payload, codec),
+        Outcome::Failed => {
+            let error: WireError = codec
+                .decode(&reply.payload)
+                .map_err(|e| RpcError::Decode(format!("error payload: {e}")))?;
+            Err(error.into_rpc(method.interface, method.name))
+        }
+    })
+}

@@ -263,3 +263,38 @@ pub(crate) enum WireError {
     /// The method exists with other argument or result types.
     SignatureMismatch,
 }
+
+impl WireError {
+    /// Turns a received error into the caller's [`RpcError`], naming the method.
+    pub(crate) fn into_rpc(self, interface: &'static str, method: &'static str) -> RpcError {
+        match self {
+            WireError::MethodNotFound => RpcError::MethodNotFound { interface, method },
+            WireError::ObjectNotFound => RpcError::ObjectNotFound,
+            WireError::WrongInterface { found } => RpcError::WrongInterface {
+                expected: interface.to_owned(),
+                found,
+            },
+            WireError::NoRoot => RpcError::NoRoot,
+            WireError::Panic(message) => RpcError::RemotePanic(message),
+            WireError::BadArguments(e) => {
+                RpcError::BadMessage(format!("the peer could not decode the arguments of {e}"))
+            }
+            WireError::Encode(e) => {
+                RpcError::Encode(format!("the peer could not encode the result: {e}"))
+            }
+            WireError::FrameTooLarge { size, limit } => RpcError::FrameTooLarge {
+                size: size as usize,
+                limit: limit as usize,
+            },
+            WireError::Closing => RpcError::Closing,
+            WireError::Revoked => RpcError::Revoked,
+            WireError::Forward(e) => RpcError::disconnected(format!("forwarding failed: {e}")),
+            WireError::PromiseFailed(why) => RpcError::PromiseFailed(why),
+            WireError::Undecodable(why) => RpcError::Decode(why),
+            WireError::SignatureMismatch => RpcError::SignatureMismatch { interface, method },
+            WireError::Overloaded(why) => {
+                RpcError::Overloaded(format!("the peer refused the call: {why}"))
+            }
+        }
+    }
+}

@@ -216,11 +216,12 @@ pub mod __private {
         Client::deserialize(deserializer)
     }
 
-    /// For fuzzing only (the `fuzz/` crate's `frame_decoder` target); not for any
-    /// other use. Splits `bytes` as a received frame with the connection's own frame
+    /// For fuzzing only (the `fuzz/` crate's `frame_decoder` target, through the
+    /// `fuzzing` feature); not for any other use. Splits `bytes` as a received frame with the connection's own frame
     /// decoder and, when that succeeds, checks that the header re-encodes to itself
     /// and decodes the payload as a few unrelated types. Results are discarded: what
     /// matters is that nothing panics, whatever the bytes.
+    #[cfg(feature = "fuzzing")]
     pub fn fuzz_decode_frame(codec: crate::AnyCodec, bytes: &[u8]) {
         let frame = bytes::Bytes::copy_from_slice(bytes);
         let Ok((header, payload)) = crate::wire::decode_frame(codec, frame) else {

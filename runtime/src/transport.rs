@@ -24,7 +24,7 @@ mod memory;
 mod parts;
 mod stream;
 #[cfg(feature = "websocket")]
-mod websocket;
+pub(crate) mod websocket;
 
 pub use delay::{delayed, delayed_by, Delayed};
 pub use memory::{memory, MemoryTransport};

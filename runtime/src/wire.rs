@@ -131,6 +131,9 @@ impl Header {
     }
 }
 
+/// The largest `max_frame_size` a connection accepts (1 GiB).
+pub const MAX_FRAME_CEILING: usize = 1 << 30;
+
 /// The protocol version this build speaks, sent in the opening [`Hello`].
 pub(crate) const PROTOCOL_VERSION: u16 = 1;
 

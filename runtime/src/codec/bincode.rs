@@ -10,7 +10,7 @@ use super::{Codec, CodecError};
 
 /// The most bytes a decode may claim for containers: a frame can never be larger than
 /// the hard ceiling on `max_frame_size`, so no honest value needs more.
-const DECODE_LIMIT: usize = crate::connection::MAX_FRAME_CEILING;
+const DECODE_LIMIT: usize = crate::wire::MAX_FRAME_CEILING;
 
 type Config = Configuration<LittleEndian, Varint, Limit<DECODE_LIMIT>>;
 
@@ -19,6 +19,8 @@ const CONFIG: Config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
 /// bincode 2 with varint integers and a decode limit (the default codec).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Bincode;
+
+impl super::sealed::Sealed for Bincode {}
 
 impl Codec for Bincode {
     const NAME: &'static str = "bincode";

@@ -45,6 +45,8 @@ use super::{Codec, CodecError};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Json;
 
+impl super::sealed::Sealed for Json {}
+
 impl Codec for Json {
     const NAME: &'static str = "json";
 

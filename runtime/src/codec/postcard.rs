@@ -10,6 +10,8 @@ use super::{Codec, CodecError};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Postcard;
 
+impl super::sealed::Sealed for Postcard {}
+
 impl Codec for Postcard {
     const NAME: &'static str = "postcard";
 

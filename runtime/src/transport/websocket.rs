@@ -12,8 +12,6 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::connection::{Builder, Connection};
-
 /// A [`Transport`](super::Transport) over a WebSocket; see [`websocket`].
 ///
 /// Each farcall frame travels as one binary message. Pings are answered (by
@@ -31,7 +29,8 @@ pub struct WebSocket<S> {
 ///
 /// Incoming messages are limited by the stream's own [`WebSocketConfig`]: make it
 /// with [`websocket_config`] so oversized messages are refused before they are
-/// allocated. [`Builder::connect_websocket`] and [`Builder::accept_websocket`] do so.
+/// allocated. [`Builder::connect_websocket`](crate::Builder::connect_websocket) and
+/// [`Builder::accept_websocket`](crate::Builder::accept_websocket) do so.
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -159,13 +158,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Bytes> for WebSocket<S> {
     }
 }
 
-/// Runs a WebSocket handshake within `config.handshake_timeout`.
+/// Runs a WebSocket handshake within `limit`.
 async fn handshake<T>(
-    builder: &Builder,
+    limit: std::time::Duration,
     what: &str,
     handshake: impl std::future::Future<Output = Result<T, WsError>>,
 ) -> io::Result<T> {
-    let limit = builder.current_config().handshake_timeout;
     match tokio::time::timeout(limit, handshake).await {
         Ok(done) => done.map_err(to_io),
         Err(_) => Err(io::Error::new(
@@ -175,50 +173,42 @@ async fn handshake<T>(
     }
 }
 
-impl Builder {
-    /// Connects to a WebSocket server at `url` (`ws://host:port/path`; `wss://` is
-    /// not supported, put a TLS-terminating proxy in front instead) and starts a
-    /// connection over it, one frame per binary message (see [`websocket`]).
-    ///
-    /// Connecting and the upgrade handshake together must finish within
-    /// [`Config::handshake_timeout`](crate::Config::handshake_timeout). Incoming
-    /// messages are limited to [`Config::max_frame_size`](crate::Config).
-    ///
-    /// Requires the `websocket` feature (on by default).
-    pub async fn connect_websocket(&self, url: &str) -> io::Result<Connection> {
-        let scheme_ok = url
-            .get(..5)
-            .is_some_and(|s| s.eq_ignore_ascii_case("ws://"));
-        if !scheme_ok {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "not a ws:// URL: {url:?} (wss:// needs TLS, which farcall does not include)"
-                ),
-            ));
-        }
-        let config = websocket_config(self.current_config().max_frame_size);
-        let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
-        let (ws, _response) = handshake(self, &format!("with {url}"), connecting).await?;
-        Ok(self.connect(websocket(ws)))
+/// Connects to a WebSocket server at `url` (`ws://` only) and runs the client side
+/// of the upgrade handshake, within `limit`; incoming messages are limited to
+/// `max_frame_size`. See `Builder::connect_websocket`.
+pub(crate) async fn connect(
+    url: &str,
+    max_frame_size: usize,
+    limit: std::time::Duration,
+) -> io::Result<WebSocket<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
+    let scheme_ok = url
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case("ws://"));
+    if !scheme_ok {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a ws:// URL: {url:?} (wss:// needs TLS, which farcall does not include)"),
+        ));
     }
+    let config = websocket_config(max_frame_size);
+    let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let (ws, _response) = handshake(limit, &format!("with {url}"), connecting).await?;
+    Ok(websocket(ws))
+}
 
-    /// Accepts a WebSocket client on a freshly accepted byte stream: runs the
-    /// server side of the upgrade handshake, then starts a connection over it.
-    ///
-    /// The handshake must finish within
-    /// [`Config::handshake_timeout`](crate::Config::handshake_timeout), so a peer
-    /// that connects and sends nothing is dropped. To serve many clients, use
-    /// [`Server::serve_websocket`](crate::Server::serve_websocket).
-    ///
-    /// Requires the `websocket` feature (on by default).
-    pub async fn accept_websocket<S>(&self, io: S) -> io::Result<Connection>
-    where
-        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        let config = websocket_config(self.current_config().max_frame_size);
-        let accepting = tokio_tungstenite::accept_async_with_config(io, Some(config));
-        let ws = handshake(self, "from a client", accepting).await?;
-        Ok(self.connect(websocket(ws)))
-    }
+/// Runs the server side of the upgrade handshake on a freshly accepted byte stream,
+/// within `limit`. See `Builder::accept_websocket`.
+pub(crate) async fn accept<S>(
+    io: S,
+    max_frame_size: usize,
+    limit: std::time::Duration,
+) -> io::Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let config = websocket_config(max_frame_size);
+    let accepting = tokio_tungstenite::accept_async_with_config(io, Some(config));
+    Ok(websocket(
+        handshake(limit, "from a client", accepting).await?,
+    ))
 }
