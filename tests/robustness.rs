@@ -65,10 +65,6 @@ pub trait Jobs {
     async fn attempt(&self) -> u32;
     /// Returns after `yields` scheduler turns.
     async fn after(&self, yields: u32) -> u32;
-    /// After an await: the id of the connection the call came on (0 if the handler
-    /// has no call context) and the name of the tracing span it runs in.
-    #[farcall(no_cancel)]
-    async fn whoami(&self) -> (u64, String);
 }
 
 #[derive(Default)]
@@ -98,28 +94,6 @@ impl Jobs for JobsImpl {
         }
         yields
     }
-    async fn whoami(&self) -> (u64, String) {
-        tokio::task::yield_now().await;
-        let id = farcall::CallContext::current().map_or(0, |cx| cx.connection().id());
-        let span = tracing::Span::current()
-            .metadata()
-            .map_or("(none)", |m| m.name())
-            .to_string();
-        (id, span)
-    }
-}
-
-#[tokio::test]
-async fn no_cancel_handlers_keep_their_call_context_and_span() {
-    // A subscriber that enables every span, on this (single) test thread.
-    let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
-    bounded("whoami", async {
-        let (server, _client, jobs, _state) = jobs().await;
-        let (id, span) = jobs.whoami().await.unwrap();
-        assert_eq!(id, server.id(), "the handler sees the connection it serves");
-        assert_eq!(span, "farcall::call");
-    })
-    .await;
 }
 
 async fn jobs() -> (Connection, Connection, JobsClient, Arc<JobState>) {
