@@ -82,6 +82,30 @@
 //!   concurrently, so a slow call does not hold up others.
 //! - A panicking handler fails its caller with [`RpcError::RemotePanic`]; the
 //!   connection keeps serving.
+//! - A connection's opening exchange (protocol version, codec, frame limit) must
+//!   complete within [`Config::handshake_timeout`], and a graceful close waits for
+//!   running calls at most [`Config::drain_timeout`]: no peer and no handler can
+//!   keep a connection, or a server's shutdown, waiting forever.
+//!
+//! # Layout
+//!
+//! ```text
+//!   server, process, listeners        serving many peers, worker processes
+//!        |
+//!   client, callback                  calls, promises, typed closures
+//!        |
+//!   connection (+ actor/)  <->  cap   the handle, its config, the actor owning the
+//!        |                            transport and the tables; capabilities
+//!   dispatch, context                 the serving side, reply shapes and decoding
+//!        |
+//!   transport, codec, wire, error     frames, encodings, messages and ids, errors
+//! ```
+//!
+//! Lower layers never name higher ones, with two exceptions: the real cycle between
+//! `connection` and `cap` (an imported capability holds the connection it came on;
+//! the connection's tables and commands hold capabilities), and
+//! `Connection::root`, which names `RemoteClient` from `client` to type the root it
+//! returns.
 
 // Lets the crate's own tests use `#[farcall::remote]`, whose expansion names
 // `::farcall`.
