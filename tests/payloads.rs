@@ -306,8 +306,9 @@ where
 }
 
 /// Checks the error of a frame one payload byte over the limit: its size is the real
-/// frame's, one byte over under the binary codecs. JSON writes a byte as up to four
-/// characters (and ids in decimal), so there the frame grows by a few bytes.
+/// frame's, one byte over under the binary codecs. JSON writes bytes as base64 (four
+/// characters for every three bytes) and ids in decimal, so there the frame grows by
+/// a few bytes.
 fn one_over(err: &farcall::RpcError, codec: AnyCodec, limit: usize, what: &str) {
     let farcall::RpcError::FrameTooLarge { size, limit: got } = *err else {
         panic!("{what}: {err}");
