@@ -200,64 +200,32 @@ impl<S: Serializer> Serializer for Base64Serializer<S> {
 /// serialized with their byte strings as base64 text.
 pub(super) struct Compound<C>(C);
 
-impl<C: SerializeSeq> SerializeSeq for Compound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
+/// The compound serializers that take one value at a time: each passes it on with
+/// its byte strings as base64 text.
+macro_rules! one_value_at_a_time {
+    ($($trait:ident::$method:ident),* $(,)?) => {$(
+        impl<C: $trait> $trait for Compound<C> {
+            type Ok = C::Ok;
+            type Error = C::Error;
 
-    #[inline]
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.0.serialize_element(&WithBase64(value))
-    }
+            #[inline]
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
+                self.0.$method(&WithBase64(value))
+            }
 
-    #[inline]
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
-    }
+            #[inline]
+            fn end(self) -> Result<C::Ok, C::Error> {
+                self.0.end()
+            }
+        }
+    )*};
 }
 
-impl<C: SerializeTuple> SerializeTuple for Compound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    #[inline]
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.0.serialize_element(&WithBase64(value))
-    }
-
-    #[inline]
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
-    }
-}
-
-impl<C: SerializeTupleStruct> SerializeTupleStruct for Compound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.0.serialize_field(&WithBase64(value))
-    }
-
-    #[inline]
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
-    }
-}
-
-impl<C: SerializeTupleVariant> SerializeTupleVariant for Compound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.0.serialize_field(&WithBase64(value))
-    }
-
-    #[inline]
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
-    }
+one_value_at_a_time! {
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
 }
 
 impl<C: SerializeMap> SerializeMap for Compound<C> {
