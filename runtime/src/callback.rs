@@ -8,9 +8,10 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::client::Client;
-use crate::dispatch::{Dispatch, Handler, Incoming, Interface, Method, Plain};
+use crate::cap::{Client, Dispatch, Handler, Incoming};
 use crate::error::{CallError, RpcError};
+use crate::interface::{Interface, Method};
+use crate::shape::{Cancel, Plain};
 
 static METHODS: [Method; 1] = [Method {
     interface: "Callback",
@@ -89,7 +90,7 @@ where
         match call.method() {
             1 => call.handle::<Plain<R>, A, _, _>(
                 &METHODS[0],
-                crate::dispatch::Cancel::OnDrop,
+                Cancel::OnDrop,
                 crate::__private::no_error_text,
                 |args| (self.f)(args),
             ),

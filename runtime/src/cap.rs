@@ -20,9 +20,14 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod client;
+mod serve;
+
+pub use self::client::Client;
+pub(crate) use self::serve::ReplyTo;
+pub use self::serve::{Dispatch, Handler, Incoming, Reply};
 use crate::codec::AnyCodec;
 use crate::connection::{AnswerRef, Command, Connection, Outgoing};
-use crate::dispatch::{Dispatch, Handler, Incoming, Reply};
 use crate::error::{RpcError, WireError};
 use crate::wire::{encode_payload, ExportId, Target};
 

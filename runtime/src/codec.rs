@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 #[cfg(feature = "bincode")]
-mod bincode;
+pub(crate) mod bincode;
 mod budget;
 #[cfg(feature = "json")]
 mod json;

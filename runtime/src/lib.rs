@@ -117,25 +117,26 @@ mod cap;
 mod client;
 pub mod codec;
 mod connection;
-mod context;
-mod dispatch;
 mod error;
+mod interface;
 mod listeners;
 pub mod process;
 mod server;
+mod shape;
 pub mod transport;
 mod wire;
 
 pub use callback::Callback;
-pub use client::{Call, Client, Promise, RemoteClient, TryPromise};
+pub use cap::Client;
+pub use client::{Call, Promise, RemoteClient, TryPromise};
 pub use codec::AnyCodec;
-pub use connection::{Builder, Config, Connection, Stats, MAX_FRAME_CEILING};
-pub use context::CallContext;
-pub use dispatch::{Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain, Reply, Shape};
+pub use connection::{Builder, CallContext, Config, Connection, Stats};
 pub use error::{CallError, CloseReason, RpcError};
 pub use farcall_macros::remote;
+pub use interface::Interface;
 pub use listeners::Listeners;
 pub use server::{Listener, Server};
+pub use wire::MAX_FRAME_CEILING;
 
 /// The README's code blocks, compiled and run as doctests so they cannot drift.
 #[cfg(doctest)]
@@ -145,11 +146,11 @@ pub struct ReadmeDoctests;
 /// What generated code uses. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::client::{Call, Client, Promise, RemoteClient, TryPromise};
-    pub use crate::dispatch::{
-        Cancel, Dispatch, Fallible, Handler, Incoming, Interface, Method, Plain,
-    };
+    pub use crate::cap::{Client, Dispatch, Handler, Incoming, Reply};
+    pub use crate::client::{Call, Promise, RemoteClient, TryPromise};
     pub use crate::error::{CallError, RpcError};
+    pub use crate::interface::{Interface, Method};
+    pub use crate::shape::{Cancel, Fallible, Plain, Shape};
     pub use core::clone::Clone;
     pub use core::cmp::{Eq, PartialEq};
     pub use core::fmt;

@@ -134,6 +134,10 @@ impl Header {
 /// The largest `max_frame_size` a connection accepts (1 GiB).
 pub const MAX_FRAME_CEILING: usize = 1 << 30;
 
+// bincode's decode limit must admit any frame a connection can accept.
+#[cfg(feature = "bincode")]
+const _: () = assert!(MAX_FRAME_CEILING <= crate::codec::bincode::DECODE_LIMIT);
+
 /// The protocol version this build speaks, sent in the opening [`Hello`].
 pub(crate) const PROTOCOL_VERSION: u16 = 1;
 

@@ -9,8 +9,10 @@ use super::budget::Budget;
 use super::{Codec, CodecError};
 
 /// The most bytes a decode may claim for containers: a frame can never be larger than
-/// the hard ceiling on `max_frame_size`, so no honest value needs more.
-const DECODE_LIMIT: usize = crate::wire::MAX_FRAME_CEILING;
+/// the hard ceiling on `max_frame_size` (1 GiB, `wire::MAX_FRAME_CEILING`, which
+/// asserts at compile time that it is not above this), so no honest value needs
+/// more. Written out rather than imported: codecs sit below the wire format.
+pub(crate) const DECODE_LIMIT: usize = 1 << 30;
 
 type Config = Configuration<LittleEndian, Varint, Limit<DECODE_LIMIT>>;
 

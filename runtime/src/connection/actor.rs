@@ -34,7 +34,7 @@ use tracing::Instrument;
 use super::outbound::{is_chunk, Order, Outbound, Reassembly};
 use super::{Command, Connection, Handle};
 use crate::cap::{CapRef, LocalObject, Message};
-use crate::dispatch::{Reply, ReplyTo};
+use crate::cap::{Reply, ReplyTo};
 use crate::error::{CloseReason, RpcError, WireError};
 use crate::transport::Transport;
 use crate::wire::{

@@ -12,9 +12,9 @@ use tokio::task::AbortHandle;
 
 use super::Actor;
 use crate::cap::{CapRef, Message};
+use crate::cap::{Handler, Incoming, Reply};
+use crate::connection::CallContext;
 use crate::connection::Command;
-use crate::context::CallContext;
-use crate::dispatch::{Handler, Incoming, Reply};
 use crate::error::{CloseReason, RpcError, WireError};
 use crate::transport::Transport;
 use crate::wire::{CapDescriptor, Header, Outcome, QuestionId, Target, ROOT_EXPORT};
