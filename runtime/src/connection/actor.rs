@@ -13,10 +13,11 @@
 
 mod answers;
 mod commands;
+mod questions;
 mod tables;
 mod timers;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -43,6 +44,7 @@ use crate::wire::{
 };
 
 use answers::{Answer, Finished, IncomingCall, Stalled};
+use questions::{Questions, Returned};
 use tables::{Exports, Import};
 use timers::Timers;
 
@@ -76,15 +78,13 @@ pub(super) fn spawn<T: Transport>(
         transport,
         conn,
         commands,
-        questions: HashMap::new(),
+        questions: Questions::default(),
         answers: HashMap::new(),
         running: JoinSet::new(),
         stalled: HashMap::new(),
         stalled_count: 0,
         timers: Timers::default(),
         draining: false,
-        pipelined: HashSet::new(),
-        embargoed: HashMap::new(),
         exports,
         imports: HashMap::new(),
         next_generation: 0,
@@ -107,7 +107,7 @@ struct Actor<T> {
     conn: Connection,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Calls this side made that await a return.
-    questions: HashMap<QuestionId, oneshot::Sender<Reply>>,
+    questions: Questions,
     /// Calls the peer made: running (spawned) handlers, and finished answers kept
     /// for pipelined calls until the peer's `Finish`.
     answers: HashMap<QuestionId, Answer>,
@@ -120,10 +120,6 @@ struct Actor<T> {
     timers: Timers,
     /// Set while `stalled` is being drained, so delivery does not recurse into it.
     draining: bool,
-    /// Our questions on which we pipelined calls.
-    pipelined: HashSet<QuestionId>,
-    /// Returns held until the callee reflects our `Disembargo` (see `Header`).
-    embargoed: HashMap<QuestionId, (oneshot::Sender<Reply>, Reply)>,
     exports: Exports,
     imports: HashMap<ExportId, Import>,
     next_generation: u64,
@@ -481,28 +477,26 @@ impl<T: Transport> Actor<T> {
                     codec,
                     error_text: None,
                 };
-                match self.questions.remove(&question) {
-                    Some(sender) => {
-                        let came_home = reply.outcome == Outcome::Value
-                            && reply.caps.first().is_some_and(
-                                |cap| !matches!(cap, CapRef::Import(e) if self.is_ours(&e.conn)),
-                            );
-                        if self.pipelined.remove(&question) && came_home {
-                            // Calls we pipelined on this answer are being reflected back
-                            // to us; hold the result until they all have arrived.
-                            self.embargoed.insert(question, (sender, reply));
-                            self.enqueue_control(&Header::Disembargo {
-                                question,
-                                reflected: false,
-                            });
-                        } else {
-                            self.deliver_return(question, sender, reply);
-                        }
+                let issued = self.conn.shared.next_question.load(Ordering::Relaxed);
+                let ours = &self.conn.shared;
+                let came_home = |reply: &Reply| {
+                    reply.outcome == Outcome::Value
+                        && reply.caps.first().is_some_and(|cap| {
+                            !matches!(cap, CapRef::Import(e) if Arc::ptr_eq(&e.conn.shared, ours))
+                        })
+                };
+                match self.questions.on_return(question, reply, issued, came_home) {
+                    Returned::Deliver(sender, reply) => {
+                        self.deliver_return(question, sender, reply)
                     }
-                    None if question < self.conn.shared.next_question.load(Ordering::Relaxed) => {
-                        // Finished by us, or failed by `close()`, before this arrived.
-                    }
-                    None => {
+                    // Calls we pipelined on this answer are being reflected back to
+                    // us; the result waits until they all have arrived.
+                    Returned::Embargoed => self.enqueue_control(&Header::Disembargo {
+                        question,
+                        reflected: false,
+                    }),
+                    Returned::Unwanted => {}
+                    Returned::NeverAsked => {
                         return Err(self.violation(RpcError::BadMessage(format!(
                             "return for question {question}, which was never asked"
                         ))))
@@ -536,7 +530,7 @@ impl<T: Transport> Actor<T> {
                 question,
                 reflected: true,
             } => {
-                if let Some((sender, reply)) = self.embargoed.remove(&question) {
+                if let Some((sender, reply)) = self.questions.on_reflected(question) {
                     self.deliver_return(question, sender, reply);
                 }
                 Ok(())
@@ -661,7 +655,6 @@ impl<T: Transport> Actor<T> {
         let _ = self.conn.shared.reason.set(reason.clone());
         tracing::debug!(%reason, "connection ended");
         self.questions.clear();
-        self.embargoed.clear();
         self.running.abort_all();
         self.answers.clear();
         self.stalled.clear();

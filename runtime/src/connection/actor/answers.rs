@@ -535,7 +535,7 @@ impl<T: Transport> Actor<T> {
             return incoming.reply.fail_now(error);
         }
         let (sender, rx) = oneshot::channel();
-        self.questions.insert(question, sender);
+        self.questions.asked(question, sender);
         let conn = self.conn.clone();
         let reply_to = incoming.reply;
         Box::pin(async move {

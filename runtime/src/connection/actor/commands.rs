@@ -37,7 +37,7 @@ impl<T: Transport> Actor<T> {
                     ..
                 } = outgoing
                 {
-                    self.pipelined.insert(on);
+                    self.questions.pipelined_on(on);
                 }
                 let sent = self.send_message(message, |caps| match outgoing {
                     Outgoing::Call { target, method } => Header::Call {
@@ -57,7 +57,7 @@ impl<T: Transport> Actor<T> {
                 });
                 match sent {
                     Ok(()) => {
-                        self.questions.insert(question, reply);
+                        self.questions.asked(question, reply);
                     }
                     Err(error) => {
                         let _ = reply.send(self.reply_to().error(&error));
@@ -71,7 +71,7 @@ impl<T: Transport> Actor<T> {
             } => {
                 self.unreserve(&message);
                 if let Target::Answer(on) = target {
-                    self.pipelined.insert(on);
+                    self.questions.pipelined_on(on);
                 }
                 if self.closing.is_none() {
                     let sent = self.send_message(message, |caps| Header::Call {
@@ -86,10 +86,7 @@ impl<T: Transport> Actor<T> {
                 }
             }
             Command::Finish { question, answered } => {
-                self.pipelined.remove(&question);
-                let held = self.embargoed.remove(&question);
-                let asked = self.questions.remove(&question).is_some();
-                if asked || answered || held.is_some_and(|(_, reply)| reply.needs_finish()) {
+                if self.questions.finish(question) || answered {
                     self.enqueue_control(&Header::Finish { question });
                 }
             }
@@ -113,7 +110,7 @@ impl<T: Transport> Actor<T> {
             }
             Command::Stats { reply } => {
                 let _ = reply.send(Stats {
-                    questions: self.questions.len() + self.embargoed.len(),
+                    questions: self.questions.len(),
                     answers: self.answers.len(),
                     exports: self.exports.len(),
                     // The peer's root, like ours among the exports, is not counted.
@@ -131,7 +128,7 @@ impl<T: Transport> Actor<T> {
                 tracing::debug!("closing gracefully");
                 let _ = self.conn.shared.reason.set(CloseReason::ClosedLocally);
                 // Our own pending calls will not be answered after we close.
-                self.questions.clear();
+                self.questions.fail_waiting();
                 self.closing.get_or_insert_with(Vec::new).extend(done);
             }
         }
