@@ -13,11 +13,12 @@
 
 mod answers;
 mod commands;
+mod incoming;
 mod questions;
 mod tables;
 mod timers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -28,7 +29,6 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::AnyCodec;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -40,10 +40,10 @@ use crate::error::{CloseReason, RpcError, WireError};
 use crate::transport::Transport;
 use crate::wire::{
     decode_frame, encode_frame, finish_frame, CapDescriptor, ExportId, Header, Hello, Outcome,
-    QuestionId, Target,
+    QuestionId,
 };
 
-use answers::{Answer, Finished, IncomingCall, Stalled};
+use answers::{Answers, IncomingCall};
 use questions::{Questions, Returned};
 use tables::{Exports, Import};
 use timers::Timers;
@@ -79,12 +79,8 @@ pub(super) fn spawn<T: Transport>(
         conn,
         commands,
         questions: Questions::default(),
-        answers: HashMap::new(),
-        running: JoinSet::new(),
-        stalled: HashMap::new(),
-        stalled_count: 0,
+        answers: Answers::default(),
         timers: Timers::default(),
-        draining: false,
         exports,
         imports: HashMap::new(),
         next_generation: 0,
@@ -93,11 +89,9 @@ pub(super) fn spawn<T: Transport>(
         peer: None,
         reassembly: Reassembly::default(),
         needs_flush: false,
-        closing: None,
+        phase: Phase::Open,
+        closers: Vec::new(),
         handle,
-        aborted: false,
-        ended: false,
-        linger: None,
     };
     tokio::spawn(actor.instrument(span));
 }
@@ -108,18 +102,9 @@ struct Actor<T> {
     commands: mpsc::UnboundedReceiver<Command>,
     /// Calls this side made that await a return.
     questions: Questions,
-    /// Calls the peer made: running (spawned) handlers, and finished answers kept
-    /// for pipelined calls until the peer's `Finish`.
-    answers: HashMap<QuestionId, Answer>,
-    running: JoinSet<Finished>,
-    /// Incoming calls waiting for an answer they depend on, per target so that calls
-    /// on one reference stay in order.
-    stalled: HashMap<Target, VecDeque<Stalled>>,
-    /// Calls (not disembargoes) in `stalled`.
-    stalled_count: usize,
+    /// Calls the peer made: waiting, running, or kept for pipelined calls.
+    answers: Answers,
     timers: Timers,
-    /// Set while `stalled` is being drained, so delivery does not recurse into it.
-    draining: bool,
     exports: Exports,
     imports: HashMap<ExportId, Import>,
     next_generation: u64,
@@ -130,26 +115,49 @@ struct Actor<T> {
     peer: Option<Hello>,
     reassembly: Reassembly,
     needs_flush: bool,
-    /// `Some` once `close()` was asked: who waits for it.
-    closing: Option<Vec<oneshot::Sender<()>>>,
+    phase: Phase,
+    /// Who waits for a graceful close to end.
+    closers: Vec<oneshot::Sender<()>>,
     /// The handles that keep the connection in use (see `Connection`).
     handle: Weak<Handle>,
-    /// `abort()` was asked: stop after one last write.
-    aborted: bool,
-    ended: bool,
-    /// Set once the connection failed: the deadline for writing its last frames.
-    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Why the actor stops.
 type End = Result<(), CloseReason>;
+
+/// Where a connection is in its life.
+enum Phase {
+    /// Serving both ways.
+    Open,
+    /// Closing gracefully: new incoming calls are refused; it ends once the running
+    /// ones are done and everything queued is written, or at the drain deadline.
+    Closing,
+    /// `abort()` was asked: it ends after one last write (the `Abort` frame).
+    Aborting,
+    /// Ended (everything pending failed); the last frames are written until the
+    /// deadline, then the transport is dropped.
+    Lingering(Pin<Box<tokio::time::Sleep>>),
+    /// Over.
+    Ended,
+}
+
+impl Phase {
+    /// Whether the connection still serves: nothing has failed yet.
+    fn is_live(&self) -> bool {
+        matches!(self, Phase::Open | Phase::Closing | Phase::Aborting)
+    }
+
+    fn is_closing(&self) -> bool {
+        matches!(self, Phase::Closing)
+    }
+}
 
 impl<T: Transport> Future for Actor<T> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if !this.ended {
+        if this.phase.is_live() {
             match this.turn(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => {
@@ -160,7 +168,7 @@ impl<T: Transport> Future for Actor<T> {
                     // Everything pending fails now; the transport gets a little
                     // longer to deliver what is queued (the `Abort` saying why).
                     this.end(reason);
-                    this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+                    this.phase = Phase::Lingering(Box::pin(tokio::time::sleep(LINGER)));
                 }
             }
         }
@@ -191,7 +199,7 @@ impl<T: Transport> Actor<T> {
             }
 
             for _ in 0..BATCH {
-                match self.running.poll_join_next(cx) {
+                match self.answers.poll_finished(cx) {
                     Poll::Ready(Some(Ok(finished))) => {
                         progress = true;
                         self.on_finished(finished, cx);
@@ -228,12 +236,12 @@ impl<T: Transport> Actor<T> {
             if let Poll::Ready(Err(e)) = self.write(cx) {
                 return Poll::Ready(Err(CloseReason::Transport(e.to_string())));
             }
-            if self.aborted {
+            if matches!(self.phase, Phase::Aborting) {
                 // The `Abort` is queued; lingering writes it.
                 return Poll::Ready(Err(CloseReason::AbortedLocally));
             }
 
-            if self.closing.is_some() && !self.answers_running() && self.outbound.is_empty() {
+            if self.phase.is_closing() && !self.answers.any_running() && self.outbound.is_empty() {
                 return match Pin::new(&mut self.transport).poll_close(cx) {
                     Poll::Ready(_) => Poll::Ready(Ok(())),
                     Poll::Pending => Poll::Pending,
@@ -509,7 +517,7 @@ impl<T: Transport> Actor<T> {
                 interface,
                 fingerprint,
             } => {
-                if self.answers.contains_key(&question) {
+                if self.answers.contains(question) {
                     return Err(self.violation(RpcError::BadMessage(format!(
                         "question id {question} is already in flight"
                     ))));
@@ -587,11 +595,11 @@ impl<T: Transport> Actor<T> {
         let unused = self.handle.strong_count() == 0
             && self.exports.get(crate::wire::ROOT_EXPORT).is_none()
             && self.exports.len() == 0
-            && self.closing.is_none();
+            && matches!(self.phase, Phase::Open);
         if unused {
             tracing::debug!("every handle dropped; closing");
             let _ = self.conn.shared.reason.set(CloseReason::Unused);
-            self.closing = Some(Vec::new());
+            self.phase = Phase::Closing;
         }
     }
 
@@ -630,10 +638,10 @@ impl<T: Transport> Actor<T> {
     /// After a failure: writes what is queued, flushes and closes the transport,
     /// giving up at the linger deadline or on the first error.
     fn linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let expired = self
-            .linger
-            .as_mut()
-            .is_none_or(|deadline| deadline.as_mut().poll(cx).is_ready());
+        let expired = match &mut self.phase {
+            Phase::Lingering(deadline) => deadline.as_mut().poll(cx).is_ready(),
+            _ => true,
+        };
         if expired {
             return Poll::Ready(());
         }
@@ -647,24 +655,21 @@ impl<T: Transport> Actor<T> {
 
     /// Fails everything still pending and marks the connection closed.
     fn end(&mut self, reason: CloseReason) {
-        if self.ended {
+        if !self.phase.is_live() {
             return;
         }
-        self.ended = true;
+        self.phase = Phase::Ended;
         // The reason must be set before pending calls fail, so they can report it.
         let _ = self.conn.shared.reason.set(reason.clone());
         tracing::debug!(%reason, "connection ended");
         self.questions.clear();
-        self.running.abort_all();
         self.answers.clear();
-        self.stalled.clear();
-        self.stalled_count = 0;
         // Exported objects are dropped (their `Drop` runs if this was the last
         // holder); imports are broken because the command channel is closed.
         self.exports = Exports::default();
         self.imports.clear();
         self.commands.close();
-        for done in self.closing.take().into_iter().flatten() {
+        for done in self.closers.drain(..) {
             let _ = done.send(());
         }
         self.conn.shared.closed.send_replace(true);
@@ -673,7 +678,7 @@ impl<T: Transport> Actor<T> {
 
 impl<T> Drop for Actor<T> {
     fn drop(&mut self) {
-        if !self.ended {
+        if self.phase.is_live() {
             // The runtime is shutting down (or the task was aborted) mid-connection.
             let _ = self.conn.shared.reason.set(CloseReason::TaskStopped);
             self.questions.clear();

@@ -1,28 +1,23 @@
-//! The answer table and the incoming-call path: calls the peer made, from arrival
-//! (or a wait on an answer they depend on) through their handler to the return.
+//! The answer table: calls the peer made, from arrival (or a wait on an answer
+//! they depend on) through their running handler to the result kept for calls
+//! pipelined on it, until the peer's `Finish`. The actor's incoming-call path
+//! (`incoming.rs`) drives it; this file holds only the state and its rules.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use tokio::task::{AbortHandle, JoinError, JoinSet};
 
+use crate::cap::{CapRef, Handler, Reply};
 use crate::codec::AnyCodec;
-use tokio::sync::oneshot;
-use tokio::task::AbortHandle;
-
-use super::Actor;
-use crate::cap::{CapRef, Message};
-use crate::cap::{Handler, Incoming, Reply};
-use crate::connection::CallContext;
-use crate::connection::Command;
-use crate::error::{CloseReason, RpcError, WireError};
-use crate::transport::Transport;
-use crate::wire::{CapDescriptor, Header, Outcome, QuestionId, Target, ROOT_EXPORT};
+use crate::error::WireError;
+use crate::wire::{CapDescriptor, QuestionId, Target};
 
 /// The output of a spawned handler.
 pub(super) struct Finished {
-    question: Option<QuestionId>,
-    reply: Reply,
+    pub(super) question: Option<QuestionId>,
+    pub(super) reply: Reply,
 }
 
 /// A call the peer made, in the answer table, from arrival to the caller's `Finish`.
@@ -30,7 +25,7 @@ pub(super) struct Finished {
 /// `finished` in every state: the caller sent `Finish` (it wants no return), but
 /// calls pipelined on the answer still wait for it, so it goes on without a return
 /// and is forgotten as soon as nothing waits for it any more.
-pub(super) enum Answer {
+enum Answer {
     /// Waiting in `stalled` for an answer it depends on (its target, or a promise
     /// among its arguments).
     Waiting { finished: bool },
@@ -101,84 +96,256 @@ impl IncomingCall {
     }
 }
 
-impl<T: Transport> Actor<T> {
-    pub(super) fn on_finished(&mut self, finished: Finished, cx: &mut Context<'_>) {
-        let Some(question) = finished.question else {
-            return;
-        };
-        // Gone if the caller sent `Finish` and nothing waited for it (then its task
-        // was aborted, but may have finished first).
-        if let Some(Answer::Running { finished: done, .. }) = self.answers.get(&question) {
-            let done = *done;
-            self.complete(question, finished.reply, done, cx);
+/// Calls the peer made: waiting, running or kept, with the queues of calls that
+/// wait for an answer they depend on.
+#[derive(Default)]
+pub(super) struct Answers {
+    entries: HashMap<QuestionId, Answer>,
+    /// Handlers that had to wait, spawned.
+    running: JoinSet<Finished>,
+    /// Incoming calls waiting for an answer they depend on, per target so that
+    /// calls on one reference stay in order.
+    stalled: HashMap<Target, VecDeque<Stalled>>,
+    /// Calls (not disembargoes) in `stalled`.
+    stalled_calls: usize,
+    /// Set while the stalled queues are being drained, so that delivery, which may
+    /// complete answers, does not start another drain inside this one.
+    draining: bool,
+}
+
+impl Answers {
+    /// Answers held: waiting, running, or kept for pipelined calls.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether `question` is in the table, in any state.
+    pub(super) fn contains(&self, question: QuestionId) -> bool {
+        self.entries.contains_key(&question)
+    }
+
+    /// Calls in flight: running handlers and calls waiting to start.
+    pub(super) fn in_flight(&self) -> usize {
+        self.running.len() + self.stalled_calls
+    }
+
+    /// Whether calls the peer made are still running or waiting to (a graceful close
+    /// waits for them; kept results do not count).
+    pub(super) fn any_running(&self) -> bool {
+        self.entries.values().any(Answer::pending)
+    }
+
+    /// Whether an answer has no result yet.
+    pub(super) fn pending(&self, question: QuestionId) -> bool {
+        self.entries.get(&question).is_some_and(Answer::pending)
+    }
+
+    /// Whether the caller sent `Finish` for `question`.
+    pub(super) fn is_finished(&self, question: QuestionId) -> bool {
+        self.entries.get(&question).is_some_and(Answer::finished)
+    }
+
+    /// The capability calls pipelined on `question` go to, once it has returned.
+    pub(super) fn result(&self, question: QuestionId) -> Option<CapRef> {
+        match self.entries.get(&question) {
+            Some(Answer::Done { cap, .. }) => Some(cap.clone()),
+            _ => None,
         }
     }
 
-    /// Records a finished answer, starts the calls that waited for it, then returns
-    /// it, unless the caller already sent `Finish` (`finished`).
-    fn complete(
-        &mut self,
-        question: QuestionId,
-        reply: Reply,
-        finished: bool,
-        cx: &mut Context<'_>,
-    ) {
-        if finished {
-            // Only calls pipelined on it still want it.
-            if self.awaited(question) {
-                let cap = reply.promised_cap();
-                self.answers
-                    .insert(question, Answer::Done { cap, finished });
-                self.drain_stalled(cx);
-            } else {
-                self.answers.remove(&question);
-            }
-            return;
+    /// What a promise on `question` among a call's arguments stands for.
+    pub(super) fn promised(&self, question: QuestionId) -> CapRef {
+        match self.entries.get(&question) {
+            Some(Answer::Done { cap, .. }) => cap.clone(),
+            // Calls carrying a running answer wait for it; this is one that did not.
+            Some(_) => CapRef::Broken(WireError::PromiseFailed(
+                "the promised answer is not ready".into(),
+            )),
+            None => CapRef::Broken(WireError::ObjectNotFound),
         }
-        if reply.needs_finish() {
+    }
+
+    /// Fixes, when a call arrives, the answers it needs: those it names that are in
+    /// the table then, never its own. An answer named before it exists is not
+    /// waited for (it resolves as not found), so no calls can wait in a cycle.
+    pub(super) fn fix_needs(&self, call: &mut IncomingCall) {
+        let mut needs: Vec<QuestionId> = call
+            .names()
+            .filter(|q| Some(*q) != call.question && self.entries.contains_key(q))
+            .collect();
+        needs.sort_unstable();
+        needs.dedup();
+        call.needs = needs;
+    }
+
+    /// Whether a call must wait: an earlier call on its target waits (to stay in
+    /// order), or an answer it needs has no result yet, however deep the chain of
+    /// calls that answer itself waits on.
+    pub(super) fn must_wait(&self, call: &IncomingCall) -> bool {
+        self.stalled.contains_key(&call.target) || self.blocked(call)
+    }
+
+    fn blocked(&self, call: &IncomingCall) -> bool {
+        call.needs.iter().any(|&q| self.pending(q))
+    }
+
+    /// Queues a call that must wait; its question gets a waiting entry.
+    pub(super) fn stall(&mut self, call: IncomingCall) {
+        if let Some(question) = call.question {
+            self.entries
+                .insert(question, Answer::Waiting { finished: false });
+        }
+        self.stalled_calls += 1;
+        self.stalled
+            .entry(call.target)
+            .or_default()
+            .push_back(Stalled::Call(call));
+    }
+
+    /// Queues the caller's `Disembargo` for `question` behind the calls waiting on
+    /// that answer. `Ok(false)`: none wait, reflect it now. `Err`: it is the
+    /// second one for this question.
+    pub(super) fn stall_disembargo(&mut self, question: QuestionId) -> Result<bool, ()> {
+        let Some(queue) = self.stalled.get_mut(&Target::Answer(question)) else {
+            return Ok(false);
+        };
+        if queue
+            .iter()
+            .any(|s| matches!(s, Stalled::Disembargo { .. }))
+        {
+            return Err(());
+        }
+        queue.push_back(Stalled::Disembargo { question });
+        Ok(true)
+    }
+
+    /// Takes the next stalled message whose answers are ready (in order per
+    /// target), unless a drain is already under way.
+    pub(super) fn next_ready(&mut self) -> Option<Stalled> {
+        let target = *self
+            .stalled
+            .iter()
+            .find(|(_, queue)| match queue.front() {
+                Some(Stalled::Call(call)) => !self.blocked(call),
+                // Queued only behind calls: its answer has returned.
+                Some(Stalled::Disembargo { .. }) => true,
+                None => false,
+            })?
+            .0;
+        let queue = self.stalled.get_mut(&target).expect("found just above");
+        let next = queue.pop_front().expect("has a front");
+        if queue.is_empty() {
+            self.stalled.remove(&target);
+        }
+        if matches!(next, Stalled::Call(_)) {
+            self.stalled_calls -= 1;
+        }
+        Some(next)
+    }
+
+    /// Starts draining the stalled queues; `false` if there is nothing to drain or
+    /// a drain is already under way (then that one picks up what is ready).
+    pub(super) fn begin_drain(&mut self) -> bool {
+        if self.draining || self.stalled.is_empty() {
+            return false;
+        }
+        self.draining = true;
+        true
+    }
+
+    pub(super) fn end_drain(&mut self) {
+        self.draining = false;
+    }
+
+    /// Spawns a handler that has to wait; its question gets a running entry.
+    pub(super) fn spawn(&mut self, question: Option<QuestionId>, finished: bool, handler: Handler) {
+        let abort = self.running.spawn(async move {
+            Finished {
+                question,
+                reply: handler.await,
+            }
+        });
+        if let Some(question) = question {
+            self.entries
+                .insert(question, Answer::Running { abort, finished });
+        }
+    }
+
+    /// The next spawned handler to finish. An `Err` is one aborted after a
+    /// `Finish`: its entry is already gone.
+    pub(super) fn poll_finished(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Finished, JoinError>>> {
+        self.running.poll_join_next(cx)
+    }
+
+    /// Whether `question`'s handler is still running, and if so whether its caller
+    /// sent `Finish`. A handler that finished after its entry was forgotten (it
+    /// was aborted, but finished first) gets `None`.
+    pub(super) fn running(&self, question: QuestionId) -> Option<bool> {
+        match self.entries.get(&question) {
+            Some(Answer::Running { finished, .. }) => Some(*finished),
+            _ => None,
+        }
+    }
+
+    /// Records `question`'s result. It is kept while it may still be wanted: until
+    /// the caller's `Finish` when it carries capabilities or failed (see
+    /// `Reply::needs_finish`), or, when the caller already finished it, while
+    /// stalled calls need it.
+    pub(super) fn settle(&mut self, question: QuestionId, reply: &Reply, finished: bool) {
+        let keep = if finished {
+            self.awaited(question)
+        } else {
+            reply.needs_finish()
+        };
+        if keep {
             let cap = reply.promised_cap();
-            self.answers
+            self.entries
                 .insert(question, Answer::Done { cap, finished });
         } else {
-            self.answers.remove(&question);
+            self.entries.remove(&question);
         }
-        // Pipelined calls start (and calls reflected back to the caller are queued)
-        // before the return, which keeps them ahead of calls on the result.
-        self.drain_stalled(cx);
-        self.send_return(question, reply);
     }
 
-    /// The caller no longer wants the answer to `question`.
-    pub(super) fn on_finish(&mut self, question: QuestionId, cx: &mut Context<'_>) {
-        let Some(answer) = self.answers.get_mut(&question) else {
-            // Already returned and forgotten, or never asked: nothing to free.
-            return;
-        };
-        answer.mark_finished();
-        self.forget_unwanted(vec![question], cx);
+    /// Forgets `question` (a call refused before it ran); says whether its caller
+    /// had already finished it.
+    pub(super) fn forget(&mut self, question: QuestionId) -> bool {
+        self.entries.remove(&question).is_some_and(|a| a.finished())
+    }
+
+    /// Marks `question` finished by its caller; `false` if it is not held.
+    pub(super) fn mark_finished(&mut self, question: QuestionId) -> bool {
+        match self.entries.get_mut(&question) {
+            Some(answer) => {
+                answer.mark_finished();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forgets finished answers that no stalled call waits for any more: a waiting
-    /// call is taken out of its queue, a running handler is stopped, a kept result
-    /// is dropped. Forgetting one may leave others unwanted, so this works through
-    /// a list.
-    fn forget_unwanted(&mut self, mut candidates: Vec<QuestionId>, cx: &mut Context<'_>) {
-        let mut unblocked = false;
+    /// call is taken out of its queue (and returned, to be discarded), a running
+    /// handler is stopped, a kept result is dropped. Forgetting one may leave
+    /// others unwanted, so this works through a list.
+    pub(super) fn forget_unwanted(&mut self, mut candidates: Vec<QuestionId>) -> Vec<IncomingCall> {
+        let mut discarded = Vec::new();
         while let Some(question) = candidates.pop() {
             let unwanted = self
-                .answers
+                .entries
                 .get(&question)
                 .is_some_and(|a| a.finished() && !self.awaited(question));
             if !unwanted {
                 continue;
             }
-            match self.answers.remove(&question) {
+            match self.entries.remove(&question) {
                 Some(Answer::Waiting { .. }) => {
                     if let Some(call) = self.unstall(question) {
-                        unblocked = true;
                         // What it waited for may be unwanted now.
                         candidates.extend(call.needs.iter().copied());
-                        self.discard(call);
+                        discarded.push(call);
                     }
                 }
                 Some(Answer::Running { abort, .. }) => {
@@ -188,399 +355,215 @@ impl<T: Transport> Actor<T> {
                 Some(Answer::Done { .. }) | None => {}
             }
         }
-        if unblocked {
-            // A call taken out of a queue may have held up the ones behind it.
-            self.drain_stalled(cx);
-        }
+        discarded
     }
 
-    /// A caller's `Disembargo` for `question`: reflected once every call queued on
-    /// that answer before it has been delivered. It is only sent after the return,
-    /// and once per question.
-    pub(super) fn on_disembargo(&mut self, question: QuestionId) -> Result<(), CloseReason> {
-        if self.pending(question) {
-            return Err(self.violation(RpcError::BadMessage(format!(
-                "disembargo for question {question}, which has not returned"
-            ))));
-        }
-        let reflected = Header::Disembargo {
-            question,
-            reflected: true,
-        };
-        let Some(queue) = self.stalled.get_mut(&Target::Answer(question)) else {
-            self.enqueue_control(&reflected);
-            return Ok(());
-        };
-        if queue
+    /// Finished answers kept only for stalled calls: once those have started,
+    /// they may go.
+    pub(super) fn kept_for_others(&self) -> Vec<QuestionId> {
+        self.entries
             .iter()
-            .any(|s| matches!(s, Stalled::Disembargo { .. }))
-        {
-            return Err(self.violation(RpcError::BadMessage(format!(
-                "a second disembargo for question {question}"
-            ))));
-        }
-        queue.push_back(Stalled::Disembargo { question });
-        Ok(())
-    }
-
-    /// Drops a call that will not run, giving back the references it carried: the
-    /// objects the peer passed in it are released.
-    fn discard(&mut self, call: IncomingCall) {
-        drop(self.resolve(call.caps));
-    }
-
-    /// Takes the stalled call that asked `question` out of its queue.
-    fn unstall(&mut self, question: QuestionId) -> Option<IncomingCall> {
-        let (&target, queue) = self.stalled.iter_mut().find(|(_, queue)| {
-            queue
-                .iter()
-                .any(|s| matches!(s, Stalled::Call(c) if c.question == Some(question)))
-        })?;
-        let at = queue
-            .iter()
-            .position(|s| matches!(s, Stalled::Call(c) if c.question == Some(question)))?;
-        let Some(Stalled::Call(call)) = queue.remove(at) else {
-            unreachable!("found just above")
-        };
-        if queue.is_empty() {
-            self.stalled.remove(&target);
-        }
-        self.stalled_count -= 1;
-        Some(call)
-    }
-
-    /// Whether an answer has no result yet.
-    fn pending(&self, question: QuestionId) -> bool {
-        self.answers.get(&question).is_some_and(Answer::pending)
-    }
-
-    /// Whether a call must still wait for one of the answers it needs.
-    fn blocked(&self, call: &IncomingCall) -> bool {
-        call.needs.iter().any(|&q| self.pending(q))
-    }
-
-    /// Whether calls the peer made are still running or waiting to (a graceful close
-    /// waits for them; kept results do not count).
-    pub(super) fn answers_running(&self) -> bool {
-        self.answers.values().any(Answer::pending)
+            .filter(|(_, a)| matches!(a, Answer::Done { finished: true, .. }))
+            .map(|(&q, _)| q)
+            .collect()
     }
 
     /// Whether stalled calls need `question`'s answer.
-    pub(super) fn awaited(&self, question: QuestionId) -> bool {
+    fn awaited(&self, question: QuestionId) -> bool {
         self.stalled
             .values()
             .flatten()
             .any(|s| matches!(s, Stalled::Call(call) if call.needs.contains(&question)))
     }
 
-    /// Delivers stalled messages whose answers are ready, in order per target.
-    fn drain_stalled(&mut self, cx: &mut Context<'_>) {
-        if self.draining || self.stalled.is_empty() {
-            return;
-        }
-        self.draining = true;
-        loop {
-            let mut progress = false;
-            let targets: Vec<Target> = self.stalled.keys().copied().collect();
-            for target in targets {
-                loop {
-                    let ready = match self.stalled.get(&target).and_then(VecDeque::front) {
-                        Some(Stalled::Call(call)) => !self.blocked(call),
-                        // Queued only behind calls: its answer has returned.
-                        Some(Stalled::Disembargo { .. }) => true,
-                        None => break,
-                    };
-                    if !ready {
-                        break;
-                    }
-                    let queue = self.stalled.get_mut(&target).expect("present");
-                    let next = queue.pop_front().expect("front exists");
-                    if matches!(next, Stalled::Call(_)) {
-                        self.stalled_count -= 1;
-                    }
-                    if queue.is_empty() {
-                        self.stalled.remove(&target);
-                    }
-                    progress = true;
-                    match next {
-                        Stalled::Call(call) => self.deliver(call, true, cx),
-                        Stalled::Disembargo { question } => {
-                            self.enqueue_control(&Header::Disembargo {
-                                question,
-                                reflected: true,
-                            })
-                        }
-                    }
-                }
-            }
-            if !progress {
-                break;
-            }
-        }
-        self.draining = false;
-        // Finished answers kept only for the calls just started may go now.
-        let lingering: Vec<QuestionId> = self
-            .answers
-            .iter()
-            .filter(|(_, a)| matches!(a, Answer::Done { finished: true, .. }))
-            .map(|(&q, _)| q)
-            .collect();
-        if !lingering.is_empty() {
-            self.forget_unwanted(lingering, cx);
-        }
-    }
-
-    pub(super) fn bootstrap(&mut self, interface: &str, fingerprint: u64) -> Reply {
-        let reply = self.reply_to();
-        if self.closing.is_some() {
-            return reply.error(&WireError::Closing);
-        }
-        let Some(root) = self.exports.get(ROOT_EXPORT).cloned() else {
-            return reply.error(&WireError::NoRoot);
+    /// Takes the stalled call that asked `question` out of its queue.
+    fn unstall(&mut self, question: QuestionId) -> Option<IncomingCall> {
+        let asked = |s: &Stalled| matches!(s, Stalled::Call(c) if c.question == Some(question));
+        let (&target, queue) = self
+            .stalled
+            .iter_mut()
+            .find(|(_, queue)| queue.iter().any(asked))?;
+        let at = queue.iter().position(asked)?;
+        let Some(Stalled::Call(call)) = queue.remove(at) else {
+            unreachable!("found just above")
         };
-        let CapRef::Local(object) = &root else {
-            return reply.error(&WireError::NoRoot);
-        };
-        let offered = object.dispatch.interface();
-        if offered.name != interface {
-            return reply.error(&WireError::WrongInterface {
-                found: offered.name.to_owned(),
-            });
+        if queue.is_empty() {
+            self.stalled.remove(&target);
         }
-        if offered.fingerprint != fingerprint {
-            tracing::debug!(
-                interface,
-                "peer's interface differs from ours (another version)"
-            );
-        }
-        Reply {
-            outcome: Outcome::Value,
-            payload: crate::wire::encode_payload(self.codec(), &())
-                .map(Bytes::from)
-                .unwrap_or_default(),
-            caps: vec![root],
-            codec: self.codec(),
-            error_text: None,
-        }
+        self.stalled_calls -= 1;
+        Some(call)
     }
 
-    /// Which limit a new incoming call would exceed, if any.
-    fn over_limit(&self, question: Option<QuestionId>) -> Option<String> {
-        let config = &self.conn.shared.config;
-        if self.running.len() + self.stalled_count >= config.max_inflight_calls {
-            return Some(format!(
-                "more than {} calls in flight",
-                config.max_inflight_calls
-            ));
-        }
-        if question.is_some() && self.answers.len() >= config.max_answers {
-            return Some(format!("more than {} answers held", config.max_answers));
-        }
-        None
+    /// Forgets everything and stops every running handler: the connection ended.
+    pub(super) fn clear(&mut self) {
+        // Dropping a `JoinSet` aborts its tasks.
+        self.running = JoinSet::new();
+        self.entries.clear();
+        self.stalled.clear();
+        self.stalled_calls = 0;
     }
+}
 
-    /// Hands a return to the task that asked; if it stopped waiting, frees the
-    /// callee's answer ourselves.
-    pub(super) fn deliver_return(
-        &mut self,
-        question: QuestionId,
-        sender: oneshot::Sender<Reply>,
-        reply: Reply,
-    ) {
-        if let Err(reply) = sender.send(reply) {
-            if reply.needs_finish() {
-                self.enqueue_control(&Header::Finish { question });
-            }
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    pub(super) fn on_call(
-        &mut self,
-        mut call: IncomingCall,
-        cx: &mut Context<'_>,
-    ) -> Result<(), CloseReason> {
-        if let Some(q) = call.question {
-            // Whatever state the first one is in: waiting, running or kept.
-            if self.answers.contains_key(&q) {
-                return Err(self.violation(RpcError::BadMessage(format!(
-                    "question id {q} is already in flight"
-                ))));
-            }
-        }
-        if let Some(limit) = self.over_limit(call.question) {
-            if let Some(question) = call.question {
-                let refused = self.reply_to().error(&WireError::Overloaded(limit));
-                self.send_return(question, refused);
-            }
-            self.discard(call);
-            return Ok(());
-        }
-        let mut needs: Vec<QuestionId> = call
-            .names()
-            .filter(|q| Some(*q) != call.question && self.answers.contains_key(q))
-            .collect();
-        needs.sort_unstable();
-        needs.dedup();
-        call.needs = needs;
-        // A call waits if an earlier call on its target waits (to stay in order), or
-        // if an answer it needs has no result yet, however deep the chain of calls
-        // that answer itself waits on.
-        if self.stalled.contains_key(&call.target) || self.blocked(&call) {
-            if let Some(question) = call.question {
-                self.answers
-                    .insert(question, Answer::Waiting { finished: false });
-            }
-            self.stalled_count += 1;
-            self.stalled
-                .entry(call.target)
-                .or_default()
-                .push_back(Stalled::Call(call));
-            return Ok(());
-        }
-        self.deliver(call, false, cx);
-        Ok(())
-    }
-
-    /// Starts a call whose dependencies are ready; `waited`: it waited in `stalled`
-    /// (and so has an answer entry, which a `Finish` may have marked).
-    fn deliver(&mut self, call: IncomingCall, waited: bool, cx: &mut Context<'_>) {
-        let IncomingCall {
+    fn call(question: Option<QuestionId>, target: Target, promises: &[QuestionId]) -> IncomingCall {
+        IncomingCall {
             question,
             target,
-            method,
-            payload,
-            caps,
-            codec,
-            ..
-        } = call;
-        let caps = self.resolve(caps);
-        let reply = self.reply_to();
-        let object = match target {
-            Target::Export(id) => self.exports.get(id).cloned(),
-            Target::Answer(q) => match self.answers.get(&q) {
-                Some(Answer::Done { cap, .. }) => Some(cap.clone()),
-                _ => None,
-            },
-        };
-        let refused = match (&object, &self.closing) {
-            (_, Some(_)) => Some(WireError::Closing),
-            (None, None) => Some(WireError::ObjectNotFound),
-            _ => None,
-        };
-        if let Some(error) = refused {
-            if let Some(question) = question {
-                let finished = self.answers.remove(&question).is_some_and(|a| a.finished());
-                if !finished {
-                    self.send_return(question, reply.error(&error));
-                }
-            }
-            return;
+            method: 1,
+            payload: Bytes::new(),
+            caps: promises
+                .iter()
+                .map(|&q| CapDescriptor::ReceiverAnswer(q))
+                .collect(),
+            codec: AnyCodec::default(),
+            needs: Vec::new(),
         }
-        let incoming = Incoming {
-            method,
-            payload,
-            caps,
-            codec,
-            wants_reply: question.is_some(),
-            reply,
-            context: Some(CallContext {
-                connection: self.counted(),
-            }),
-        };
-        let handler = match object.expect("checked above") {
-            // The caller's own object (or answer): send the call straight back, now,
-            // so it stays in order with everything else we send it.
-            CapRef::Import(entry) if self.is_ours(&entry.conn) => {
-                self.reflect(Target::Export(entry.id), incoming)
-            }
-            CapRef::Promise(answer) if self.is_ours(&answer.conn) => {
-                self.reflect(Target::Answer(answer.question), incoming)
-            }
-            object => object.dispatch(incoming),
-        };
-        // Only a call that waited can have been finished already; a fresh one has no
-        // entry yet, so the common path looks nothing up.
-        let finished = waited
-            && question
-                .and_then(|q| self.answers.get(&q))
-                .is_some_and(Answer::finished);
-        self.start(question, finished, handler, cx);
     }
 
-    /// Sends a call back to the peer that owns its target, as our own question.
-    fn reflect(&mut self, target: Target, incoming: Incoming) -> Handler {
-        let message = Message {
-            payload: incoming.payload,
-            caps: incoming.caps,
-            codec: incoming.codec,
-        };
-        let method = incoming.method;
-        if !incoming.wants_reply {
-            let _ = self.send_message(message, |caps| Header::Call {
-                question: None,
-                target,
-                method,
-                caps,
-            });
-            return Box::pin(std::future::ready(Reply::none()));
-        }
-        let question = self.conn.next_question();
-        let sent = self.send_message(message, |caps| Header::Call {
-            question: Some(question),
-            target,
-            method,
-            caps,
-        });
-        if let Err(error) = sent {
-            return incoming.reply.fail_now(error);
-        }
-        let (sender, rx) = oneshot::channel();
-        self.questions.asked(question, sender);
-        let conn = self.conn.clone();
-        let reply_to = incoming.reply;
-        Box::pin(async move {
-            match rx.await {
-                Ok(reply) => {
-                    if reply.needs_finish() {
-                        let _ = conn.command(Command::Finish {
-                            question,
-                            answered: true,
-                        });
-                    }
-                    reply
-                }
-                Err(_) => reply_to.error(&WireError::Forward("connection closed".into())),
-            }
-        })
+    /// A reply that carries a capability, so it is kept until `Finish`.
+    fn with_cap() -> Reply {
+        let mut reply = Reply::none();
+        reply.caps = vec![CapRef::Broken(WireError::ObjectNotFound)];
+        reply
     }
 
-    /// Polls a new handler once, here, so calls start in arrival order; spawns it
-    /// only if it has to wait.
-    fn start(
-        &mut self,
-        question: Option<QuestionId>,
-        finished: bool,
-        mut handler: Handler,
-        cx: &mut Context<'_>,
-    ) {
-        match handler.as_mut().poll(cx) {
-            Poll::Ready(reply) => {
-                if let Some(question) = question {
-                    self.complete(question, reply, finished, cx);
-                }
-            }
-            Poll::Pending => {
-                let abort = self.running.spawn(async move {
-                    Finished {
-                        question,
-                        reply: handler.await,
-                    }
-                });
-                if let Some(question) = question {
-                    self.answers
-                        .insert(question, Answer::Running { abort, finished });
-                }
-            }
+    fn never() -> Handler {
+        Box::pin(std::future::pending())
+    }
+
+    /// Arrives as the actor receives it: needs fixed, then stalled or started.
+    fn arrive(answers: &mut Answers, mut call: IncomingCall) -> bool {
+        answers.fix_needs(&mut call);
+        if answers.must_wait(&call) {
+            answers.stall(call);
+            return false;
         }
+        if let Some(q) = call.question {
+            answers.spawn(Some(q), false, never());
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn calls_on_a_running_answer_wait_in_order_and_start_when_it_returns() {
+        let mut answers = Answers::default();
+        assert!(arrive(&mut answers, call(Some(1), Target::Export(0), &[])));
+        assert!(!arrive(&mut answers, call(Some(2), Target::Answer(1), &[])));
+        assert!(!arrive(&mut answers, call(Some(3), Target::Answer(1), &[])));
+        assert_eq!((answers.len(), answers.in_flight()), (3, 3));
+        assert!(answers.begin_drain());
+        assert!(
+            answers.next_ready().is_none(),
+            "question 1 is still running"
+        );
+        answers.end_drain();
+
+        answers.settle(1, &with_cap(), false);
+        assert!(answers.result(1).is_some());
+        let order: Vec<_> = std::iter::from_fn(|| answers.next_ready())
+            .map(|s| match s {
+                Stalled::Call(c) => c.question,
+                Stalled::Disembargo { .. } => None,
+            })
+            .collect();
+        assert_eq!(order, [Some(2), Some(3)]);
+        assert_eq!(answers.in_flight(), 1, "only the running handler is left");
+    }
+
+    #[tokio::test]
+    async fn a_call_behind_a_waiting_call_on_its_target_waits_too() {
+        let mut answers = Answers::default();
+        assert!(arrive(&mut answers, call(Some(1), Target::Export(0), &[])));
+        // Needs answer 1 through a promise argument, on export 5.
+        assert!(!arrive(
+            &mut answers,
+            call(Some(2), Target::Export(5), &[1])
+        ));
+        // Needs nothing, but an earlier call on export 5 waits.
+        assert!(!arrive(&mut answers, call(Some(3), Target::Export(5), &[])));
+        answers.settle(1, &Reply::none(), false);
+        assert!(!answers.contains(1), "a plain value is not kept");
+        let first = answers.next_ready();
+        assert!(matches!(first, Some(Stalled::Call(c)) if c.question == Some(2)));
+    }
+
+    #[tokio::test]
+    async fn an_answer_named_before_it_exists_is_not_waited_for() {
+        let mut answers = Answers::default();
+        let mut own = call(Some(4), Target::Answer(4), &[4, 9]);
+        answers.fix_needs(&mut own);
+        assert!(own.needs.is_empty(), "neither itself nor an unknown answer");
+        assert!(!answers.must_wait(&own));
+    }
+
+    #[tokio::test]
+    async fn finishing_a_waiting_call_frees_it_and_what_only_it_needed() {
+        let mut answers = Answers::default();
+        assert!(arrive(&mut answers, call(Some(1), Target::Export(0), &[])));
+        assert!(!arrive(&mut answers, call(Some(2), Target::Answer(1), &[])));
+        // The caller finishes both: 2 waits, 1 runs and only 2 needs it.
+        assert!(answers.mark_finished(1));
+        assert!(
+            answers.forget_unwanted(vec![1]).is_empty(),
+            "1 is still needed by 2"
+        );
+        assert!(answers.contains(1));
+        assert!(answers.mark_finished(2));
+        let discarded = answers.forget_unwanted(vec![2]);
+        assert_eq!(discarded.len(), 1);
+        assert_eq!(discarded[0].question, Some(2));
+        assert_eq!((answers.len(), answers.in_flight()), (0, 1));
+        // The running handler was aborted: it ends with a cancellation.
+        let ended = std::future::poll_fn(|cx| answers.poll_finished(cx)).await;
+        assert!(matches!(ended, Some(Err(e)) if e.is_cancelled()));
+        assert_eq!(answers.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_finished_answer_is_kept_only_while_stalled_calls_need_it() {
+        let mut answers = Answers::default();
+        assert!(arrive(&mut answers, call(Some(1), Target::Export(0), &[])));
+        assert!(!arrive(&mut answers, call(Some(2), Target::Answer(1), &[])));
+        assert!(answers.mark_finished(1));
+        answers.settle(1, &with_cap(), true);
+        assert!(answers.result(1).is_some(), "2 still needs it");
+        assert_eq!(answers.kept_for_others(), [1]);
+        let _started = answers.next_ready();
+        assert!(answers
+            .forget_unwanted(answers.kept_for_others())
+            .is_empty());
+        assert!(!answers.contains(1));
+    }
+
+    #[tokio::test]
+    async fn a_disembargo_waits_behind_the_calls_queued_on_its_answer_once() {
+        let mut answers = Answers::default();
+        assert_eq!(answers.stall_disembargo(1), Ok(false), "nothing queued");
+        assert!(arrive(&mut answers, call(Some(1), Target::Export(0), &[])));
+        assert!(!arrive(&mut answers, call(Some(2), Target::Answer(1), &[])));
+        assert_eq!(answers.stall_disembargo(1), Ok(true));
+        assert_eq!(answers.stall_disembargo(1), Err(()));
+        answers.settle(1, &with_cap(), false);
+        assert!(matches!(answers.next_ready(), Some(Stalled::Call(_))));
+        assert!(matches!(
+            answers.next_ready(),
+            Some(Stalled::Disembargo { question: 1 })
+        ));
+        assert!(answers.next_ready().is_none());
+    }
+
+    #[tokio::test]
+    async fn clearing_stops_every_handler_and_empties_the_table() {
+        let mut answers = Answers::default();
+        assert!(arrive(&mut answers, call(Some(1), Target::Export(0), &[])));
+        assert!(!arrive(&mut answers, call(Some(2), Target::Answer(1), &[])));
+        assert!(answers.any_running());
+        answers.clear();
+        assert_eq!((answers.len(), answers.in_flight()), (0, 0));
+        assert!(!answers.any_running());
+        assert!(!answers.begin_drain());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Actor;
+use super::{Actor, Phase};
 use crate::cap::Message;
 use crate::connection::{Command, Outgoing, Stats};
 use crate::error::CloseReason;
@@ -28,7 +28,7 @@ impl<T: Transport> Actor<T> {
                 reply,
             } => {
                 self.unreserve(&message);
-                if self.closing.is_some() {
+                if self.phase.is_closing() {
                     // Dropping `reply` fails the call with the close reason.
                     return;
                 }
@@ -73,7 +73,7 @@ impl<T: Transport> Actor<T> {
                 if let Target::Answer(on) = target {
                     self.questions.pipelined_on(on);
                 }
-                if self.closing.is_none() {
+                if !self.phase.is_closing() {
                     let sent = self.send_message(message, |caps| Header::Call {
                         question: None,
                         target,
@@ -121,7 +121,7 @@ impl<T: Transport> Actor<T> {
             Command::Abort { reason } => {
                 self.enqueue_control(&Header::abort(&reason.to_string()));
                 let _ = self.conn.shared.reason.set(reason);
-                self.aborted = true;
+                self.phase = Phase::Aborting;
             }
             Command::HandlesGone => self.close_if_unused(),
             Command::Close { done } => {
@@ -129,7 +129,10 @@ impl<T: Transport> Actor<T> {
                 let _ = self.conn.shared.reason.set(CloseReason::ClosedLocally);
                 // Our own pending calls will not be answered after we close.
                 self.questions.fail_waiting();
-                self.closing.get_or_insert_with(Vec::new).extend(done);
+                self.closers.extend(done);
+                if matches!(self.phase, Phase::Open) {
+                    self.phase = Phase::Closing;
+                }
             }
         }
     }

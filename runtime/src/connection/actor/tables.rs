@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-use super::answers::Answer;
 use super::Actor;
 use crate::cap::{CapRef, ImportEntry};
 use crate::error::{RpcError, WireError};
@@ -185,14 +184,7 @@ impl<T: Transport> Actor<T> {
                     .get(id)
                     .cloned()
                     .unwrap_or(CapRef::Broken(WireError::ObjectNotFound)),
-                // Calls carrying a running answer wait for it (see `on_call`).
-                CapDescriptor::ReceiverAnswer(question) => match self.answers.get(&question) {
-                    Some(Answer::Done { cap, .. }) => cap.clone(),
-                    Some(_) => CapRef::Broken(WireError::PromiseFailed(
-                        "the promised answer is not ready".into(),
-                    )),
-                    None => CapRef::Broken(WireError::ObjectNotFound),
-                },
+                CapDescriptor::ReceiverAnswer(question) => self.answers.promised(question),
             })
             .collect()
     }

@@ -79,7 +79,7 @@ impl<T: Transport> Actor<T> {
                 return Err(self.tell_peer(CloseReason::ChunkTimeout(CHUNK_TIMEOUT)));
             }
         }
-        if self.closing.is_some() {
+        if self.phase.is_closing() {
             let limit = config.drain_timeout;
             let since = *self.timers.closing_since.get_or_insert_with(Instant::now);
             if due(&mut self.timers.drain, since + limit, cx) {
