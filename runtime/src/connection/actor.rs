@@ -13,6 +13,7 @@
 
 mod answers;
 mod commands;
+mod inbound;
 mod incoming;
 mod questions;
 mod tables;
@@ -21,30 +22,27 @@ mod timers;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::AnyCodec;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::outbound::{is_chunk, Order, Outbound, Reassembly};
+use super::outbound::{Order, Outbound, Reassembly};
 use super::{Command, Connection, Handle};
 use crate::cap::{CapRef, LocalObject, Message};
 use crate::cap::{Reply, ReplyTo};
 use crate::error::{CloseReason, RpcError, WireError};
 use crate::transport::Transport;
 use crate::wire::{
-    decode_frame, encode_frame, finish_frame, CapDescriptor, ExportId, Header, Hello, Outcome,
-    QuestionId,
+    encode_frame, finish_frame, CapDescriptor, ExportId, Header, Hello, Outcome, QuestionId,
 };
 
-use answers::{Answers, IncomingCall};
-use questions::{Questions, Returned};
+use answers::Answers;
+use questions::Questions;
 use tables::{Exports, Import};
 use timers::Timers;
 
@@ -370,209 +368,6 @@ impl<T: Transport> Actor<T> {
             });
         }
     }
-    /// A call or return whose payload is in a codec this build lacks: the call fails
-    /// (and what it carried is released), the return fails its question, saying
-    /// which codec is missing.
-    fn on_unknown_codec(&mut self, header: Header, id: u8) {
-        let why = format!(
-            "the payload is encoded in {}, which this build of farcall was compiled \
-             without (enable the feature of that name)",
-            AnyCodec::name_of(id)
-        );
-        let failed = self.reply_to().error(&WireError::Undecodable(why));
-        match header {
-            Header::Call { question, caps, .. } => {
-                drop(self.resolve(caps));
-                if let Some(question) = question {
-                    self.send_return(question, failed);
-                }
-            }
-            Header::Return { question, caps, .. } => {
-                let returned = Header::Return {
-                    question,
-                    outcome: Outcome::Failed,
-                    caps,
-                };
-                let codec = self.codec();
-                let mut cx = Context::from_waker(std::task::Waker::noop());
-                let _ = self.on_message(returned, failed.payload, codec, &mut cx);
-            }
-            _ => {}
-        }
-    }
-
-    /// Checks the peer's opening message: the first frame it sends.
-    fn on_hello(&mut self, frame: &[u8]) -> Result<(), CloseReason> {
-        let Some(peer) = Hello::decode(frame) else {
-            return Err(self.violation(RpcError::BadMessage(
-                "the peer's first message is not a farcall opening message \
-                 (a peer of an older protocol version, or not farcall at all)"
-                    .into(),
-            )));
-        };
-        if let Some(why) = self.hello.mismatch(&peer) {
-            return Err(self.violation(RpcError::BadMessage(why)));
-        }
-        tracing::trace!(?peer, "opening exchange done");
-        self.peer = Some(peer);
-        Ok(())
-    }
-
-    fn on_frame(&mut self, frame: Bytes, cx: &mut Context<'_>) -> Result<(), CloseReason> {
-        if self.peer.is_none() {
-            return self.on_hello(&frame);
-        }
-        let limit = self.conn.max_frame_size();
-        if frame.len() > limit {
-            // Transports that frame their own messages (memory, user parts) are
-            // checked here; byte streams already refuse before allocating.
-            return Err(self.violation(RpcError::FrameTooLarge {
-                size: frame.len(),
-                limit,
-            }));
-        }
-        let frame = if is_chunk(&frame) {
-            self.timers.last_chunk = Some(Instant::now());
-            match self.reassembly.push(&frame, limit) {
-                Ok(Some(whole)) => whole,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(self.violation(e)),
-            }
-        } else {
-            frame
-        };
-        let (header, payload) = decode_frame(self.codec(), frame).map_err(|e| self.violation(e))?;
-        self.on_message(header, payload, self.codec(), cx)
-    }
-
-    /// Handles a decoded message whose payload is in `codec`.
-    fn on_message(
-        &mut self,
-        header: Header,
-        payload: Bytes,
-        codec: AnyCodec,
-        cx: &mut Context<'_>,
-    ) -> Result<(), CloseReason> {
-        match header {
-            Header::Call {
-                question,
-                target,
-                method,
-                caps,
-            } => self.on_call(
-                IncomingCall {
-                    question,
-                    target,
-                    method,
-                    payload,
-                    caps,
-                    codec,
-                    needs: Vec::new(),
-                },
-                cx,
-            ),
-            Header::Return {
-                question,
-                outcome,
-                caps,
-            } => {
-                // Resolved even if nobody waits: dropping them releases them.
-                let caps = self.resolve(caps);
-                let reply = Reply {
-                    outcome,
-                    payload,
-                    caps,
-                    codec,
-                    error_text: None,
-                };
-                let issued = self.conn.shared.next_question.load(Ordering::Relaxed);
-                let ours = &self.conn.shared;
-                let came_home = |reply: &Reply| {
-                    reply.outcome == Outcome::Value
-                        && reply.caps.first().is_some_and(|cap| {
-                            !matches!(cap, CapRef::Import(e) if Arc::ptr_eq(&e.conn.shared, ours))
-                        })
-                };
-                match self.questions.on_return(question, reply, issued, came_home) {
-                    Returned::Deliver(sender, reply) => {
-                        self.deliver_return(question, sender, reply)
-                    }
-                    // Calls we pipelined on this answer are being reflected back to
-                    // us; the result waits until they all have arrived.
-                    Returned::Embargoed => self.enqueue_control(&Header::Disembargo {
-                        question,
-                        reflected: false,
-                    }),
-                    Returned::Unwanted => {}
-                    Returned::NeverAsked => {
-                        return Err(self.violation(RpcError::BadMessage(format!(
-                            "return for question {question}, which was never asked"
-                        ))))
-                    }
-                }
-                Ok(())
-            }
-            Header::Bootstrap {
-                question,
-                interface,
-                fingerprint,
-            } => {
-                if self.answers.contains(question) {
-                    return Err(self.violation(RpcError::BadMessage(format!(
-                        "question id {question} is already in flight"
-                    ))));
-                }
-                let reply = self.bootstrap(&interface, fingerprint);
-                self.send_return(question, reply);
-                Ok(())
-            }
-            Header::Finish { question } => {
-                self.on_finish(question, cx);
-                Ok(())
-            }
-            Header::Disembargo {
-                question,
-                reflected: false,
-            } => self.on_disembargo(question),
-            Header::Disembargo {
-                question,
-                reflected: true,
-            } => {
-                if let Some((sender, reply)) = self.questions.on_reflected(question) {
-                    self.deliver_return(question, sender, reply);
-                }
-                Ok(())
-            }
-            Header::Release { id, count } => {
-                self.exports
-                    .release(id, count)
-                    .map_err(|e| self.violation(e))?;
-                self.close_if_unused();
-                Ok(())
-            }
-            Header::Revoked { id } => {
-                self.on_revoked(id);
-                Ok(())
-            }
-            Header::Foreign { codec: id, header } => {
-                if !matches!(*header, Header::Call { .. } | Header::Return { .. }) {
-                    return Err(self.violation(RpcError::BadMessage(
-                        "only a call or a return can carry a payload in another codec".into(),
-                    )));
-                }
-                match AnyCodec::from_wire_id(id) {
-                    Some(codec) => self.on_message(*header, payload, codec, cx),
-                    None => {
-                        self.on_unknown_codec(*header, id);
-                        Ok(())
-                    }
-                }
-            }
-            Header::Ping => Ok(()),
-            Header::Abort { reason } => Err(CloseReason::PeerAborted(reason)),
-        }
-    }
-
     /// A handle that keeps the connection in use, for what the peer hands us (imports)
     /// and for running handlers.
     fn counted(&mut self) -> Connection {

@@ -81,6 +81,25 @@ pub(super) struct IncomingCall {
 }
 
 impl IncomingCall {
+    pub(super) fn new(
+        question: Option<QuestionId>,
+        target: Target,
+        method: u32,
+        payload: Bytes,
+        caps: Vec<CapDescriptor>,
+        codec: AnyCodec,
+    ) -> Self {
+        IncomingCall {
+            question,
+            target,
+            method,
+            payload,
+            caps,
+            codec,
+            needs: Vec::new(),
+        }
+    }
+
     /// Every answer it names: its target's, and promises among its arguments.
     fn names(&self) -> impl Iterator<Item = QuestionId> + '_ {
         let target = match self.target {
@@ -492,7 +511,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_named_before_it_exists_is_not_waited_for() {
-        let mut answers = Answers::default();
+        let answers = Answers::default();
         let mut own = call(Some(4), Target::Answer(4), &[4, 9]);
         answers.fix_needs(&mut own);
         assert!(own.needs.is_empty(), "neither itself nor an unknown answer");

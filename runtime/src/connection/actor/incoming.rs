@@ -166,21 +166,6 @@ impl<T: Transport> Actor<T> {
         None
     }
 
-    /// Hands a return to the task that asked; if it stopped waiting, frees the
-    /// callee's answer ourselves.
-    pub(super) fn deliver_return(
-        &mut self,
-        question: QuestionId,
-        sender: oneshot::Sender<Reply>,
-        reply: Reply,
-    ) {
-        if let Err(reply) = sender.send(reply) {
-            if reply.needs_finish() {
-                self.enqueue_control(&Header::Finish { question });
-            }
-        }
-    }
-
     pub(super) fn on_call(
         &mut self,
         mut call: IncomingCall,
