@@ -647,3 +647,45 @@ async fn a_peer_whose_frame_is_too_large_is_told_why_over_a_unix_socket() {
     let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
     an_oversized_frame_is_answered_with_the_reason(ours, theirs).await;
 }
+
+/// Zero limits and periods given through a whole `Config` are brought within their
+/// bounds, as the builder's setters do: a connection still serves calls (no
+/// 1-byte chunks, no refusing every call, no spinning keepalive), and large frames
+/// still go out in chunks.
+#[tokio::test]
+async fn a_config_of_zeros_is_normalized_on_every_path() {
+    let mut zeros = farcall::Config::default();
+    zeros.chunk_size = 0;
+    zeros.max_inflight_calls = 0;
+    zeros.max_answers = 0;
+    zeros.max_queued_bytes = 0;
+    zeros.max_frame_size = 0;
+    zeros.keepalive = Some(Duration::ZERO);
+    zeros.handshake_timeout = Duration::ZERO;
+    let builder = Connection::builder().config(zeros.clone());
+    let seen = builder.current_config();
+    assert_eq!(seen.chunk_size, farcall::Config::MIN_CHUNK_SIZE);
+    assert_eq!(seen.max_inflight_calls, 1);
+    assert_eq!(seen.max_answers, 1);
+    assert_eq!(seen.max_frame_size, farcall::Config::MIN_FRAME_SIZE);
+    assert_eq!(seen.keepalive, Some(farcall::Config::MIN_TIMER));
+
+    // A usable frame limit on both sides, every other setting zero.
+    zeros.max_frame_size = 1 << 20;
+    zeros.handshake_timeout = Duration::from_secs(5);
+    let (a, b) = farcall::transport::memory();
+    let _server = Connection::builder()
+        .config(zeros.clone())
+        .root(ShapesServer::new(ShapesImpl))
+        .connect(a);
+    let client = Connection::builder().config(zeros).connect(b);
+    let shapes: ShapesClient = bounded("root", client.root()).await.unwrap();
+    assert_eq!(client.config().chunk_size, farcall::Config::MIN_CHUNK_SIZE);
+    for round in 0..3u32 {
+        let answer = bounded("call", shapes.no_args()).await;
+        assert_eq!(answer, Ok(42), "round {round}");
+    }
+    let big = bytes::Bytes::from(vec![7u8; 200 << 10]);
+    let back = bounded("chunked", shapes.bytes(big.clone())).await.unwrap();
+    assert_eq!(back, big);
+}

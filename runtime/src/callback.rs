@@ -9,9 +9,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::cap::{Client, Dispatch, Handler, Incoming};
-use crate::error::{CallError, RpcError};
+use crate::client::{Promise, TryPromise};
+use crate::error::RpcError;
 use crate::interface::{Interface, Method};
-use crate::shape::{Cancel, Plain};
+use crate::shape::{Cancel, Fallible, Plain};
 
 static METHODS: [Method; 1] = [Method {
     interface: "Callback",
@@ -117,8 +118,10 @@ where
         }))
     }
 
-    /// Calls the closure with `args`.
-    pub fn call(&self, args: A) -> impl Future<Output = Result<R, RpcError>> + Send + 'static {
+    /// Calls the closure with `args`. Like a method call, the returned [`Promise`]
+    /// is sent at once, takes a [`timeout`](crate::Call::timeout), and tells the
+    /// closure to stop when dropped.
+    pub fn call(&self, args: A) -> Promise<R> {
         self.client.call::<A, Plain<R>>(&METHODS[0], &args)
     }
 
@@ -137,18 +140,8 @@ where
 {
     /// Calls a closure returning `Result<T, E>`, with its error as an application
     /// error, as for methods: `Err(CallError::App(e))`.
-    pub fn try_call(
-        &self,
-        args: A,
-    ) -> impl Future<Output = Result<T, CallError<E>>> + Send + 'static {
-        let call = self.call(args);
-        async move {
-            match call.await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(CallError::App(e)),
-                Err(e) => Err(CallError::Rpc(e)),
-            }
-        }
+    pub fn try_call(&self, args: A) -> TryPromise<T, E> {
+        self.client.call::<A, Fallible<T, E>>(&METHODS[0], &args)
     }
 }
 

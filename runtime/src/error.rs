@@ -223,14 +223,14 @@ impl<E: fmt::Display> fmt::Display for CallError<E> {
 }
 
 /// Any displayable application error (including a plain `String`) makes a
-/// `CallError` an error type, so `?` works into `Box<dyn Error>` and `anyhow`. Its
-/// `source` is the [`RpcError`] for RPC failures; an application error is shown by
-/// `Display` itself.
+/// `CallError` an error type, so `?` works into `Box<dyn Error>` and `anyhow`. It
+/// is transparent: `Display` shows the inner error and `source` is the inner
+/// error's own source, so a report (`anyhow`'s `{:#}`) states the cause once.
 impl<E: fmt::Debug + fmt::Display> std::error::Error for CallError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CallError::App(_) => None,
-            CallError::Rpc(e) => Some(e),
+            CallError::Rpc(e) => std::error::Error::source(e),
         }
     }
 }
@@ -296,5 +296,35 @@ impl WireError {
                 RpcError::Overloaded(format!("the peer refused the call: {why}"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a report of the error and its chain of sources prints, as `anyhow`'s
+    /// `{:#}` does: each cause once, joined by ": ".
+    fn report(error: &dyn std::error::Error) -> String {
+        let mut parts = vec![error.to_string()];
+        let mut source = error.source();
+        while let Some(cause) = source {
+            parts.push(cause.to_string());
+            source = cause.source();
+        }
+        parts.join(": ")
+    }
+
+    #[test]
+    fn a_call_error_reports_its_cause_once() {
+        let rpc: CallError<String> = CallError::Rpc(RpcError::Timeout);
+        assert_eq!(report(&rpc), RpcError::Timeout.to_string());
+        let closed: CallError<String> =
+            CallError::Rpc(RpcError::Disconnected(CloseReason::PeerClosed));
+        let text = report(&closed);
+        assert_eq!(text, closed.to_string());
+        assert_eq!(text.matches("closed").count(), 1, "{text}");
+        let app: CallError<String> = CallError::App("no such file".into());
+        assert_eq!(report(&app), "no such file");
     }
 }

@@ -170,18 +170,26 @@ where
     type Ok = T;
     type Output = Result<T, CallError<E>>;
 
+    /// The payload is the `Result` itself, as a plain method returning
+    /// `Result<T, E>` (a [`Callback`](crate::Callback) returning one) would send it,
+    /// so either decodes as the other; the outcome also says whether it is an
+    /// application error, for calls pipelined on the answer.
     fn encode_value(value: Result<T, E>, reply: &ReplyTo) -> Reply {
-        match value {
-            Ok(v) => reply.value(Outcome::Value, &v),
-            Err(e) => reply.value(Outcome::AppError, &e),
-        }
+        let outcome = match &value {
+            Ok(_) => Outcome::Value,
+            Err(_) => Outcome::AppError,
+        };
+        reply.value(outcome, &value)
     }
 
     fn decode(app_error: bool, payload: &[u8], codec: AnyCodec) -> Result<Self::Output, RpcError> {
-        if app_error {
-            return Ok(Err(CallError::App(decode_payload(payload, codec)?)));
+        match decode_payload::<Result<T, E>>(payload, codec)? {
+            Ok(_) if app_error => Err(RpcError::BadMessage(
+                "an application error carrying a value".into(),
+            )),
+            Ok(value) => Ok(Ok(value)),
+            Err(e) => Ok(Err(CallError::App(e))),
         }
-        Ok(Ok(decode_payload(payload, codec)?))
     }
 
     fn failed(error: RpcError) -> Self::Output {

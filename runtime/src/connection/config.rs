@@ -84,6 +84,49 @@ pub struct Config {
 }
 
 impl Config {
+    /// The smallest [`chunk_size`](Self::chunk_size) in effect.
+    pub const MIN_CHUNK_SIZE: usize = 1024;
+
+    /// The smallest frame limit in effect: room for any control message.
+    pub const MIN_FRAME_SIZE: usize = 64;
+
+    /// The shortest timer in effect: a zero handshake, idle or keepalive period
+    /// would close at once or spin.
+    pub const MIN_TIMER: Duration = Duration::from_millis(1);
+
+    /// This configuration within its bounds, as every connection uses it (the
+    /// [`Builder`] applies it to whatever it is given): `max_frame_size` within
+    /// [`MIN_FRAME_SIZE`](Self::MIN_FRAME_SIZE) ..= [`MAX_FRAME_CEILING`];
+    /// `chunk_size` at least [`MIN_CHUNK_SIZE`](Self::MIN_CHUNK_SIZE);
+    /// `max_inflight_calls`, `max_answers`, `max_exports` and `max_queued_bytes` at
+    /// least 1 (a zero would refuse everything); `handshake_timeout`, `keepalive`
+    /// and `idle_timeout` at least [`MIN_TIMER`](Self::MIN_TIMER).
+    ///
+    /// ```
+    /// # use farcall::Config;
+    /// let mut config = Config::default();
+    /// config.chunk_size = 0;
+    /// config.max_inflight_calls = 0;
+    /// let config = config.normalized();
+    /// assert_eq!(config.chunk_size, Config::MIN_CHUNK_SIZE);
+    /// assert_eq!(config.max_inflight_calls, 1);
+    /// ```
+    pub fn normalized(mut self) -> Self {
+        let timer = |d: Duration| d.max(Self::MIN_TIMER);
+        self.max_frame_size = self
+            .max_frame_size
+            .clamp(Self::MIN_FRAME_SIZE, MAX_FRAME_CEILING);
+        self.chunk_size = self.chunk_size.max(Self::MIN_CHUNK_SIZE);
+        self.max_inflight_calls = self.max_inflight_calls.max(1);
+        self.max_answers = self.max_answers.max(1);
+        self.max_exports = self.max_exports.max(1);
+        self.max_queued_bytes = self.max_queued_bytes.max(1);
+        self.handshake_timeout = timer(self.handshake_timeout);
+        self.keepalive = self.keepalive.map(timer);
+        self.idle_timeout = self.idle_timeout.map(timer);
+        self
+    }
+
     /// The outbound limit in effect: `max_queued_bytes`, but never below one frame.
     pub(crate) fn queue_limit(&self) -> usize {
         self.max_queued_bytes.max(self.max_frame_size)
@@ -141,89 +184,97 @@ impl Builder {
     /// Sets the wire codec (default bincode).
     pub fn codec(mut self, codec: impl Into<AnyCodec>) -> Self {
         self.config.codec = codec.into();
-        self
+        self.normalize()
     }
 
-    /// Sets [`Config::max_frame_size`]; values above [`MAX_FRAME_CEILING`] are clamped.
+    /// Sets [`Config::max_frame_size`] (clamped to 64 bytes ..= [`MAX_FRAME_CEILING`]).
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.config.max_frame_size = bytes.clamp(64, MAX_FRAME_CEILING);
-        self
+        self.config.max_frame_size = bytes;
+        self.normalize()
     }
 
     /// Sets [`Config::expose_panics`].
     pub fn expose_panics(mut self, expose: bool) -> Self {
         self.config.expose_panics = expose;
-        self
+        self.normalize()
     }
 
     /// Sets [`Config::max_queued_bytes`].
     pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
-        self.config.max_queued_bytes = bytes.max(1);
-        self
+        self.config.max_queued_bytes = bytes;
+        self.normalize()
     }
 
     /// Sets [`Config::call_timeout`].
     pub fn call_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.config.call_timeout = timeout;
-        self
+        self.normalize()
     }
 
     /// Sets [`Config::handshake_timeout`].
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.config.handshake_timeout = timeout;
-        self
+        self.normalize()
     }
 
     /// Sets [`Config::drain_timeout`].
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.config.drain_timeout = timeout;
-        self
+        self.normalize()
     }
 
     /// Sets [`Config::keepalive`].
     pub fn keepalive(mut self, every: Option<Duration>) -> Self {
         self.config.keepalive = every;
-        self
+        self.normalize()
     }
 
     /// Sets [`Config::idle_timeout`].
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.config.idle_timeout = timeout;
-        self
+        self.normalize()
     }
 
     /// Sets [`Config::max_inflight_calls`].
     pub fn max_inflight_calls(mut self, max: usize) -> Self {
-        self.config.max_inflight_calls = max.max(1);
-        self
+        self.config.max_inflight_calls = max;
+        self.normalize()
     }
 
     /// Sets [`Config::max_answers`].
     pub fn max_answers(mut self, max: usize) -> Self {
-        self.config.max_answers = max.max(1);
-        self
+        self.config.max_answers = max;
+        self.normalize()
     }
 
     /// Sets [`Config::chunk_size`] (at least 1 KiB).
     pub fn chunk_size(mut self, bytes: usize) -> Self {
-        self.config.chunk_size = bytes.max(1024);
-        self
+        self.config.chunk_size = bytes;
+        self.normalize()
     }
 
     /// Sets [`Config::max_exports`].
     pub fn max_exports(mut self, max: usize) -> Self {
-        self.config.max_exports = max.max(1);
-        self
+        self.config.max_exports = max;
+        self.normalize()
     }
 
     /// Replaces the whole configuration.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self.config.max_frame_size = self.config.max_frame_size.clamp(64, MAX_FRAME_CEILING);
+        self.normalize()
+    }
+
+    /// Applies [`Config::normalized`]: the one place a builder's settings are
+    /// brought within their bounds, whichever way they were set.
+    fn normalize(mut self) -> Self {
+        self.config = self.config.normalized();
         self
     }
 
-    /// The configuration connections will get.
+    /// The configuration connections will get (normalized, see
+    /// [`Config::normalized`]).
     pub fn current_config(&self) -> &Config {
         &self.config
     }
