@@ -254,3 +254,147 @@ async fn raw_identifiers_and_default_bodies() {
     })
     .await;
 }
+
+/// (e) Arguments named like the locals and parameters of the generated code.
+#[farcall::remote]
+pub trait Locals {
+    /// Every such name at once, in a fallible method (whose server code has the most
+    /// locals).
+    #[allow(clippy::too_many_arguments)]
+    async fn all(
+        &self,
+        __this: u32,
+        __args: u32,
+        self_: u32,
+        __call: u32,
+        __methods: u32,
+        __value: u32,
+        __error: u32,
+        __client: u32,
+        imp: String,
+        client: String,
+        serializer: String,
+        deserializer: String,
+        state: String,
+        f: String,
+        other: String,
+    ) -> Result<String, String>;
+    /// One-way, with the server's locals as names.
+    #[farcall(oneway)]
+    async fn set(&self, __this: u32, __args: u32);
+    /// Reads what `set` stored.
+    async fn stored(&self) -> (u32, u32);
+    /// A default body that uses the names.
+    async fn swap(&self, __this: u32, __args: u32) -> (u32, u32) {
+        (__args, __this)
+    }
+}
+
+#[derive(Default)]
+struct LocalsImpl {
+    stored: std::sync::Mutex<(u32, u32)>,
+}
+
+impl Locals for LocalsImpl {
+    async fn all(
+        &self,
+        __this: u32,
+        __args: u32,
+        self_: u32,
+        __call: u32,
+        __methods: u32,
+        __value: u32,
+        __error: u32,
+        __client: u32,
+        imp: String,
+        client: String,
+        serializer: String,
+        deserializer: String,
+        state: String,
+        f: String,
+        other: String,
+    ) -> Result<String, String> {
+        let numbers = [
+            __this, __args, self_, __call, __methods, __value, __error, __client,
+        ];
+        let words = [imp, client, serializer, deserializer, state, f, other];
+        if __this == 0 {
+            return Err(format!("{words:?}"));
+        }
+        Ok(format!("{numbers:?} {words:?}"))
+    }
+
+    async fn set(&self, __this: u32, __args: u32) {
+        *self.stored.lock().unwrap() = (__this, __args);
+    }
+
+    async fn stored(&self) -> (u32, u32) {
+        *self.stored.lock().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn arguments_named_like_generated_locals() {
+    within_10s(async {
+        let (a, b) = farcall::transport::memory();
+        let _s = Connection::builder()
+            .root(LocalsServer::new(LocalsImpl::default()))
+            .connect(a);
+        let c: LocalsClient = Connection::builder().connect(b).root().await.unwrap();
+
+        let words = || ["i", "c", "s", "d", "st", "f", "o"].map(String::from);
+        let [imp, client, serializer, deserializer, state, f, other] = words();
+        let reply = c
+            .all(
+                1,
+                2,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+                imp,
+                client,
+                serializer,
+                deserializer,
+                state,
+                f,
+                other,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            reply,
+            r#"[1, 2, 3, 4, 5, 6, 7, 8] ["i", "c", "s", "d", "st", "f", "o"]"#
+        );
+        let [imp, client, serializer, deserializer, state, f, other] = words();
+        assert_eq!(
+            c.all(
+                0,
+                2,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+                imp,
+                client,
+                serializer,
+                deserializer,
+                state,
+                f,
+                other
+            )
+            .await,
+            Err(CallError::App(
+                r#"["i", "c", "s", "d", "st", "f", "o"]"#.to_string()
+            ))
+        );
+        c.set(10, 20).unwrap();
+        assert_eq!(c.stored().await.unwrap(), (10, 20));
+        assert_eq!(c.swap(1, 2).await.unwrap(), (2, 1));
+    })
+    .await;
+}

@@ -2,7 +2,9 @@
 //!
 //! Generated code names everything through `::farcall::__private` so it works under
 //! `#![no_implicit_prelude]`, beside a user type called `Result`, and without the user
-//! depending on anything but `farcall`.
+//! depending on anything but `farcall`. It never names the user's arguments next to
+//! its own locals (the server passes them on by position), so no argument name can
+//! clash with them.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -29,6 +31,23 @@ pub(crate) fn expand(model: &RemoteTrait<'_>) -> TokenStream {
     }
 }
 
+/// What a trait that breaks a rule expands to: the trait as it would be generated,
+/// stand-ins for the client and server (so code that names them reports nothing
+/// more), and the errors, each at its span.
+pub(crate) fn fallback(model: &RemoteTrait<'_>, error: &syn::Error) -> TokenStream {
+    let names = Names::new(model);
+    let trait_def = trait_def::expand(model);
+    let client = client::stub(model, &names);
+    let server = server::stub(model, &names);
+    let errors = error.to_compile_error();
+    quote! {
+        #trait_def
+        #client
+        #server
+        #errors
+    }
+}
+
 /// Names of the generated items.
 pub(crate) struct Names {
     pub(crate) client: Ident,
@@ -52,16 +71,4 @@ pub(crate) fn shape(method: &RemoteMethod<'_>) -> TokenStream {
         Ret::Plain(ty) => quote!(::farcall::__private::Plain<#ty>),
         Ret::Fallible { ok, err } => quote!(::farcall::__private::Fallible<#ok, #err>),
     }
-}
-
-/// The tuple type of a method's arguments.
-pub(crate) fn args_tuple_type(method: &RemoteMethod<'_>) -> TokenStream {
-    let types = method.args.iter().map(|a| a.ty);
-    quote!((#(#types,)*))
-}
-
-/// The tuple of a method's argument names (as a value or a pattern).
-pub(crate) fn args_tuple(method: &RemoteMethod<'_>) -> TokenStream {
-    let names = method.args.iter().map(|a| a.name);
-    quote!((#(#names,)*))
 }

@@ -1,17 +1,17 @@
 //! Procedural macros for farcall. Use them through the `farcall` crate, which
 //! re-exports them and documents what they generate.
 //!
-//! The attribute runs in three phases: [`model`] parses the trait into a small model
-//! that keeps references to the original syntax (for spans), [`check`] applies one
-//! function per rule and collects every violation, and [`expand`] writes the trait,
-//! the client and the server.
+//! The attribute runs in phases: syn parses the trait, [`model`] builds a small model
+//! of it that keeps references to the original syntax (for spans), [`check`] applies
+//! one function per rule and collects every violation, and [`expand`] writes the
+//! trait, the client and the server (or, on an error, the trait, stand-ins for the
+//! client and server, and the errors).
 
 use proc_macro::TokenStream;
-use proc_macro2::TokenStream as TokenStream2;
-use quote::ToTokens;
 use syn::ItemTrait;
 
 mod check;
+mod errors;
 mod expand;
 mod hash;
 mod model;
@@ -20,26 +20,16 @@ mod model;
 /// generated and which signatures are accepted.
 #[proc_macro_attribute]
 pub fn remote(args: TokenStream, input: TokenStream) -> TokenStream {
-    let mut item = match syn::parse::<ItemTrait>(input) {
+    let item = match syn::parse::<ItemTrait>(input) {
         Ok(item) => item,
         Err(e) => return e.to_compile_error().into(),
     };
-    let args = TokenStream2::from(args);
-    match remote_impl(args, &item) {
-        Ok(tokens) => tokens.into(),
-        Err(error) => {
-            // Keep the user's trait (minus our inert attributes) so later errors and
-            // IDEs still see it, next to the explanation of what to change.
-            model::strip_farcall_attrs(&mut item);
-            let mut tokens = item.into_token_stream();
-            tokens.extend(error.to_compile_error());
-            tokens.into()
-        }
+    let mut errors = errors::Errors::default();
+    let model = model::RemoteTrait::new(args.into(), &item, &mut errors);
+    check::check(&model, &mut errors);
+    match errors.finish() {
+        Ok(()) => expand::expand(&model),
+        Err(error) => expand::fallback(&model, &error),
     }
-}
-
-fn remote_impl(args: TokenStream2, item: &ItemTrait) -> syn::Result<TokenStream2> {
-    check::attribute_args(args)?;
-    let model = model::RemoteTrait::parse(item)?;
-    Ok(expand::expand(&model))
+    .into()
 }

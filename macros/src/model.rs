@@ -1,21 +1,28 @@
 //! The parsed form of a `#[remote]` trait. It borrows the original syntax so that
-//! expansion and errors keep the user's spans.
+//! checks, expansion and errors keep the user's spans. Building it accepts anything
+//! that parses as a trait: whether the trait follows the rules is `check`'s job.
 
-use quote::ToTokens;
+use proc_macro2::TokenStream;
+use quote::{format_ident, ToTokens};
 use syn::ext::IdentExt;
+use syn::parse::ParseStream;
 use syn::{
-    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PathArguments, ReturnType, TraitItem,
-    TraitItemFn, Type,
+    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PatType, Path, PathArguments,
+    Receiver, ReturnType, Token, TraitItem, TraitItemFn, Type,
 };
 
-use crate::check::{self, Errors};
+use crate::errors::Errors;
 use crate::hash;
 
 pub(crate) struct RemoteTrait<'a> {
     pub(crate) item: &'a ItemTrait,
+    /// The tokens inside `#[remote(...)]`, as written.
+    pub(crate) attr_args: TokenStream,
     /// The trait's name without any `r#`, for generated names and the wire.
     pub(crate) name: String,
     pub(crate) methods: Vec<RemoteMethod<'a>>,
+    /// Trait items that are not methods (constants, types, macros).
+    pub(crate) others: Vec<&'a TraitItem>,
 }
 
 pub(crate) struct RemoteMethod<'a> {
@@ -23,15 +30,18 @@ pub(crate) struct RemoteMethod<'a> {
     /// The method's name without any `r#`.
     pub(crate) name: String,
     pub(crate) id: u32,
+    /// The first input, if it is a form of `self`.
+    pub(crate) receiver: Option<&'a Receiver>,
     pub(crate) args: Vec<Arg<'a>>,
     pub(crate) ret: Ret<'a>,
-    pub(crate) oneway: bool,
-    /// Runs to completion even when the caller gives up.
-    pub(crate) no_cancel: bool,
+    pub(crate) options: Options,
 }
 
 pub(crate) struct Arg<'a> {
-    pub(crate) name: &'a Ident,
+    pub(crate) item: &'a PatType,
+    /// The argument's name: its identifier, or `argN` for a pattern (which `check`
+    /// rejects, so it is never generated).
+    pub(crate) name: Ident,
     pub(crate) ty: &'a Type,
 }
 
@@ -44,29 +54,36 @@ pub(crate) enum Ret<'a> {
     Fallible { ok: &'a Type, err: &'a Type },
 }
 
+/// The `#[farcall(...)]` options of a method.
+#[derive(Default)]
+pub(crate) struct Options {
+    /// `oneway`: no reply.
+    pub(crate) oneway: bool,
+    /// `no_cancel`: runs to completion even if the caller gives up.
+    pub(crate) no_cancel: bool,
+    /// Options farcall does not know, as written.
+    pub(crate) unknown: Vec<Path>,
+}
+
 impl<'a> RemoteTrait<'a> {
-    /// Builds the model, collecting every rule violation into one error.
-    pub(crate) fn parse(item: &'a ItemTrait) -> syn::Result<Self> {
-        let mut errors = Errors::default();
-        check::trait_shape(item, &mut errors);
+    /// Builds the model. Only attributes that cannot be read at all are reported
+    /// (to `errors`); everything else is recorded as written, for `check`.
+    pub(crate) fn new(attr_args: TokenStream, item: &'a ItemTrait, errors: &mut Errors) -> Self {
         let mut methods = Vec::new();
+        let mut others = Vec::new();
         for trait_item in &item.items {
             match trait_item {
-                TraitItem::Fn(method) => {
-                    if let Some(m) = RemoteMethod::parse(method, &mut errors) {
-                        methods.push(m);
-                    }
-                }
-                other => errors.push(check::not_a_method(other)),
+                TraitItem::Fn(method) => methods.push(RemoteMethod::new(method, errors)),
+                other => others.push(other),
             }
         }
-        check::unique_ids(&methods, &mut errors);
-        errors.finish()?;
-        Ok(RemoteTrait {
+        RemoteTrait {
             item,
+            attr_args,
             name: item.ident.unraw().to_string(),
             methods,
-        })
+            others,
+        }
     }
 
     /// Every type that crosses a connection (arguments, values and errors), method by
@@ -79,7 +96,7 @@ impl<'a> RemoteTrait<'a> {
     pub(crate) fn fingerprint(&self) -> u64 {
         let mut text = self.name.clone();
         for m in &self.methods {
-            let signature = signature_text(m.oneway, &m.args, &m.item.sig.output);
+            let signature = signature_text(m.options.oneway, &m.args, &m.item.sig.output);
             text.push_str(&format!("|{}{signature}", m.name));
         }
         hash::fnv64(text.as_bytes())
@@ -87,47 +104,45 @@ impl<'a> RemoteTrait<'a> {
 }
 
 impl<'a> RemoteMethod<'a> {
-    fn parse(item: &'a TraitItemFn, errors: &mut Errors) -> Option<Self> {
-        let before = errors.len();
+    fn new(item: &'a TraitItemFn, errors: &mut Errors) -> Self {
         let sig = &item.sig;
-        check::signature(sig, errors);
-        let options = check::options(&item.attrs, errors);
-        let oneway = options.oneway;
-        let mut args = Vec::new();
-        for input in sig.inputs.iter().skip(1) {
-            if let FnArg::Typed(typed) = input {
-                check::argument(typed, errors);
-                if let Pat::Ident(pat) = &*typed.pat {
-                    args.push(Arg {
-                        name: &pat.ident,
-                        ty: &typed.ty,
-                    });
-                }
-            }
-        }
+        let options = options(&item.attrs, errors);
+        let receiver = match sig.inputs.first() {
+            Some(FnArg::Receiver(receiver)) => Some(receiver),
+            _ => None,
+        };
+        let args: Vec<Arg<'a>> = sig
+            .inputs
+            .iter()
+            .filter_map(|input| match input {
+                FnArg::Typed(typed) => Some(typed),
+                FnArg::Receiver(_) => None,
+            })
+            .enumerate()
+            .map(|(i, typed)| Arg {
+                item: typed,
+                name: match &*typed.pat {
+                    Pat::Ident(pat) => pat.ident.clone(),
+                    _ => format_ident!("arg{i}"),
+                },
+                ty: &typed.ty,
+            })
+            .collect();
         let ret = match &sig.output {
             ReturnType::Default => Ret::Unit,
-            ReturnType::Type(_, ty) => {
-                check::return_type(ty, errors);
-                classify_return(ty)
-            }
+            ReturnType::Type(_, ty) => classify_return(ty),
         };
-        if oneway && !matches!(ret, Ret::Unit) {
-            errors.push(check::oneway_returns(&sig.output));
+        let name = sig.ident.unraw().to_string();
+        let signature = signature_text(options.oneway, &args, &sig.output);
+        RemoteMethod {
+            item,
+            id: hash::method_id(&name, &signature),
+            name,
+            receiver,
+            args,
+            ret,
+            options,
         }
-        (errors.len() == before).then(|| {
-            let name = sig.ident.unraw().to_string();
-            let signature = signature_text(oneway, &args, &sig.output);
-            RemoteMethod {
-                item,
-                id: hash::method_id(&name, &signature),
-                name,
-                args,
-                ret,
-                oneway,
-                no_cancel: options.no_cancel,
-            }
-        })
     }
 
     /// The types this method sends across a connection: its arguments, then the
@@ -143,6 +158,42 @@ impl<'a> RemoteMethod<'a> {
             .map(|arg| arg.ty)
             .chain(returned.into_iter().flatten())
     }
+}
+
+/// Reads the `#[farcall(...)]` options of a method. Unknown options are kept for
+/// `check` (with any value they were given, so that is not a second error).
+fn options(attrs: &[Attribute], errors: &mut Errors) -> Options {
+    let mut options = Options::default();
+    for attr in attrs.iter().filter(|a| is_farcall_attr(a)) {
+        let parsed = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("oneway") {
+                options.oneway = true;
+            } else if meta.path.is_ident("no_cancel") {
+                options.no_cancel = true;
+            } else {
+                options.unknown.push(meta.path.clone());
+                skip_value(meta.input)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = parsed {
+            errors.push(e);
+        }
+    }
+    options
+}
+
+/// Skips `= value` or `(...)` after an option's name.
+fn skip_value(input: ParseStream<'_>) -> syn::Result<()> {
+    if input.peek(Token![=]) {
+        input.parse::<Token![=]>()?;
+        input.parse::<syn::Expr>()?;
+    } else if input.peek(syn::token::Paren) {
+        let content;
+        syn::parenthesized!(content in input);
+        content.parse::<TokenStream>()?;
+    }
+    Ok(())
 }
 
 /// `Result<T, E>` (any path ending in `Result` with two type arguments) carries an
@@ -181,15 +232,6 @@ fn classify_return(ty: &Type) -> Ret<'_> {
 
 pub(crate) fn is_farcall_attr(attr: &Attribute) -> bool {
     attr.path().is_ident("farcall")
-}
-
-/// Removes `#[farcall(...)]` attributes, which mean nothing to the compiler.
-pub(crate) fn strip_farcall_attrs(item: &mut ItemTrait) {
-    for trait_item in &mut item.items {
-        if let TraitItem::Fn(method) = trait_item {
-            method.attrs.retain(|a| !is_farcall_attr(a));
-        }
-    }
 }
 
 /// A method's signature as written: one-way or not, argument types, result type.

@@ -6,6 +6,8 @@ use syn::{parse_quote, TraitItem};
 
 use crate::model::{is_farcall_attr, RemoteTrait};
 
+/// Also used when the trait breaks a rule, so it only restates what it can: a method
+/// that is not `async` stays as written, which is what its implementations match.
 pub(crate) fn expand(model: &RemoteTrait<'_>) -> TokenStream {
     let mut item = model.item.clone();
     item.supertraits
@@ -19,7 +21,9 @@ pub(crate) fn expand(model: &RemoteTrait<'_>) -> TokenStream {
         };
         method.attrs.retain(|a| !is_farcall_attr(a));
         let sig = &mut method.sig;
-        sig.asyncness = None;
+        if sig.asyncness.take().is_none() {
+            continue;
+        }
         let output = match &sig.output {
             syn::ReturnType::Default => quote!(()),
             syn::ReturnType::Type(_, ty) => quote!(#ty),
