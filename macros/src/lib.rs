@@ -1,9 +1,9 @@
 //! Procedural macros for farcall. Use them through the `farcall` crate, which
 //! re-exports them and documents what they generate.
 //!
-//! The attribute runs in phases: syn parses the trait, [`model`] builds a small model
-//! of it that keeps references to the original syntax (for spans), [`check`] applies
-//! one function per rule and collects every violation, and [`expand`] writes the
+//! The attribute runs in phases: syn parses the trait, `model` builds a small model
+//! of it that keeps references to the original syntax (for spans), `check` applies
+//! one function per rule and collects every violation, and `expand` writes the
 //! trait, the client and the server (or, on an error, the trait, stand-ins for the
 //! client and server, and the errors).
 

@@ -23,7 +23,7 @@ pub struct Method {
     /// The method's id on the wire: 20 bits hashed from its name, so adding or
     /// reordering methods keeps old peers working, and 12 bits hashed
     /// from its argument and result types as written, so a peer whose method of
-    /// that name has other types answers [`RpcError::SignatureMismatch`].
+    /// that name has other types answers [`RpcError::SignatureMismatch`](crate::RpcError::SignatureMismatch).
     pub id: u32,
 }
 

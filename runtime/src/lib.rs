@@ -90,22 +90,31 @@
 //! # Layout
 //!
 //! ```text
-//!   server, process, listeners        serving many peers, worker processes
-//!        |
-//!   client, callback                  calls, promises, typed closures
-//!        |
-//!   connection (+ actor/)  <->  cap   the handle, its config, the actor owning the
-//!        |                            transport and the tables; capabilities
-//!   dispatch, context                 the serving side, reply shapes and decoding
-//!        |
-//!   transport, codec, wire, error     frames, encodings, messages and ids, errors
+//!   server, process, listeners, callback   serving many peers, worker processes,
+//!        |                                 typed closures
+//!   client (+ call.rs)                     typed clients, the calls a Client makes,
+//!        |                                 the root, the Call/Promise future
+//!   shape                                  reply shapes for both sides: encoding a
+//!        |                                 handler's value, decoding a reply
+//!   cap (+ client.rs, serve.rs)  <->  connection (+ config, command, question,
+//!        |                            context, actor/)
+//!        |    references, local objects,      the handle, its settings, the actor
+//!        |    Dispatch/Incoming/Reply         owning the transport and the tables
+//!   transport, wire, codec, error, interface
+//!                                         frames, messages and ids, encodings,
+//!                                         errors, static trait descriptions
 //! ```
 //!
-//! Lower layers never name higher ones, with two exceptions: the real cycle between
-//! `connection` and `cap` (an imported capability holds the connection it came on;
-//! the connection's tables and commands hold capabilities), and
-//! `Connection::root`, which names `RemoteClient` from `client` to type the root it
-//! returns.
+//! Each module names only modules below it, except the one real cycle between
+//! `cap` and `connection`: an imported capability holds the connection it came on,
+//! and the connection's tables and commands hold capabilities (and a local
+//! capability is a `Dispatch` object whose calls and replies carry capabilities, so
+//! the serving interface lives with them, in `cap`). Code that needs a higher
+//! layer's concept is written in that layer: `Connection::root`, typed by
+//! `RemoteClient`, is implemented in `client`; `Incoming::handle`, typed by the reply
+//! shapes, in `shape`. Inside the actor, the tables are types of their own
+//! (`Questions`, `Answers`, `Exports`, `Outbound`) with their own tests, and a
+//! `Phase` says where the connection is in its life.
 
 // Lets the crate's own tests use `#[farcall::remote]`, whose expansion names
 // `::farcall`.

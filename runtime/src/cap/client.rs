@@ -71,7 +71,7 @@ impl Client {
 
     /// Gives a remote object back to its owner now instead of when the last clone is
     /// dropped (ioRPC's `unbind`). Calls through any clone then fail with
-    /// [`RpcError::Released`]. Does nothing on a local object.
+    /// [`RpcError::Released`](crate::RpcError::Released). Does nothing on a local object.
     pub fn release(&self) {
         if let CapRef::Import(entry) = &self.cap {
             entry.release();
@@ -79,7 +79,7 @@ impl Client {
     }
 
     /// Stops a local object from serving calls, wherever it was handed: peers holding
-    /// it get [`RpcError::Revoked`] (a client ending its subscription even if the
+    /// it get [`RpcError::Revoked`](crate::RpcError::Revoked) (a client ending its subscription even if the
     /// server never drops the callback). Does nothing on a remote reference.
     pub fn revoke(&self) {
         if let CapRef::Local(obj) = &self.cap {

@@ -25,21 +25,21 @@ pub struct Config {
     pub codec: AnyCodec,
     /// Largest frame sent or accepted, in bytes. Incoming frames are checked before a
     /// buffer is allocated; an outgoing call over the limit fails locally with
-    /// [`RpcError::FrameTooLarge`] and the connection stays up. Default: 16 MiB.
+    /// [`RpcError::FrameTooLarge`](crate::RpcError::FrameTooLarge) and the connection stays up. Default: 16 MiB.
     pub max_frame_size: usize,
     /// Whether a handler's panic message is sent to the caller (`true`) or redacted to
     /// just "panicked" (`false`, for servers facing untrusted peers). Default: `true`.
     pub expose_panics: bool,
     /// Outbound bytes queued before the connection pushes back: the connection task
     /// stops reading frames and taking local calls until the transport drains, and
-    /// new local calls fail with [`RpcError::Overloaded`] instead of queueing more. A
+    /// new local calls fail with [`RpcError::Overloaded`](crate::RpcError::Overloaded) instead of queueing more. A
     /// peer that stops reading therefore costs bounded memory. The limit in effect is
     /// never below `max_frame_size`, so one frame of the largest size can always be
     /// queued. Default: 8 MiB.
     pub max_queued_bytes: usize,
     /// Time limit for every call made on this connection; `None` waits as long as the
     /// connection lives. [`Call::timeout`](crate::Call::timeout) overrides it per
-    /// call. On timeout the caller gets [`RpcError::Timeout`] and the callee is told to
+    /// call. On timeout the caller gets [`RpcError::Timeout`](crate::RpcError::Timeout) and the callee is told to
     /// stop. Default: `None`.
     pub call_timeout: Option<Duration>,
     /// Time limit for the opening exchange: the peer's opening message (its protocol
@@ -52,7 +52,7 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long a graceful close ([`Connection::close`], a server's shutdown) waits
     /// for the calls still running. When it passes, those calls are dropped, the
-    /// peer is told why (its callers get [`RpcError::Disconnected`] saying the drain
+    /// peer is told why (its callers get [`RpcError::Disconnected`](crate::RpcError::Disconnected) saying the drain
     /// deadline passed) and the connection ends. Default: 5 s.
     pub drain_timeout: Duration,
     /// Send a keepalive frame after this long without sending anything, so a peer's
@@ -64,15 +64,15 @@ pub struct Config {
     /// sides. Default: `None`.
     pub idle_timeout: Option<Duration>,
     /// Incoming calls that may run (or wait on a pipelined answer) at once; further
-    /// calls are refused with [`RpcError::Overloaded`] while returns, releases and
+    /// calls are refused with [`RpcError::Overloaded`](crate::RpcError::Overloaded) while returns, releases and
     /// finishes keep flowing. Default: 1,024.
     pub max_inflight_calls: usize,
     /// Answers held for the peer at once: running calls plus finished ones kept for
     /// pipelining until the peer's `Finish`. Beyond it, calls are refused with
-    /// [`RpcError::Overloaded`]. Default: 16,384.
+    /// [`RpcError::Overloaded`](crate::RpcError::Overloaded). Default: 16,384.
     pub max_answers: usize,
     /// Objects and callbacks exported to the peer at once. A result or call that would
-    /// export more fails with [`RpcError::Overloaded`]. Default: 65,536.
+    /// export more fails with [`RpcError::Overloaded`](crate::RpcError::Overloaded). Default: 65,536.
     pub max_exports: usize,
     /// Frames larger than this are sent in chunks of this size, and smaller frames
     /// that nothing orders after them (calls on other objects, returns) pass between
