@@ -291,6 +291,36 @@ pub(crate) fn decode_frame(codec: AnyCodec, frame: Bytes) -> Result<(Header, Byt
     Ok((header, frame.slice(..header_start)))
 }
 
+/// Marks a chunk where a frame has its header length (a header is never that long).
+const CHUNK_MARK: [u8; 2] = [0xFF, 0xFF];
+/// What a chunk adds to its slice: the stream id, a flags byte and the mark.
+pub(crate) const CHUNK_TRAILER: usize = 4 + 1 + 2;
+/// The flag of a message's last chunk.
+const LAST_CHUNK: u8 = 1;
+
+/// One chunk of a large frame: the slice, then the stream id (`u32` LE), a flags
+/// byte (1 = last chunk) and `0xFFFF` where an ordinary frame has its header length.
+pub(crate) fn encode_chunk(slice: &[u8], stream: u32, last: bool) -> Bytes {
+    let mut chunk = BytesMut::with_capacity(slice.len() + CHUNK_TRAILER);
+    chunk.extend_from_slice(slice);
+    chunk.extend_from_slice(&stream.to_le_bytes());
+    chunk.extend_from_slice(&[if last { LAST_CHUNK } else { 0 }]);
+    chunk.extend_from_slice(&CHUNK_MARK);
+    chunk.freeze()
+}
+
+/// Whether a received frame is a chunk.
+pub(crate) fn is_chunk(frame: &[u8]) -> bool {
+    frame.len() >= CHUNK_TRAILER && frame[frame.len() - 2..] == CHUNK_MARK
+}
+
+/// A chunk's slice, stream id and whether it is the last (`is_chunk` must hold).
+pub(crate) fn split_chunk(chunk: &[u8]) -> (&[u8], u32, bool) {
+    let end = chunk.len() - CHUNK_TRAILER;
+    let stream = u32::from_le_bytes(chunk[end..end + 4].try_into().expect("4 bytes"));
+    (&chunk[..end], stream, chunk[end + 4] & LAST_CHUNK != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +378,18 @@ mod tests {
         assert_eq!(Hello::decode(&frame[4..]), None);
         assert_eq!(Hello::decode(&[0xFE, 0xFF]), None);
         assert_eq!(Hello::decode(&[]), None);
+    }
+
+    #[test]
+    fn chunks_round_trip_and_are_told_from_frames() {
+        let chunk = encode_chunk(b"slice", 7, true);
+        assert!(is_chunk(&chunk));
+        assert_eq!(split_chunk(&chunk), (&b"slice"[..], 7, true));
+        let middle = encode_chunk(b"", u32::MAX, false);
+        assert_eq!(split_chunk(&middle), (&b""[..], u32::MAX, false));
+        let frame = encode_frame(AnyCodec::default(), &Header::Ping, &()).unwrap();
+        assert!(!is_chunk(&frame));
+        assert!(!is_chunk(&[0xFF, 0xFF]), "too short for a trailer");
     }
 
     #[test]

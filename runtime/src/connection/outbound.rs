@@ -6,23 +6,15 @@
 //! calls on the same target, calls pipelined on its answer, and the `Finish` of its
 //! question wait their turn, which keeps calls on one reference in order.
 //!
-//! A chunk is the slice of the message, then the stream id (`u32` LE), a flags byte
-//! (1 = last chunk) and `0xFFFF` where an ordinary frame has its header length (a
-//! header is never that long). The receiver rebuilds the message, bounded by
-//! `max_frame_size`, one message at a time.
+//! The chunk format is the wire's (`wire::encode_chunk`); the receiver rebuilds the
+//! message here, bounded by `max_frame_size`, one message at a time.
 
 use std::collections::VecDeque;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::error::RpcError;
-use crate::wire::{CapDescriptor, Header, QuestionId, Target};
-
-/// Marks a chunk where a frame has its header length.
-const CHUNK_MARK: [u8; 2] = [0xFF, 0xFF];
-/// Stream id, flags and mark.
-const TRAILER: usize = 4 + 1 + 2;
-const LAST: u8 = 1;
+use crate::wire::{encode_chunk, split_chunk, CapDescriptor, Header, QuestionId, Target};
 /// How many small frames may pass a large one before it gets its next chunk.
 const PASS_LIMIT: usize = 16;
 /// How far down the queue a frame that may pass is looked for.
@@ -193,23 +185,14 @@ impl Outbound {
         let current = self.current.as_mut().expect("a frame is being chunked");
         let end = (current.sent + self.chunk_size).min(current.frame.len());
         let last = end == current.frame.len();
-        let mut chunk = BytesMut::with_capacity(end - current.sent + TRAILER);
-        chunk.extend_from_slice(&current.frame[current.sent..end]);
-        chunk.put_u32_le(current.stream);
-        chunk.put_u8(if last { LAST } else { 0 });
-        chunk.extend_from_slice(&CHUNK_MARK);
+        let chunk = encode_chunk(&current.frame[current.sent..end], current.stream, last);
         self.bytes -= end - current.sent;
         current.sent = end;
         if last {
             self.current = None;
         }
-        chunk.freeze()
+        chunk
     }
-}
-
-/// Whether a received frame is a chunk.
-pub(super) fn is_chunk(frame: &[u8]) -> bool {
-    frame.len() >= TRAILER && frame[frame.len() - 2..] == CHUNK_MARK
 }
 
 /// Rebuilds chunked messages, one at a time.
@@ -231,9 +214,7 @@ impl Reassembly {
         chunk: &[u8],
         max_frame_size: usize,
     ) -> Result<Option<Bytes>, RpcError> {
-        let data_end = chunk.len() - TRAILER;
-        let stream = u32::from_le_bytes(chunk[data_end..data_end + 4].try_into().expect("4 bytes"));
-        let last = chunk[data_end + 4] & LAST != 0;
+        let (data, stream, last) = split_chunk(chunk);
         match self.stream {
             Some(current) if current != stream => {
                 return Err(RpcError::BadMessage(format!(
@@ -242,14 +223,14 @@ impl Reassembly {
             }
             _ => self.stream = Some(stream),
         }
-        let size = self.buf.len() + data_end;
+        let size = self.buf.len() + data.len();
         if size > max_frame_size {
             return Err(RpcError::FrameTooLarge {
                 size,
                 limit: max_frame_size,
             });
         }
-        self.buf.extend_from_slice(&chunk[..data_end]);
+        self.buf.extend_from_slice(data);
         if !last {
             return Ok(None);
         }
@@ -261,6 +242,7 @@ impl Reassembly {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{is_chunk, CHUNK_TRAILER as TRAILER};
 
     fn call(target: u64, question: u64) -> Order {
         Order::Call {

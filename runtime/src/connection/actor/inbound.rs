@@ -14,9 +14,9 @@ use super::questions::Returned;
 use super::Actor;
 use crate::cap::{CapRef, Reply};
 use crate::codec::AnyCodec;
-use crate::connection::outbound::is_chunk;
 use crate::error::{CloseReason, RpcError, WireError};
 use crate::transport::Transport;
+use crate::wire::is_chunk;
 use crate::wire::{decode_frame, CapDescriptor, Header, Hello, Outcome, QuestionId};
 
 impl<T: Transport> Actor<T> {
