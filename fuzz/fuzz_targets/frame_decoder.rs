@@ -8,6 +8,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for &codec in AnyCodec::ALL {
-        farcall::__private::fuzz_decode_frame(codec, data);
+        farcall::__private::fuzz::decode_frame(codec, data);
     }
 });

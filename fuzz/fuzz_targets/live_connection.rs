@@ -15,6 +15,10 @@
 //! that names a bad opening message if the peer sent one, and after which every
 //! object the root handed out (and the root) has been dropped.
 //! Any panic aborts the process (libfuzzer-sys installs an aborting panic hook).
+//!
+//! Frames are built from the runtime's own wire types (`Header`, `WireError`, ...),
+//! which derive `Arbitrary` in `--cfg fuzzing` builds and are re-exported as
+//! `farcall::__private::fuzz`, so the target cannot drift from the protocol.
 
 #![no_main]
 
@@ -23,6 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
+use farcall::__private::fuzz::{
+    self, codec_number, CapDescriptor, Header, Target, WireError, HELLO_MAGIC, PROTOCOL_VERSION,
+};
 use farcall::transport::{memory, MemoryTransport};
 use farcall::{AnyCodec, Callback, Connection, RemoteClient};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -144,229 +151,81 @@ fn method_id(name: &str) -> u32 {
         .id
 }
 
-// Mirrors of the private wire types (`runtime/src/wire.rs`, `runtime/src/error.rs`):
-// same variants in the same order with the same field names, so they encode
-// identically in every codec.
-
-/// An id: mostly small (ids are allocated from 0 or 1 upwards), sometimes extreme.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(transparent)]
+/// An id for the script's own choices (a chain's target, a descriptor, a question):
+/// drawn as the wire types' ids are (`farcall::__private::fuzz::id`), mostly small,
+/// sometimes extreme.
+#[derive(Debug, Clone, Copy)]
 struct Id(u64);
 
 impl<'a> Arbitrary<'a> for Id {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(Id(match u.int_in_range(0u8..=7)? {
-            0..=5 => u.int_in_range(0..=6)?,
-            6 => u64::MAX - u.int_in_range(0..=1)?,
-            _ => u.arbitrary()?,
-        }))
+        fuzz::id(u).map(Id)
     }
 }
 
-/// A method id: one of the root's or the callback's, or any.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(transparent)]
+/// A method id: one of the root's or the callback's, or `any`.
+fn aim_method(
+    u: &mut Unstructured<'_>,
+    any: impl FnOnce(&mut Unstructured<'_>) -> arbitrary::Result<u32>,
+) -> arbitrary::Result<u32> {
+    let methods = <RootClient as RemoteClient>::INTERFACE.methods;
+    let pick = u.int_in_range(0..=methods.len() + 1)?;
+    Ok(match methods.get(pick) {
+        Some(method) => method.id,
+        None if pick == methods.len() => 1, // `Callback::call`
+        None => any(u)?,
+    })
+}
+
+/// A method id drawn by [`aim_method`].
+#[derive(Debug, Clone, Copy)]
 struct MethodId(u32);
 
 impl<'a> Arbitrary<'a> for MethodId {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        let methods = <RootClient as RemoteClient>::INTERFACE.methods;
-        let pick = u.int_in_range(0..=methods.len() + 1)?;
-        Ok(MethodId(match methods.get(pick) {
-            Some(method) => method.id,
-            None if pick == methods.len() => 1, // `Callback::call`
-            None => u.arbitrary()?,
-        }))
+        aim_method(u, |u| u.arbitrary()).map(MethodId)
     }
 }
 
-/// An interface name and fingerprint, usually the root's.
-#[derive(Debug, Clone, Serialize)]
-struct Expected(String, u64);
+/// A real [`Header`] (the runtime's own, deriving `Arbitrary` under `cfg(fuzzing)`),
+/// aimed at the root: a call's method is mostly one of the root's (see
+/// [`aim_method`]), a bootstrap usually names the root's interface.
+#[derive(Debug, Clone)]
+struct Aimed(Header);
 
-impl<'a> Arbitrary<'a> for Expected {
+impl<'a> Arbitrary<'a> for Aimed {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        let root = <RootClient as RemoteClient>::INTERFACE;
-        Ok(match u.int_in_range(0u8..=3)? {
-            0 | 1 => Expected(root.name.into(), root.fingerprint),
-            2 => Expected(root.name.into(), u.arbitrary()?),
-            _ => Expected(u.arbitrary()?, u.arbitrary()?),
-        })
+        let mut header = Header::arbitrary(u)?;
+        aim(&mut header, u)?;
+        Ok(Aimed(header))
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Arbitrary)]
-enum Target {
-    Export(Id),
-    Answer(Id),
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Arbitrary)]
-enum CapDescriptor {
-    SenderHosted(Id),
-    ReceiverHosted(Id),
-    ReceiverAnswer(Id),
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Arbitrary)]
-enum Outcome {
-    Value,
-    AppError,
-    Failed,
-}
-
-#[derive(Debug, Clone, Arbitrary)]
-enum Header {
-    Bootstrap {
-        question: Id,
-        expected: Expected,
-    },
-    Call {
-        question: Option<Id>,
-        target: Target,
-        method: MethodId,
-        caps: Vec<CapDescriptor>,
-    },
-    Return {
-        question: Id,
-        outcome: Outcome,
-        caps: Vec<CapDescriptor>,
-    },
-    Finish {
-        question: Id,
-    },
-    Release {
-        id: Id,
-        count: Id,
-    },
-    Disembargo {
-        question: Id,
-        reflected: bool,
-    },
-    Ping,
-    Abort {
-        reason: String,
-    },
-    Revoked {
-        id: Id,
-    },
-    Foreign {
-        codec: u8,
-        header: Box<Header>,
-    },
-}
-
-/// What goes on the wire for a [`Header`] (`Bootstrap` flattens `Expected`).
-#[derive(Serialize)]
-enum WireHeader<'a> {
-    Bootstrap {
-        question: Id,
-        interface: &'a str,
-        fingerprint: u64,
-    },
-    Call {
-        question: Option<Id>,
-        target: Target,
-        method: MethodId,
-        caps: &'a [CapDescriptor],
-    },
-    Return {
-        question: Id,
-        outcome: Outcome,
-        caps: &'a [CapDescriptor],
-    },
-    Finish {
-        question: Id,
-    },
-    Release {
-        id: Id,
-        count: Id,
-    },
-    Disembargo {
-        question: Id,
-        reflected: bool,
-    },
-    Ping,
-    Abort {
-        reason: &'a str,
-    },
-    Revoked {
-        id: Id,
-    },
-    Foreign {
-        codec: u8,
-        header: Box<WireHeader<'a>>,
-    },
-}
-
-impl Header {
-    fn wire(&self) -> WireHeader<'_> {
-        match self {
-            Header::Bootstrap { question, expected } => WireHeader::Bootstrap {
-                question: *question,
-                interface: &expected.0,
-                fingerprint: expected.1,
-            },
-            Header::Call {
-                question,
-                target,
-                method,
-                caps,
-            } => WireHeader::Call {
-                question: *question,
-                target: *target,
-                method: *method,
-                caps,
-            },
-            Header::Return {
-                question,
-                outcome,
-                caps,
-            } => WireHeader::Return {
-                question: *question,
-                outcome: *outcome,
-                caps,
-            },
-            Header::Finish { question } => WireHeader::Finish {
-                question: *question,
-            },
-            Header::Release { id, count } => WireHeader::Release {
-                id: *id,
-                count: *count,
-            },
-            Header::Disembargo {
-                question,
-                reflected,
-            } => WireHeader::Disembargo {
-                question: *question,
-                reflected: *reflected,
-            },
-            Header::Ping => WireHeader::Ping,
-            Header::Revoked { id } => WireHeader::Revoked { id: *id },
-            Header::Foreign { codec, header } => WireHeader::Foreign {
-                codec: *codec,
-                header: Box::new(header.wire()),
-            },
-            Header::Abort { reason } => WireHeader::Abort { reason },
+fn aim(header: &mut Header, u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
+    match header {
+        Header::Bootstrap {
+            interface,
+            fingerprint,
+            ..
+        } => {
+            let root = <RootClient as RemoteClient>::INTERFACE;
+            match u.int_in_range(0u8..=3)? {
+                0 | 1 => {
+                    *interface = root.name.into();
+                    *fingerprint = root.fingerprint;
+                }
+                2 => *interface = root.name.into(),
+                _ => {}
+            }
         }
+        Header::Call { method, .. } => {
+            let any = *method;
+            *method = aim_method(u, |_| Ok(any))?;
+        }
+        Header::Foreign { header, .. } => aim(header, u)?,
+        _ => {}
     }
-}
-
-#[derive(Debug, Clone, Serialize, Arbitrary)]
-enum WireError {
-    MethodNotFound,
-    ObjectNotFound,
-    WrongInterface { found: String },
-    NoRoot,
-    Panic(Option<String>),
-    BadArguments(String),
-    Encode(String),
-    ResultTooLarge { size: u64, limit: u64 },
-    Closing,
-    Revoked,
-    Forward(String),
-    PromiseFailed(String),
-    Overloaded(String),
+    Ok(())
 }
 
 /// A frame's payload. Capabilities in a payload are `u32` indexes into the header's
@@ -546,7 +405,7 @@ const MAX_LINKS: usize = 8;
 enum Step {
     /// A well-formed frame, maybe with one bit flipped (at `flip.0 % len`).
     Frame {
-        header: Header,
+        header: Aimed,
         payload: Payload,
         flip: Option<(u16, u8)>,
     },
@@ -555,7 +414,7 @@ enum Step {
     /// A well-formed frame sent in chunks, cut after each `cuts` byte count (at least
     /// one chunk); the last chunk is marked last only if `finish`.
     Chunked {
-        header: Header,
+        header: Aimed,
         payload: Payload,
         stream: u8,
         cuts: Vec<u16>,
@@ -659,19 +518,7 @@ struct Input {
     steps: Vec<Step>,
 }
 
-const HELLO_MAGIC: &[u8; 8] = b"farcall\0";
-const HELLO_MARK: [u8; 2] = 0xFFFEu16.to_le_bytes();
-const PROTOCOL_VERSION: u16 = 1;
-
-/// The number of `codec` in opening messages.
-fn codec_number(codec: AnyCodec) -> u8 {
-    match codec {
-        AnyCodec::Bincode => 1,
-        AnyCodec::Postcard => 2,
-        AnyCodec::Json => 3,
-        _ => 0,
-    }
-}
+const HELLO_MARK: [u8; 2] = fuzz::HELLO_MARK.to_le_bytes();
 
 fn hello(version: u16, codec: u8, limit: u64, extra: &[u8]) -> Vec<u8> {
     let mut buf = HELLO_MAGIC.to_vec();
@@ -777,13 +624,11 @@ fn frame(codec: AnyCodec, header: &Header, payload: &Payload, flip: Option<(u16,
     seal(codec, header, buf, flip)
 }
 
-/// Completes a frame: appends the header and its length to the encoded payload.
-fn seal(codec: AnyCodec, header: &Header, mut buf: Vec<u8>, flip: Option<(u16, u8)>) -> Vec<u8> {
-    let start = buf.len();
-    let _ = codec.encode(&header.wire(), &mut buf);
-    let len = u16::try_from(buf.len() - start).unwrap_or(u16::MAX);
-    buf.extend_from_slice(&len.to_le_bytes());
-    if let Some((at, bit)) = flip {
+/// Completes a frame: appends the header and its length to the encoded payload (an
+/// empty frame if the header is too long), then flips a bit if asked to.
+fn seal(codec: AnyCodec, header: &Header, buf: Vec<u8>, flip: Option<(u16, u8)>) -> Vec<u8> {
+    let mut buf = fuzz::encode_frame(codec, header, buf).unwrap_or_default();
+    if let (Some((at, bit)), false) = (flip, buf.is_empty()) {
         let at = at as usize % buf.len();
         buf[at] ^= 1 << (bit % 8);
     }
@@ -853,10 +698,10 @@ impl Peer {
 
     fn descriptor(&self, pass: Pass) -> CapDescriptor {
         match pass {
-            Pass::Answer(asked) => CapDescriptor::ReceiverAnswer(Id(self.recall(asked))),
-            Pass::Root => CapDescriptor::ReceiverHosted(Id(0)),
-            Pass::Hosted(id) => CapDescriptor::ReceiverHosted(id),
-            Pass::Sender(id) => CapDescriptor::SenderHosted(id),
+            Pass::Answer(asked) => CapDescriptor::ReceiverAnswer(self.recall(asked)),
+            Pass::Root => CapDescriptor::ReceiverHosted(0),
+            Pass::Hosted(id) => CapDescriptor::ReceiverHosted(id.0),
+            Pass::Sender(id) => CapDescriptor::SenderHosted(id.0),
         }
     }
 
@@ -888,9 +733,9 @@ impl Peer {
         };
         caps.extend(link.extra.iter().take(2).map(|&pass| self.descriptor(pass)));
         let header = Header::Call {
-            question: question.map(Id),
+            question,
             target,
-            method: MethodId(method),
+            method,
             caps,
         };
         seal(codec, &header, payload, None)
@@ -1000,7 +845,7 @@ async fn run(input: Input) {
                     payload,
                     flip,
                 } => {
-                    peer.send(&conn, frame(codec, &header, &payload, flip))
+                    peer.send(&conn, frame(codec, &header.0, &payload, flip))
                         .await;
                     yield_now().await;
                 }
@@ -1015,7 +860,7 @@ async fn run(input: Input) {
                     cuts,
                     finish,
                 } => {
-                    let whole = frame(codec, &header, &payload, None);
+                    let whole = frame(codec, &header.0, &payload, None);
                     let mut rest = &whole[..];
                     let mut cuts = cuts.into_iter();
                     loop {
@@ -1051,9 +896,9 @@ async fn run(input: Input) {
                 }
                 Step::Chain { start, links } => {
                     let mut target = match start {
-                        Start::Root => Target::Export(Id(0)),
-                        Start::Export(id) => Target::Export(id),
-                        Start::Answer(asked) => Target::Answer(Id(peer.recall(asked))),
+                        Start::Root => Target::Export(0),
+                        Start::Export(id) => Target::Export(id.0),
+                        Start::Answer(asked) => Target::Answer(peer.recall(asked)),
                     };
                     let mut finish = Vec::new();
                     for link in links.iter().take(MAX_LINKS) {
@@ -1075,16 +920,14 @@ async fn run(input: Input) {
                             yield_now().await;
                         }
                         if let Some(question) = question {
-                            target = Target::Answer(Id(question));
+                            target = Target::Answer(question);
                             if link.finish {
                                 finish.push(question);
                             }
                         }
                     }
                     for question in finish {
-                        let header = Header::Finish {
-                            question: Id(question),
-                        };
+                        let header = Header::Finish { question };
                         peer.send(&conn, frame(codec, &header, &Payload::Unit, None))
                             .await;
                     }
@@ -1092,7 +935,7 @@ async fn run(input: Input) {
                 }
                 Step::Finish(asked) => {
                     let header = Header::Finish {
-                        question: Id(peer.recall(asked)),
+                        question: peer.recall(asked),
                     };
                     peer.send(&conn, frame(codec, &header, &Payload::Unit, None))
                         .await;
@@ -1100,7 +943,7 @@ async fn run(input: Input) {
                 }
                 Step::Disembargo(asked) => {
                     let header = Header::Disembargo {
-                        question: Id(peer.recall(asked)),
+                        question: peer.recall(asked),
                         reflected: false,
                     };
                     peer.send(&conn, frame(codec, &header, &Payload::Unit, None))
@@ -1136,9 +979,7 @@ async fn run(input: Input) {
         asked.sort_unstable();
         asked.dedup();
         for question in asked {
-            let header = Header::Finish {
-                question: Id(question),
-            };
+            let header = Header::Finish { question };
             peer.send(&conn, frame(codec, &header, &Payload::Unit, None))
                 .await;
         }

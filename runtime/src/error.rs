@@ -238,7 +238,9 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for CallError<E> {
 /// An error as it travels in a `Return` frame. The caller turns it into an
 /// [`RpcError`], adding what only it knows (method and interface names).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum WireError {
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[allow(unreachable_pub, missing_docs)] // `pub` for `__private::fuzz` (`cfg(fuzzing)` builds)
+pub enum WireError {
     MethodNotFound,
     ObjectNotFound,
     WrongInterface {

@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::codec::AnyCodec;
 use crate::error::RpcError;
 
+#[cfg(fuzzing)]
+pub mod fuzz;
+
 /// Identifies a question: a call awaiting a return. Chosen by the caller, never reused
 /// on a connection.
 pub(crate) type QuestionId = u64;
@@ -34,31 +37,37 @@ pub(crate) const ROOT_EXPORT: ExportId = 0;
 
 /// What a call is addressed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub(crate) enum Target {
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[allow(unreachable_pub, missing_docs)] // `pub` for `__private::fuzz` (`cfg(fuzzing)` builds)
+pub enum Target {
     /// An object in the receiver's export table.
-    Export(ExportId),
+    Export(#[cfg_attr(fuzzing, arbitrary(with = fuzz::id))] ExportId),
     /// The capability that the receiver's answer to this question of the sender's
     /// holds (its first): promise pipelining.
-    Answer(QuestionId),
+    Answer(#[cfg_attr(fuzzing, arbitrary(with = fuzz::id))] QuestionId),
 }
 
 /// A capability inside a payload, as the receiver must interpret it. The payload
 /// refers to capabilities by their index in the header's list of descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum CapDescriptor {
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[allow(unreachable_pub, missing_docs)] // `pub` for `__private::fuzz` (`cfg(fuzzing)` builds)
+pub enum CapDescriptor {
     /// An object the sender exports under this id; the receiver imports it and owes
     /// one `Release` reference for it.
-    SenderHosted(ExportId),
+    SenderHosted(#[cfg_attr(fuzzing, arbitrary(with = fuzz::id))] ExportId),
     /// An object the receiver itself exported under this id, coming home.
-    ReceiverHosted(ExportId),
+    ReceiverHosted(#[cfg_attr(fuzzing, arbitrary(with = fuzz::id))] ExportId),
     /// The capability the receiver's answer to this question will hold (a promise
     /// passed before it resolved).
-    ReceiverAnswer(QuestionId),
+    ReceiverAnswer(#[cfg_attr(fuzzing, arbitrary(with = fuzz::id))] QuestionId),
 }
 
 /// How a `Return` ended; the payload's type follows from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Outcome {
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[allow(unreachable_pub, missing_docs)] // `pub` for `__private::fuzz` (`cfg(fuzzing)` builds)
+pub enum Outcome {
     /// The payload is the method's value (or its `Ok` value).
     Value,
     /// The payload is the method's application error (its `Err` value).
@@ -69,9 +78,12 @@ pub(crate) enum Outcome {
 
 /// The header of a frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Header {
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[allow(unreachable_pub, missing_docs)] // `pub` for `__private::fuzz` (`cfg(fuzzing)` builds)
+pub enum Header {
     /// Asks for the receiver's root object, stating the interface expected. Payload: `()`.
     Bootstrap {
+        #[cfg_attr(fuzzing, arbitrary(with = fuzz::id))]
         question: QuestionId,
         interface: String,
         fingerprint: u64,
@@ -79,6 +91,7 @@ pub(crate) enum Header {
     /// Calls `method` on `target`; `question` is `None` for a one-way call.
     /// Payload: the arguments as a tuple.
     Call {
+        #[cfg_attr(fuzzing, arbitrary(with = fuzz::opt_id))]
         question: Option<QuestionId>,
         target: Target,
         method: u32,
@@ -86,19 +99,29 @@ pub(crate) enum Header {
     },
     /// Ends a question. Payload according to `outcome`.
     Return {
+        #[cfg_attr(fuzzing, arbitrary(with = fuzz::id))]
         question: QuestionId,
         outcome: Outcome,
         caps: Vec<CapDescriptor>,
     },
     /// The caller no longer wants the answer to `question`; the callee may stop work.
-    Finish { question: QuestionId },
+    Finish {
+        #[cfg_attr(fuzzing, arbitrary(with = fuzz::id))]
+        question: QuestionId,
+    },
     /// The sender drops `count` references to the receiver's export `id`.
-    Release { id: ExportId, count: u64 },
+    Release {
+        #[cfg_attr(fuzzing, arbitrary(with = fuzz::id))]
+        id: ExportId,
+        #[cfg_attr(fuzzing, arbitrary(with = fuzz::id))]
+        count: u64,
+    },
     /// Sent by a caller whose promise resolved to one of its own objects after it
     /// pipelined calls on it; the callee sends it back (`reflected`) after every call
     /// it reflected, and the caller releases the result only then, so calls made on
     /// the promise stay ahead of calls made on what it resolved to.
     Disembargo {
+        #[cfg_attr(fuzzing, arbitrary(with = fuzz::id))]
         question: QuestionId,
         reflected: bool,
     },
@@ -108,7 +131,10 @@ pub(crate) enum Header {
     Abort { reason: String },
     /// The owner of the sender's export `id` revoked it: calls on it fail with
     /// `Revoked`, and the receiver's handles report it closed.
-    Revoked { id: ExportId },
+    Revoked {
+        #[cfg_attr(fuzzing, arbitrary(with = fuzz::id))]
+        id: ExportId,
+    },
     /// A `Call` or `Return` whose payload is in another codec than the
     /// connection's (numbered as in the opening message): a payload forwarded from
     /// a connection with another codec travels as it is, since only its final
