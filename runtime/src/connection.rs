@@ -98,6 +98,19 @@ pub struct Config {
     /// (WebSocket peers often cap at 64 KiB). Both ends reassemble whatever they
     /// receive, up to `max_frame_size`. Default: 64 KiB.
     pub chunk_size: usize,
+    /// The flow-control window a [`Stream`](crate::Stream) received on this
+    /// connection starts with, in bytes of its items: what the producer may send
+    /// before the consumer grants more. It doubles, up to `max_stream_window`, while
+    /// the link rather than the consumer holds the stream back. Default: 64 KiB.
+    pub stream_window: usize,
+    /// The largest a stream's window grows: at most this much (plus one item) is held
+    /// for a consumer that stops reading. It should cover the link's bandwidth times
+    /// its round trip for a stream to fill the link. Default: 4 MiB.
+    pub max_stream_window: usize,
+    /// Streams open on this connection at once, in either direction; starting one
+    /// more fails with [`RpcError::Overloaded`] (the peer's stream ends with it).
+    /// Default: 1,024.
+    pub max_open_streams: usize,
 }
 
 impl Config {
@@ -123,6 +136,9 @@ impl Default for Config {
             max_answers: 16 * 1024,
             max_exports: 64 * 1024,
             chunk_size: 64 * 1024,
+            stream_window: 64 * 1024,
+            max_stream_window: 4 << 20,
+            max_open_streams: 1024,
         }
     }
 }
@@ -233,6 +249,24 @@ impl Builder {
         self
     }
 
+    /// Sets [`Config::stream_window`] (at least 1 byte).
+    pub fn stream_window(mut self, bytes: usize) -> Self {
+        self.config.stream_window = bytes.max(1);
+        self
+    }
+
+    /// Sets [`Config::max_stream_window`].
+    pub fn max_stream_window(mut self, bytes: usize) -> Self {
+        self.config.max_stream_window = bytes.max(1);
+        self
+    }
+
+    /// Sets [`Config::max_open_streams`].
+    pub fn max_open_streams(mut self, max: usize) -> Self {
+        self.config.max_open_streams = max;
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -263,6 +297,7 @@ impl Builder {
             commands: tx,
             next_question: AtomicU64::new(1),
             pending_bytes: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
             config: self.config.clone(),
             reason: OnceLock::new(),
             closed,
@@ -427,16 +462,20 @@ pub struct Stats {
     /// Objects and callbacks the peer exported that this side still holds, not
     /// counting the peer's root.
     pub imports: usize,
+    /// Streams open on the connection, in either direction: started and not yet
+    /// ended ([`Stream`](crate::Stream), [`ByteStream`](crate::ByteStream)).
+    pub streams: usize,
 }
 
 impl Stats {
-    /// Table sizes to compare [`Connection::stats`] with in tests.
+    /// Table sizes to compare [`Connection::stats`] with in tests (no open streams).
     pub fn new(questions: usize, answers: usize, exports: usize, imports: usize) -> Self {
         Stats {
             questions,
             answers,
             exports,
             imports,
+            streams: 0,
         }
     }
 
@@ -544,6 +583,8 @@ pub(crate) struct Shared {
     /// Bytes of calls handed to the connection task and not yet taken into its
     /// outbound queue: what `max_queued_bytes` bounds for local callers.
     pub(crate) pending_bytes: AtomicUsize,
+    /// Streams open on the connection (see `stream.rs`).
+    pub(crate) streams: AtomicUsize,
     config: Config,
     /// Why the connection ended; set before any pending call is failed, so every
     /// failed call can say why.

@@ -65,6 +65,10 @@
 //!   arguments and results; they are released when the last handle is dropped, keep
 //!   their identity, and come home as the original object. [`Listeners`] keeps a set
 //!   of callbacks to notify.
+//! - [`Stream`]s of typed items and [`ByteStream`]s travel the same way, in either
+//!   direction (both at once too), each with its own flow-control window: a slow
+//!   consumer slows its producer and bounds memory without holding up other calls.
+//!   Byte streams bridge to `AsyncRead` and `AsyncWrite`.
 //! - Calls on a [`Promise`] of a client are pipelined: a chain of dependent calls
 //!   costs one round trip.
 //! - [`Config`] bounds every resource a peer can make us hold, and sets time limits;
@@ -123,6 +127,7 @@ mod error;
 mod listeners;
 pub mod process;
 mod server;
+mod stream;
 pub mod transport;
 mod wire;
 
@@ -136,6 +141,7 @@ pub use error::{CallError, CloseReason, RpcError};
 pub use farcall_macros::remote;
 pub use listeners::Listeners;
 pub use server::{Listener, Server};
+pub use stream::{ByteStream, ByteWriter, Stream, StreamClosed, StreamSender};
 
 /// The README's code blocks, compiled and run as doctests so they cannot drift.
 #[cfg(doctest)]

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::RpcError;
-use crate::wire::{CapDescriptor, Header, QuestionId, Target};
+use crate::wire::{CapDescriptor, ExportId, Header, QuestionId, Target};
 
 /// Marks a chunk where a frame has its header length.
 const CHUNK_MARK: [u8; 2] = [0xFF, 0xFF];
@@ -38,6 +38,9 @@ pub(super) enum Order {
         pipelined_on: Vec<QuestionId>,
     },
     Finish(QuestionId),
+    /// Stays behind calls to the export it releases: the peer must not drop the
+    /// object before they arrive (a one-way call followed by dropping the handle).
+    Release(ExportId),
     Disembargo,
     /// Stays behind everything queued before it (a `Revoked` must not reach the peer
     /// before the message that handed it the object).
@@ -66,6 +69,7 @@ impl Order {
                     .collect(),
             },
             Header::Finish { question } => Order::Finish(*question),
+            Header::Release { id, .. } => Order::Release(*id),
             Header::Disembargo { .. } => Order::Disembargo,
             Header::Revoked { .. } => Order::Barrier,
             _ => Order::Free,
@@ -96,6 +100,7 @@ impl Order {
                         .is_some_and(|q| *target == Target::Answer(q) || pipelined_on.contains(&q))
             }
             Order::Finish(q) => *ahead_question == Some(*q),
+            Order::Release(id) => *ahead_target == Target::Export(*id),
             Order::Disembargo | Order::Barrier => true,
             Order::Free => false,
         }
@@ -294,6 +299,7 @@ mod tests {
         out.push(Bytes::from(vec![0; 50]), call(1, 1));
         out.push(Bytes::from_static(b"same"), call(1, 2)); // same target: waits
         out.push(Bytes::from_static(b"fin"), Order::Finish(1)); // its finish: waits
+        out.push(Bytes::from_static(b"rel"), Order::Release(1)); // its release: waits
         out.push(Bytes::from_static(b"other"), call(2, 3)); // other target: passes
         out.push(Bytes::from_static(b"ret"), Order::Free); // a return: passes
         let mut sent = Vec::new();
@@ -312,7 +318,7 @@ mod tests {
             .map(String::as_str)
             .skip_while(|s| *s == "chunk" || *s == "other" || *s == "ret")
             .collect();
-        assert_eq!(after, ["same", "fin"]);
+        assert_eq!(after, ["same", "fin", "rel"]);
     }
 
     #[test]
