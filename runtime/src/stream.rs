@@ -91,7 +91,8 @@ const ITEMS: &Method = &SINK_METHODS[0];
 const END: &Method = &SINK_METHODS[1];
 
 /// The most a batch of items costs (it is split further if it would not fit the
-/// connection's frames).
+/// connection's frames). An item that would take a batch over it waits for the
+/// next.
 const MAX_BATCH: u64 = 256 * 1024;
 
 /// The window of a stream whose source is local (no connection to configure it).
@@ -554,7 +555,9 @@ where
 {
     fn on_items(&self, call: Incoming) {
         let context = call.context.clone();
-        let decoded = decode_message::<(Vec<T>, bool)>(call.codec, &call.payload, call.caps);
+        let decoded = bytes::with_payload(&call.payload, || {
+            decode_message::<(Vec<T>, bool)>(call.codec, &call.payload, call.caps)
+        });
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
@@ -794,22 +797,39 @@ async fn pump<T>(mut items: Items<T>, sink: Client, credit: Arc<Credit>, _open: 
 where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
+    // Batches fit one transport message where they can: they then need no copy
+    // into chunks nor reassembly, and small frames (other calls, credit) pass
+    // queued batches as they pass the chunks of a large frame.
+    let limit = sink.connection().map_or(MAX_BATCH, |c| {
+        let chunk = c.config().chunk_size as u64;
+        MAX_BATCH.min(chunk.saturating_sub(4096).max(chunk / 2))
+    });
+    // An item taken that did not fit the last batch.
+    let mut held = None;
     let end = loop {
         credit.positive().await;
-        let first = match items.next().await {
-            None => break End::Done,
-            Some(Err(e)) => break End::Failed(e),
-            Some(Ok(item)) => item,
+        let first = match held.take() {
+            Some(item) => item,
+            None => match items.next().await {
+                None => break End::Done,
+                Some(Err(e)) => break End::Failed(e),
+                Some(Ok(item)) => item,
+            },
         };
         // Take what is ready without waiting: one message carries many small items.
         let available = credit.available();
         let mut cost = cost_of(&first);
         let mut batch = vec![first];
         let mut then = None;
-        while cost < MAX_BATCH && available - signed(cost) > 0 {
+        while available - signed(cost) > 0 {
             match items.next().now_or_never() {
                 Some(Some(Ok(item))) => {
-                    cost += cost_of(&item);
+                    let more = cost_of(&item);
+                    if cost + more > limit {
+                        held = Some(item);
+                        break;
+                    }
+                    cost += more;
                     batch.push(item);
                 }
                 Some(Some(Err(e))) => {

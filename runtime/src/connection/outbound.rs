@@ -27,6 +27,8 @@ const LAST: u8 = 1;
 const PASS_LIMIT: usize = 16;
 /// How far down the queue a frame that may pass is looked for.
 const SCAN_LIMIT: usize = 64;
+/// Frames below this (or half a chunk) may pass queued whole frames above it.
+const SMALL: usize = 4096;
 
 /// What a frame must stay behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +172,23 @@ impl Outbound {
             self.passed = 0;
             return Some(self.next_chunk());
         }
+        // A small frame may also pass whole frames that are not small (a stream's
+        // batches are sized to fit one chunk, so they are never chunked):
+        // the same rule as between chunks, so a deep queue of them does not hold
+        // up a small call either.
+        let front = self.queue.front()?;
+        let small = SMALL.min(self.chunk_size / 2);
+        if front.frame.len() >= small && self.passed < PASS_LIMIT {
+            if let Some(i) = self.passable(&front.order).filter(|&i| i > 0) {
+                if self.queue[i].frame.len() < small {
+                    self.passed += 1;
+                    let queued = self.queue.remove(i).expect("index in range");
+                    self.bytes -= queued.frame.len();
+                    return Some(queued.frame);
+                }
+            }
+        }
+        self.passed = 0;
         let queued = self.queue.pop_front()?;
         if queued.frame.len() <= self.chunk_size {
             self.bytes -= queued.frame.len();
@@ -319,6 +338,17 @@ mod tests {
             .skip_while(|s| *s == "chunk" || *s == "other" || *s == "ret")
             .collect();
         assert_eq!(after, ["same", "fin", "rel"]);
+    }
+
+    #[test]
+    fn small_frames_pass_queued_whole_frames_that_are_not() {
+        let mut out = Outbound::new(10);
+        out.push(Bytes::from(vec![0; 8]), call(1, 1));
+        out.push(Bytes::from(vec![0; 8]), call(1, 2));
+        out.push(Bytes::from_static(b"p"), call(2, 3)); // other target: passes
+        out.push(Bytes::from_static(b"s"), call(1, 4)); // same target: waits
+        let sent: Vec<usize> = std::iter::from_fn(|| out.pop()).map(|f| f.len()).collect();
+        assert_eq!(sent, [1, 8, 8, 1]);
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::RefCell;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
@@ -18,8 +20,87 @@ use tokio_util::sync::PollSender;
 use super::Stream;
 use crate::error::RpcError;
 
-/// The chunk size of readers and of [`ByteStream::from_bytes`].
-const CHUNK: usize = 64 * 1024;
+/// The chunk size of readers, writers and [`ByteStream::from_bytes`]: two fit one
+/// batch at the default `chunk_size` (see `pump`).
+const CHUNK: usize = 28 * 1024;
+
+thread_local! {
+    /// The payload of the batch being decoded, so chunks can share its buffer.
+    static PAYLOAD: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+}
+
+/// Runs `decode` with `payload` as the buffer chunks decoded from it may share.
+pub(super) fn with_payload<R>(payload: &Bytes, decode: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Bytes>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            PAYLOAD.with(|p| *p.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(PAYLOAD.with(|p| p.borrow_mut().replace(payload.clone())));
+    decode()
+}
+
+/// `slice` as a view of the payload being decoded, if it lies inside it.
+fn shared(slice: &[u8]) -> Option<Bytes> {
+    PAYLOAD.with(|p| {
+        let p = p.borrow();
+        let payload = p.as_ref()?;
+        let (start, base) = (slice.as_ptr() as usize, payload.as_ptr() as usize);
+        let inside = start >= base && start + slice.len() <= base + payload.len();
+        (inside && !slice.is_empty()).then(|| payload.slice_ref(slice))
+    })
+}
+
+/// A chunk of a byte stream: on the wire a byte string, like `Bytes`; decoded
+/// without a copy where the codec lends the bytes (bincode, postcard), as a view
+/// of the received frame.
+pub(super) struct Chunk(Bytes);
+
+impl Serialize for Chunk {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Chunk {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_bytes(ChunkVisitor)
+    }
+}
+
+struct ChunkVisitor;
+
+impl<'de> Visitor<'de> for ChunkVisitor {
+    type Value = Chunk;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a byte string")
+    }
+
+    fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Chunk, E> {
+        Ok(Chunk(
+            shared(v).unwrap_or_else(|| Bytes::copy_from_slice(v)),
+        ))
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Chunk, E> {
+        Ok(Chunk(Bytes::copy_from_slice(v)))
+    }
+
+    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Chunk, E> {
+        Ok(Chunk(Bytes::from(v)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Chunk, A::Error> {
+        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(b) = seq.next_element::<u8>()? {
+            bytes.push(b);
+        }
+        Ok(Chunk(Bytes::from(bytes)))
+    }
+}
 
 /// A stream of bytes that can be passed to, or returned from, a remote method: a
 /// [`Stream`] of [`Bytes`] chunks, with its flow control (each chunk costs its
@@ -61,7 +142,7 @@ const CHUNK: usize = 64 * 1024;
 /// assert_eq!(upload.await?, 100_000);
 /// # Ok(()) }
 /// ```
-pub struct ByteStream(Stream<Bytes>);
+pub struct ByteStream(Stream<Chunk>);
 
 impl ByteStream {
     /// A byte stream of `chunks`.
@@ -69,7 +150,7 @@ impl ByteStream {
     where
         S: futures_util::Stream<Item = Bytes> + Send + 'static,
     {
-        ByteStream(Stream::new(chunks))
+        ByteStream(Stream::new(chunks.map(Chunk)))
     }
 
     /// A byte stream of the `Ok` chunks of `chunks`; the first `Err` ends it with
@@ -79,7 +160,7 @@ impl ByteStream {
         S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: fmt::Display,
     {
-        ByteStream(Stream::try_new(chunks))
+        ByteStream(Stream::try_new(chunks.map(|c| c.map(Chunk))))
     }
 
     /// A byte stream of `bytes`, in chunks of 64 KiB.
@@ -88,7 +169,7 @@ impl ByteStream {
         let chunks = std::iter::from_fn(move || {
             (!bytes.is_empty()).then(|| bytes.split_to(bytes.len().min(CHUNK)))
         });
-        ByteStream(Stream::iter(chunks))
+        ByteStream(Stream::iter(chunks.map(Chunk)))
     }
 
     /// A byte stream read from `reader` in chunks of up to 64 KiB, as the consumer's
@@ -145,20 +226,9 @@ impl ByteStream {
         Ok(all)
     }
 
-    /// The stream of chunks inside.
-    pub fn into_inner(self) -> Stream<Bytes> {
-        self.0
-    }
-
     /// Whether the stream was started (polled) on this side.
     pub fn is_started(&self) -> bool {
         self.0.is_started()
-    }
-}
-
-impl From<Stream<Bytes>> for ByteStream {
-    fn from(stream: Stream<Bytes>) -> Self {
-        ByteStream(stream)
     }
 }
 
@@ -166,7 +236,9 @@ impl futures_util::Stream for ByteStream {
     type Item = Result<Bytes, RpcError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.0).poll_next(cx)
+        Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|chunk| chunk.map(|c| c.map(|Chunk(bytes)| bytes)))
     }
 }
 
