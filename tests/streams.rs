@@ -60,6 +60,8 @@ pub trait Logs {
     #[farcall(oneway)]
     async fn drain(&self, data: ByteStream);
     async fn ping(&self) -> u64;
+    /// Another reference to this object (for pipelining).
+    async fn sub(&self) -> LogsClient;
 }
 
 #[derive(Clone, Default)]
@@ -199,6 +201,10 @@ impl Logs for Server {
 
     async fn ping(&self) -> u64 {
         7
+    }
+
+    async fn sub(&self) -> LogsClient {
+        LogsClient::from_local(self.clone())
     }
 }
 
@@ -762,4 +768,19 @@ async fn the_window_grows_to_fill_a_long_fat_link() {
         "one stream reached only {:.1}% of the link",
         share * 100.0
     );
+}
+
+#[tokio::test]
+async fn a_stream_from_a_pipelined_call() {
+    for link in BOTH {
+        let p = pair(link).await;
+        // `tail` is sent on the promised result of `sub`, before it arrived.
+        let lines: Vec<u64> = bounded("pipelined tail", async {
+            let s = p.logs.sub().sub().tail(5, 20).await.unwrap();
+            s.map(|l| l.unwrap().n).collect().await
+        })
+        .await;
+        assert_eq!(lines, (5..25).collect::<Vec<_>>());
+        settled(&p).await;
+    }
 }
