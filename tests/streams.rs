@@ -413,6 +413,7 @@ async fn a_stalled_consumer_holds_at_most_its_window() {
             tokio::task::yield_now().await;
         }
         let pushed = p.imp.pushed.load(Ordering::SeqCst);
+        eprintln!("{link:?}: a stalled consumer let the producer push {pushed} bytes");
         // Window (never grown: the consumer is the bottleneck) + one item in flight
         // over it + the channel's item + the pump's item.
         let bound = 64 * 1024 + 3 * 16 * 1024 + 16 * 1024;
