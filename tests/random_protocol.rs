@@ -1991,9 +1991,7 @@ mod streams {
             let to_server = rng.chance(50);
             ops.push(tokio::spawn(async move {
                 let got = if to_server {
-                    root.consume(producer(&live, n, size, fail_at), take)
-                        .await
-                        .map_err(|e| e)
+                    root.consume(producer(&live, n, size, fail_at), take).await
                 } else {
                     match root.produce(n, size, fail_at).await {
                         Ok(data) => Ok(read(data, take).await),
