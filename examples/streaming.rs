@@ -99,7 +99,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `ByteStream::from_reader(tokio::fs::File::open(path).await?)`).
     let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
     let progress = Callback::new(|done: u64| async move {
-        println!("client: {:.1} MiB uploaded", done as f64 / f64::from(1 << 20));
+        println!(
+            "client: {:.1} MiB uploaded",
+            done as f64 / f64::from(1 << 20)
+        );
     });
     let stored = logs
         .upload(
