@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use farcall::{Callback, Connection, Listeners, Server};
+use farcall::{ByteStream, Callback, Connection, Listeners, Server, Stream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::runtime::Runtime;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -36,6 +36,10 @@ pub trait Bench {
     async fn wait(&self) -> u64;
     /// Registers `cb` for events.
     async fn listen(&self, cb: Callback<u64>) -> usize;
+    /// The numbers `0..n`.
+    async fn numbers(&self, n: u64) -> Stream<u64>;
+    /// `n` bytes read from `tokio::io::repeat`.
+    async fn bytes(&self, n: u64) -> ByteStream;
 }
 
 #[derive(Clone, Default)]
@@ -69,6 +73,14 @@ impl Bench for Impl {
     async fn listen(&self, cb: Callback<u64>) -> usize {
         self.listeners.add(cb);
         self.listeners.len()
+    }
+    async fn numbers(&self, n: u64) -> Stream<u64> {
+        Stream::iter(0..n)
+    }
+    async fn bytes(&self, n: u64) -> ByteStream {
+        // The same source as the raw baseline's `tokio::io::copy`.
+        use tokio::io::AsyncReadExt;
+        ByteStream::from_reader(tokio::io::repeat(7).take(n))
     }
 }
 
@@ -646,6 +658,134 @@ fn fanout_client(addr: &str, n: usize) {
     });
 }
 
+/// A raw TCP server for the stream baselines: reads a mode byte and a count, then
+/// writes that many u64s through a `BufWriter` (mode 0) or copies that many bytes
+/// with `tokio::io::copy` (mode 1).
+fn raw_stream_server(rt: &Runtime) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                stream.set_nodelay(true).unwrap();
+                tokio::spawn(async move {
+                    while let (Ok(mode), Ok(n)) = (stream.read_u8().await, stream.read_u64().await)
+                    {
+                        if mode == 0 {
+                            let mut w = tokio::io::BufWriter::new(&mut stream);
+                            for i in 0..n {
+                                w.write_u64(i).await.unwrap();
+                            }
+                            w.flush().await.unwrap();
+                        } else {
+                            let mut data = tokio::io::repeat(7).take(n);
+                            tokio::io::copy(&mut data, &mut stream).await.unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    })
+}
+
+/// Small u64 items per second through a `Stream<u64>` over loopback TCP, versus raw
+/// u64s through a `BufWriter`; and bytes per second through a `ByteStream` versus
+/// `tokio::io::copy` of the same size.
+fn streams_tcp(o: &Options) -> ((f64, f64), (f64, f64)) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server_rt = runtime_thread(if o.split { Some(0) } else { None });
+    let client_rt = runtime_thread(if o.split { Some(1) } else { None });
+    let farcall_addr = farcall_server(&server_rt, Impl::default(), Connection::builder());
+    let raw_addr = raw_stream_server(&server_rt);
+    let items = o.iters(5_000_000) as u64 * 4;
+    let bytes: u64 = if o.quick { 32 << 20 } else { 256 << 20 };
+    client_rt.block_on(async move {
+        let conn = Connection::builder()
+            .connect_tcp(farcall_addr)
+            .await
+            .unwrap();
+        let client: BenchClient = conn.root().await.unwrap();
+        let mut raw = tokio::net::TcpStream::connect(raw_addr).await.unwrap();
+        raw.set_nodelay(true).unwrap();
+        let (mut ours_i, mut raw_i, mut ours_b, mut raw_b) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..o.reps().min(5) {
+            let t = Instant::now();
+            let mut s = client.numbers(items).await.unwrap();
+            let mut count = 0u64;
+            while let Some(x) = s.next().await {
+                x.unwrap();
+                count += 1;
+            }
+            assert_eq!(count, items);
+            ours_i.push(items as f64 / t.elapsed().as_secs_f64());
+
+            let t = Instant::now();
+            raw.write_u8(0).await.unwrap();
+            raw.write_u64(items).await.unwrap();
+            let mut r = tokio::io::BufReader::new(&mut raw);
+            for _ in 0..items {
+                r.read_u64().await.unwrap();
+            }
+            raw_i.push(items as f64 / t.elapsed().as_secs_f64());
+
+            let t = Instant::now();
+            let s = client.bytes(bytes).await.unwrap();
+            let got = tokio::io::copy(&mut s.into_reader(), &mut tokio::io::sink())
+                .await
+                .unwrap();
+            assert_eq!(got, bytes);
+            ours_b.push(bytes as f64 / t.elapsed().as_secs_f64() / 1e6);
+
+            let t = Instant::now();
+            raw.write_u8(1).await.unwrap();
+            raw.write_u64(bytes).await.unwrap();
+            let got = tokio::io::copy(&mut (&mut raw).take(bytes), &mut tokio::io::sink())
+                .await
+                .unwrap();
+            assert_eq!(got, bytes);
+            raw_b.push(bytes as f64 / t.elapsed().as_secs_f64() / 1e6);
+        }
+        (
+            (median(ours_i), median(raw_i)),
+            (median(ours_b), median(raw_b)),
+        )
+    })
+}
+
+/// One byte stream over a simulated link of 100 Mbit/s and 50 ms round trip, in
+/// paused (virtual) time: the share of the link's bandwidth it reaches, window
+/// growth included.
+fn stream_window(o: &Options) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let total: u64 = if o.quick { 20 << 20 } else { 100 << 20 };
+    rt.block_on(async {
+        let rate = 100e6 / 8.0;
+        let delay = Duration::from_millis(25);
+        let (a, b) = farcall::transport::memory();
+        let _server = Connection::builder()
+            .root(BenchServer::new(Impl::default()))
+            .connect(farcall::transport::delayed(a, delay).bandwidth(rate));
+        let client: BenchClient = Connection::builder()
+            .connect(farcall::transport::delayed(b, delay).bandwidth(rate))
+            .root()
+            .await
+            .unwrap();
+        let t = tokio::time::Instant::now();
+        let s = client.bytes(total).await.unwrap();
+        let got = tokio::io::copy(&mut s.into_reader(), &mut tokio::io::sink())
+            .await
+            .unwrap();
+        assert_eq!(got, total);
+        got as f64 / t.elapsed().as_secs_f64() / rate
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -675,6 +815,16 @@ fn main() {
     let (ours, raw) = tcp_tput(&o);
     report.add("tcp_tput", ours, Some(raw), "calls/s", true);
     report.add("chain10", chain10(&o), None, "round trips", false);
+    let ((ours_i, raw_i), (ours_b, raw_b)) = streams_tcp(&o);
+    report.add("stream_items", ours_i, Some(raw_i), "items/s", true);
+    report.add("stream_bytes", ours_b, Some(raw_b), "MB/s", true);
+    report.add(
+        "stream_window",
+        stream_window(&o) * 100.0,
+        None,
+        "% of link",
+        false,
+    );
     let (per_conn, per_call) = conn_mem(&o);
     report.add("conn_mem_conn", per_conn, None, "KiB/conn", false);
     report.add("conn_mem_call", per_call, None, "B/call", false);

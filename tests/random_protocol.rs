@@ -19,6 +19,13 @@
 //! - in some schedules the link is cut at a random moment: `abort()`, a graceful
 //!   `close()`, or a transport that stops in both directions.
 //!
+//! A second test, `random_stream_schedules` (module `streams` at the end), plays
+//! seeded schedules of streams in both directions over the same kind of link: opened,
+//! read fully, read partly then dropped, dropped unread, producers that fail, random
+//! windows, and in some schedules a cut link; every stream must end as the model says
+//! (or with `Disconnected` on a cut link), every producer must be dropped, and on a
+//! healthy link both sides' `stats()` (open streams included) return to zero.
+//!
 //! Checks:
 //! - every operation ends within 60 s of virtual time (a hang is a failure) with the
 //!   outcome the model predicts: on a healthy link only the expected errors (the
@@ -1834,6 +1841,250 @@ fn random_protocol_schedules() {
             failed.len(),
             seeds.len(),
             listed.join("\n")
+        );
+    }
+}
+
+/// Random schedules of streams (see the module docs).
+mod streams {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use farcall::{AnyCodec, Connection, RpcError, Stream};
+    use futures_util::StreamExt;
+
+    use super::{env_u64, Rng};
+
+    const DEFAULT_SCHEDULES: u64 = 60;
+
+    #[farcall::remote]
+    pub trait Streamer {
+        /// `n` items of `size` bytes; the item at `fail_at`, if any, is an error.
+        async fn produce(&self, n: u64, size: u64, fail_at: Option<u64>) -> Stream<Vec<u8>>;
+        /// Reads up to `take` items, then drops the stream; returns how many it read
+        /// and the error it ended with, if it ended with one.
+        async fn consume(&self, data: Stream<Vec<u8>>, take: u64) -> (u64, Option<String>);
+    }
+
+    /// Counts live producers: each producer's items hold one.
+    struct Live(Arc<AtomicUsize>);
+
+    impl Live {
+        fn new(count: &Arc<AtomicUsize>) -> Self {
+            count.fetch_add(1, Ordering::SeqCst);
+            Live(count.clone())
+        }
+    }
+
+    impl Drop for Live {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn producer(
+        live: &Arc<AtomicUsize>,
+        n: u64,
+        size: u64,
+        fail_at: Option<u64>,
+    ) -> Stream<Vec<u8>> {
+        let guard = Live::new(live);
+        let items = futures_util::stream::iter(0..n).then(move |i| {
+            let _held = &guard;
+            async move {
+                if i % 7 == 3 {
+                    tokio::task::yield_now().await;
+                }
+                if Some(i) == fail_at {
+                    Err("producer failed")
+                } else {
+                    Ok(vec![i as u8; size as usize])
+                }
+            }
+        });
+        Stream::try_new(items)
+    }
+
+    async fn read(mut data: Stream<Vec<u8>>, take: u64) -> (u64, Option<String>) {
+        let mut got = 0;
+        while got < take {
+            match data.next().await {
+                Some(Ok(_)) => got += 1,
+                Some(Err(e)) => return (got, Some(e.to_string())),
+                None => return (got, None),
+            }
+        }
+        (got, None)
+    }
+
+    struct Impl(Arc<AtomicUsize>);
+
+    impl Streamer for Impl {
+        async fn produce(&self, n: u64, size: u64, fail_at: Option<u64>) -> Stream<Vec<u8>> {
+            producer(&self.0, n, size, fail_at)
+        }
+        async fn consume(&self, data: Stream<Vec<u8>>, take: u64) -> (u64, Option<String>) {
+            read(data, take).await
+        }
+    }
+
+    /// What reading `take` items of a producer of `n` failing at `fail_at` gives.
+    fn expected(n: u64, fail_at: Option<u64>, take: u64) -> (u64, bool) {
+        let limit = fail_at.map_or(n, |f| f.min(n));
+        let failed = fail_at.is_some_and(|f| f < n) && take > limit;
+        (take.min(limit), failed)
+    }
+
+    async fn run(seed: u64) -> Result<String, String> {
+        let mut rng = Rng::new(seed);
+        let codec = AnyCodec::ALL[rng.below(AnyCodec::ALL.len() as u64) as usize];
+        let max_latency = rng.range(0, 20);
+        let bandwidth = rng
+            .chance(30)
+            .then(|| rng.range(200_000, 20_000_000) as f64);
+        let window = 1usize << rng.range(10, 18);
+        let cut = rng
+            .chance(25)
+            .then(|| Duration::from_millis(rng.range(0, 200)));
+        let live = Arc::new(AtomicUsize::new(0));
+        let (a, b) = farcall::transport::memory();
+        let link = |t, salt: u64| {
+            let mut jitter = Rng::new(seed ^ salt);
+            let mut link = farcall::transport::delayed_by(t, move |_| {
+                Duration::from_millis(jitter.below(max_latency + 1))
+            });
+            if let Some(rate) = bandwidth {
+                link = link.bandwidth(rate);
+            }
+            link
+        };
+        let builder = || {
+            Connection::builder()
+                .codec(codec)
+                .stream_window(window)
+                .max_stream_window(window * 8)
+        };
+        let server = builder()
+            .root(StreamerServer::new(Impl(live.clone())))
+            .connect(link(a, 1));
+        let client = builder().connect(link(b, 2));
+        let about = format!(
+            "codec {codec:?}, latency <= {max_latency} ms, bandwidth {bandwidth:?}, window {window}, cut {cut:?}"
+        );
+        let root: StreamerClient = client
+            .root()
+            .await
+            .map_err(|e| format!("{about}: root: {e}"))?;
+        let mut ops = Vec::new();
+        for _ in 0..rng.range(1, 6) {
+            let n = rng.range(0, 200);
+            let size = rng.range(0, 4096);
+            let fail_at = rng.chance(20).then(|| rng.range(0, n + 5));
+            let take = match rng.below(4) {
+                0 => 0,
+                1 => rng.range(0, n),
+                _ => n + 10,
+            };
+            let root = root.clone();
+            let live = live.clone();
+            let to_server = rng.chance(50);
+            ops.push(tokio::spawn(async move {
+                let got = if to_server {
+                    root.consume(producer(&live, n, size, fail_at), take).await
+                } else {
+                    match root.produce(n, size, fail_at).await {
+                        Ok(data) => Ok(read(data, take).await),
+                        Err(e) => Err(e),
+                    }
+                };
+                (n, fail_at, take, got)
+            }));
+        }
+        if let Some(at) = cut {
+            tokio::time::sleep(at).await;
+            client.abort().await;
+        }
+        for op in ops {
+            let (n, fail_at, take, got) = tokio::time::timeout(Duration::from_secs(60), op)
+                .await
+                .map_err(|_| format!("{about}: a stream op hung"))?
+                .map_err(|e| format!("{about}: op panicked: {e}"))?;
+            let (want, fails) = expected(n, fail_at, take);
+            match got {
+                Ok((read, error)) if cut.is_none() => {
+                    let failed = error.is_some();
+                    if read != want || failed != fails {
+                        return Err(format!(
+                            "{about}: n {n} fail_at {fail_at:?} take {take}: read {read} error {error:?}, expected {want} failed {fails}"
+                        ));
+                    }
+                }
+                Ok((read, _)) => {
+                    if read > want {
+                        return Err(format!("{about}: read {read} of at most {want}"));
+                    }
+                }
+                Err(e) if cut.is_some() && matches!(e, RpcError::Disconnected(_)) => {}
+                Err(e) => return Err(format!("{about}: unexpected error {e}")),
+            }
+        }
+        drop(root);
+        // Every producer is dropped, and on a healthy link every table is empty.
+        let settled = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let producers_gone = live.load(Ordering::SeqCst) == 0;
+                let tables = if cut.is_some() {
+                    true
+                } else {
+                    let (s, c) = (server.stats().await, client.stats().await);
+                    matches!((s, c), (Ok(s), Ok(c)) if s.is_zero() && c.is_zero())
+                };
+                if producers_gone && tables {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        if settled.is_err() {
+            return Err(format!(
+                "{about}: did not settle: {} producers live, server {:?}, client {:?}",
+                live.load(Ordering::SeqCst),
+                server.stats().await,
+                client.stats().await
+            ));
+        }
+        Ok(about)
+    }
+
+    #[test]
+    fn random_stream_schedules() {
+        let seeds: Vec<u64> = match env_u64("FARCALL_STREAM_SEED") {
+            Some(seed) => vec![seed],
+            None => {
+                let base = env_u64("FARCALL_SEED_BASE").unwrap_or(0);
+                let count = env_u64("FARCALL_STREAM_SCHEDULES").unwrap_or(DEFAULT_SCHEDULES);
+                (base..base + count).collect()
+            }
+        };
+        let mut failed = Vec::new();
+        for seed in seeds.iter().copied() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            if let Err(e) = rt.block_on(run(seed)) {
+                failed.push(format!("seed {seed}: {e}"));
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{} of {} stream schedules failed (replay with FARCALL_STREAM_SEED=<seed>):\n{}",
+            failed.len(),
+            seeds.len(),
+            failed.join("\n")
         );
     }
 }

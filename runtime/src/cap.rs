@@ -407,6 +407,13 @@ pub(crate) fn encode_message<T: Serialize + ?Sized>(
     })
 }
 
+/// Runs `f` as if encoding a message whose capabilities are thrown away: for
+/// serializing a value only to measure it.
+pub(crate) fn counting<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = enter(&OUTGOING, Vec::new());
+    f()
+}
+
 /// Runs `decode` with `caps` as the capabilities payload indices refer to. The
 /// message's capabilities are handed over: what the decoded value does not take is
 /// dropped (and so released) afterwards.

@@ -58,16 +58,20 @@ pub struct Stats {
     /// Objects and callbacks the peer exported that this side still holds, not
     /// counting the peer's root.
     pub imports: usize,
+    /// Streams open on the connection, in either direction: started and not yet
+    /// ended ([`Stream`](crate::Stream), [`ByteStream`](crate::ByteStream)).
+    pub streams: usize,
 }
 
 impl Stats {
-    /// Table sizes to compare [`Connection::stats`] with in tests.
+    /// Table sizes to compare [`Connection::stats`] with in tests (no open streams).
     pub fn new(questions: usize, answers: usize, exports: usize, imports: usize) -> Self {
         Stats {
             questions,
             answers,
             exports,
             imports,
+            streams: 0,
         }
     }
 
@@ -84,6 +88,8 @@ pub(crate) struct Shared {
     /// Bytes of calls handed to the connection task and not yet taken into its
     /// outbound queue: what `max_queued_bytes` bounds for local callers.
     pub(crate) pending_bytes: AtomicUsize,
+    /// Streams open on the connection (see `stream.rs`).
+    pub(crate) streams: AtomicUsize,
     config: Config,
     /// Why the connection ended; set before any pending call is failed, so every
     /// failed call can say why.

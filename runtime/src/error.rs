@@ -84,6 +84,10 @@ pub enum RpcError {
     /// objects exported); the call was refused and nothing else is affected.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// A stream's producer failed (an error from its items, or a panic); the text is
+    /// the error's `Display`.
+    #[error("the stream's producer failed: {0}")]
+    StreamFailed(String),
     /// This call was pipelined on the result of another call, which did not produce
     /// a capability; the message says what happened to it.
     #[error("the promised capability is not available: {0}")]

@@ -65,6 +65,10 @@
 //!   arguments and results; they are released when the last handle is dropped, keep
 //!   their identity, and come home as the original object. [`Listeners`] keeps a set
 //!   of callbacks to notify.
+//! - [`Stream`]s of typed items and [`ByteStream`]s travel the same way, in either
+//!   direction (both at once too), each with its own flow-control window: a slow
+//!   consumer slows its producer and bounds memory without holding up other calls.
+//!   Byte streams bridge to `AsyncRead` and `AsyncWrite`.
 //! - Calls on a [`Promise`] of a client are pipelined: a chain of dependent calls
 //!   costs one round trip.
 //! - [`Config`] bounds every resource a peer can make us hold, and sets time limits;
@@ -132,6 +136,7 @@ mod listeners;
 pub mod process;
 mod server;
 mod shape;
+mod stream;
 pub mod transport;
 mod wire;
 
@@ -145,6 +150,7 @@ pub use farcall_macros::remote;
 pub use interface::Interface;
 pub use listeners::Listeners;
 pub use server::{Listener, Server};
+pub use stream::{ByteStream, ByteWriter, Stream, StreamClosed, StreamSender};
 pub use wire::MAX_FRAME_CEILING;
 
 /// The README's code blocks, compiled and run as doctests so they cannot drift.

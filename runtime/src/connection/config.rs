@@ -81,6 +81,19 @@ pub struct Config {
     /// (WebSocket peers often cap at 64 KiB). Both ends reassemble whatever they
     /// receive, up to `max_frame_size`. Default: 64 KiB.
     pub chunk_size: usize,
+    /// The flow-control window a [`Stream`](crate::Stream) received on this
+    /// connection starts with, in bytes of its items: what the producer may send
+    /// before the consumer grants more. It doubles, up to `max_stream_window`, while
+    /// the link rather than the consumer holds the stream back. Default: 64 KiB.
+    pub stream_window: usize,
+    /// The largest a stream's window grows: at most this much (plus one item) is held
+    /// for a consumer that stops reading. It should cover the link's bandwidth times
+    /// its round trip for a stream to fill the link. Default: 4 MiB.
+    pub max_stream_window: usize,
+    /// Streams open on this connection at once, in either direction; starting one
+    /// more fails with [`RpcError::Overloaded`](crate::RpcError::Overloaded) (the
+    /// peer's stream ends with it). Default: 1,024.
+    pub max_open_streams: usize,
 }
 
 impl Config {
@@ -99,7 +112,8 @@ impl Config {
     /// [`MIN_FRAME_SIZE`](Self::MIN_FRAME_SIZE) ..= [`MAX_FRAME_CEILING`];
     /// `chunk_size` at least [`MIN_CHUNK_SIZE`](Self::MIN_CHUNK_SIZE);
     /// `max_inflight_calls`, `max_answers`, `max_exports` and `max_queued_bytes` at
-    /// least 1 (a zero would refuse everything); `handshake_timeout`, `keepalive`
+    /// least 1 (a zero would refuse everything); `stream_window` at least 1 and
+    /// `max_stream_window` at least `stream_window`; `handshake_timeout`, `keepalive`
     /// and `idle_timeout` at least [`MIN_TIMER`](Self::MIN_TIMER).
     ///
     /// ```
@@ -121,6 +135,8 @@ impl Config {
         self.max_answers = self.max_answers.max(1);
         self.max_exports = self.max_exports.max(1);
         self.max_queued_bytes = self.max_queued_bytes.max(1);
+        self.stream_window = self.stream_window.max(1);
+        self.max_stream_window = self.max_stream_window.max(self.stream_window);
         self.handshake_timeout = timer(self.handshake_timeout);
         self.keepalive = self.keepalive.map(timer);
         self.idle_timeout = self.idle_timeout.map(timer);
@@ -149,6 +165,9 @@ impl Default for Config {
             max_answers: 16 * 1024,
             max_exports: 64 * 1024,
             chunk_size: 64 * 1024,
+            stream_window: 64 * 1024,
+            max_stream_window: 4 << 20,
+            max_open_streams: 1024,
         }
     }
 }
@@ -259,6 +278,24 @@ impl Builder {
         self.normalize()
     }
 
+    /// Sets [`Config::stream_window`].
+    pub fn stream_window(mut self, bytes: usize) -> Self {
+        self.config.stream_window = bytes;
+        self.normalize()
+    }
+
+    /// Sets [`Config::max_stream_window`].
+    pub fn max_stream_window(mut self, bytes: usize) -> Self {
+        self.config.max_stream_window = bytes;
+        self.normalize()
+    }
+
+    /// Sets [`Config::max_open_streams`].
+    pub fn max_open_streams(mut self, max: usize) -> Self {
+        self.config.max_open_streams = max;
+        self.normalize()
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -297,6 +334,7 @@ impl Builder {
             commands: tx,
             next_question: AtomicU64::new(1),
             pending_bytes: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
             config: self.config.clone(),
             reason: OnceLock::new(),
             closed,

@@ -14,11 +14,13 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use crate::error::RpcError;
-use crate::wire::{encode_chunk, split_chunk, CapDescriptor, Header, QuestionId, Target};
+use crate::wire::{encode_chunk, split_chunk, CapDescriptor, ExportId, Header, QuestionId, Target};
 /// How many small frames may pass a large one before it gets its next chunk.
 const PASS_LIMIT: usize = 16;
 /// How far down the queue a frame that may pass is looked for.
 const SCAN_LIMIT: usize = 64;
+/// Frames below this (or half a chunk) may pass queued whole frames above it.
+const SMALL: usize = 4096;
 
 /// What a frame must stay behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,9 @@ pub(super) enum Order {
         pipelined_on: Vec<QuestionId>,
     },
     Finish(QuestionId),
+    /// Stays behind calls to the export it releases: the peer must not drop the
+    /// object before they arrive (a one-way call followed by dropping the handle).
+    Release(ExportId),
     Disembargo,
     /// Stays behind everything queued before it (a `Revoked` must not reach the peer
     /// before the message that handed it the object).
@@ -58,6 +63,7 @@ impl Order {
                     .collect(),
             },
             Header::Finish { question } => Order::Finish(*question),
+            Header::Release { id, .. } => Order::Release(*id),
             Header::Disembargo { .. } => Order::Disembargo,
             Header::Revoked { .. } => Order::Barrier,
             _ => Order::Free,
@@ -88,6 +94,7 @@ impl Order {
                         .is_some_and(|q| *target == Target::Answer(q) || pipelined_on.contains(&q))
             }
             Order::Finish(q) => *ahead_question == Some(*q),
+            Order::Release(id) => *ahead_target == Target::Export(*id),
             Order::Disembargo | Order::Barrier => true,
             Order::Free => false,
         }
@@ -157,6 +164,23 @@ impl Outbound {
             self.passed = 0;
             return Some(self.next_chunk());
         }
+        // A small frame may also pass whole frames that are not small (a stream's
+        // batches are sized to fit one chunk, so they are never chunked):
+        // the same rule as between chunks, so a deep queue of them does not hold
+        // up a small call either.
+        let front = self.queue.front()?;
+        let small = SMALL.min(self.chunk_size / 2);
+        if front.frame.len() >= small && self.passed < PASS_LIMIT {
+            if let Some(i) = self.passable(&front.order).filter(|&i| i > 0) {
+                if self.queue[i].frame.len() < small {
+                    self.passed += 1;
+                    let queued = self.queue.remove(i).expect("index in range");
+                    self.bytes -= queued.frame.len();
+                    return Some(queued.frame);
+                }
+            }
+        }
+        self.passed = 0;
         let queued = self.queue.pop_front()?;
         if queued.frame.len() <= self.chunk_size {
             self.bytes -= queued.frame.len();
@@ -276,6 +300,7 @@ mod tests {
         out.push(Bytes::from(vec![0; 50]), call(1, 1));
         out.push(Bytes::from_static(b"same"), call(1, 2)); // same target: waits
         out.push(Bytes::from_static(b"fin"), Order::Finish(1)); // its finish: waits
+        out.push(Bytes::from_static(b"rel"), Order::Release(1)); // its release: waits
         out.push(Bytes::from_static(b"other"), call(2, 3)); // other target: passes
         out.push(Bytes::from_static(b"ret"), Order::Free); // a return: passes
         let mut sent = Vec::new();
@@ -294,7 +319,18 @@ mod tests {
             .map(String::as_str)
             .skip_while(|s| *s == "chunk" || *s == "other" || *s == "ret")
             .collect();
-        assert_eq!(after, ["same", "fin"]);
+        assert_eq!(after, ["same", "fin", "rel"]);
+    }
+
+    #[test]
+    fn small_frames_pass_queued_whole_frames_that_are_not() {
+        let mut out = Outbound::new(10);
+        out.push(Bytes::from(vec![0; 8]), call(1, 1));
+        out.push(Bytes::from(vec![0; 8]), call(1, 2));
+        out.push(Bytes::from_static(b"p"), call(2, 3)); // other target: passes
+        out.push(Bytes::from_static(b"s"), call(1, 4)); // same target: waits
+        let sent: Vec<usize> = std::iter::from_fn(|| out.pop()).map(|f| f.len()).collect();
+        assert_eq!(sent, [1, 8, 8, 1]);
     }
 
     #[test]

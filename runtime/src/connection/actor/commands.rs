@@ -116,6 +116,7 @@ impl<T: Transport> Actor<T> {
                     // The peer's root, like ours among the exports, is not counted.
                     imports: self.imports.len()
                         - usize::from(self.imports.contains_key(&ROOT_EXPORT)),
+                    streams: self.conn.shared.streams.load(Ordering::Acquire),
                 });
             }
             Command::Abort { reason } => {

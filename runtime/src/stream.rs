@@ -1,0 +1,913 @@
+//! Streams: typed items ([`Stream`]) and bytes ([`ByteStream`]) as arguments and
+//! results, with flow control per stream.
+//!
+//! A stream travels as a capability, built on the same machinery as
+//! [`Callback`](crate::Callback). The side that makes a `Stream` from its items
+//! wraps them in a local *source* object; what is sent is a reference to it. The
+//! side that receives it, when first polled, makes a local *sink* object and calls
+//! `start(sink, window)` on the source (one-way). The source then runs a pump task
+//! that reads the items and sends them to the sink in batches (one-way calls on one
+//! reference, so they arrive in order), never beyond the credit the consumer granted;
+//! the consumer grants more (`credit(n)`, one-way) as it takes items, and the pump
+//! ends with a final `end` message. See `window.rs` for how credit is counted and
+//! how the window grows.
+//!
+//! Ends: dropping the consumer releases the source, which stops the pump and drops
+//! the producer's items (a [`StreamSender`] then sees the stream closed); a sink that
+//! is dropped before `end` arrived (its connection ended, or the producer vanished)
+//! ends the stream with [`RpcError::Disconnected`].
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+
+use std::collections::VecDeque;
+use std::future::Future;
+
+use futures_util::{FutureExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::{mpsc, Notify};
+
+use crate::cap::{decode_message, Client, Dispatch, Handler, Incoming, Reply};
+use crate::connection::{Connection, Shared};
+use crate::error::{CloseReason, RpcError};
+use crate::interface::{Interface, Method};
+
+mod bytes;
+pub(crate) mod cost;
+mod window;
+
+pub use self::bytes::{ByteStream, ByteWriter};
+use cost::cost_of;
+use window::Window;
+
+static SOURCE_METHODS: [Method; 2] = [
+    Method {
+        interface: "StreamSource",
+        name: "start",
+        id: 1,
+    },
+    Method {
+        interface: "StreamSource",
+        name: "credit",
+        id: 2,
+    },
+];
+
+static SOURCE: Interface = Interface {
+    name: "StreamSource",
+    fingerprint: 0,
+    methods: &SOURCE_METHODS,
+};
+
+static SINK_METHODS: [Method; 2] = [
+    Method {
+        interface: "StreamSink",
+        name: "items",
+        id: 1,
+    },
+    Method {
+        interface: "StreamSink",
+        name: "end",
+        id: 2,
+    },
+];
+
+static SINK: Interface = Interface {
+    name: "StreamSink",
+    fingerprint: 0,
+    methods: &SINK_METHODS,
+};
+
+const START: &Method = &SOURCE_METHODS[0];
+const CREDIT: &Method = &SOURCE_METHODS[1];
+const ITEMS: &Method = &SINK_METHODS[0];
+const END: &Method = &SINK_METHODS[1];
+
+/// The most a batch of items costs (it is split further if it would not fit the
+/// connection's frames). An item that would take a batch over it waits for the
+/// next.
+const MAX_BATCH: u64 = 256 * 1024;
+
+/// The window of a stream whose source is local (no connection to configure it).
+const LOCAL_WINDOW: (usize, usize) = (64 * 1024, 4 << 20);
+
+/// What the producer's items are, once adapted: an error ends the stream with its
+/// text.
+type Items<T> = Pin<Box<dyn futures_util::Stream<Item = Result<T, String>> + Send>>;
+
+/// How a stream ended, as the producer's last message says.
+#[derive(Debug, Serialize, Deserialize)]
+enum End {
+    /// Every item was sent.
+    Done,
+    /// The producer failed; the consumer gets [`RpcError::StreamFailed`].
+    Failed(String),
+    /// The producer's side refused to start it; the consumer gets
+    /// [`RpcError::Overloaded`].
+    Refused(String),
+}
+
+/// A stream of `T`s that can be passed to, or returned from, a remote method.
+///
+/// The receiving side reads it as a [`futures_util::Stream`] of
+/// `Result<T, RpcError>`; the sending side makes one from any stream of `T`
+/// ([`new`](Self::new)), of `Result<T, E>` ([`try_new`](Self::try_new)), from an
+/// iterator ([`iter`](Self::iter)) or as a channel to push into
+/// ([`channel`](Self::channel)).
+///
+/// Like a capability it may sit anywhere inside arguments and results (struct fields,
+/// `Vec`, `Option`, maps) and can be passed on unread to a third party, which then
+/// reads it from the original producer (through this side). It can be read once, and
+/// sent only before it is first polled.
+///
+/// **Flow control.** Each stream has its own window of credit in bytes (the size of
+/// its items in a fixed-width layout, whatever the codec): the producer sends only
+/// what the consumer granted, and the consumer grants more as it takes items. A slow
+/// consumer therefore slows its producer, and at most a window plus one item is held
+/// for it, while the other calls and streams on the connection go on. The window
+/// starts at [`Config::stream_window`](crate::Config::stream_window) and doubles, up
+/// to [`Config::max_stream_window`](crate::Config::max_stream_window), whenever the
+/// link rather than the consumer holds the stream back.
+///
+/// **Ends.** The stream ends (`None`) when the producer's items end. A producer error
+/// (from [`try_new`](Self::try_new) or [`StreamSender::fail`]) ends it with
+/// [`RpcError::StreamFailed`] carrying the error's text; for typed errors that do not
+/// end the stream, make the items `Result<T, E>`. A consumer that drops the stream
+/// stops the producer (its items are dropped). A connection that ends, or a producer
+/// that can no longer be reached, ends it with [`RpcError::Disconnected`]. Starting
+/// more than [`Config::max_open_streams`](crate::Config::max_open_streams) on one
+/// connection fails with [`RpcError::Overloaded`].
+///
+/// ```
+/// use farcall::{Connection, RpcError, Stream};
+/// use futures_util::StreamExt;
+///
+/// #[farcall::remote]
+/// pub trait Numbers {
+///     /// The numbers from `from` to `to`.
+///     async fn range(&self, from: u64, to: u64) -> Stream<u64>;
+///     /// The sum of what the caller sends.
+///     async fn sum(&self, numbers: Stream<u64>) -> Result<u64, String>;
+/// }
+/// struct N;
+/// impl Numbers for N {
+///     async fn range(&self, from: u64, to: u64) -> Stream<u64> {
+///         Stream::iter(from..to)
+///     }
+///     async fn sum(&self, mut numbers: Stream<u64>) -> Result<u64, String> {
+///         let mut sum = 0;
+///         while let Some(n) = numbers.next().await {
+///             sum += n.map_err(|e| e.to_string())?;
+///         }
+///         Ok(sum)
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let (a, b) = farcall::transport::memory();
+/// # let _server = Connection::builder().root(NumbersServer::new(N)).connect(a);
+/// # let numbers: NumbersClient = Connection::builder().connect(b).root().await?;
+/// let got: Vec<u64> = numbers.range(1, 4).await?.map(Result::unwrap).collect().await;
+/// assert_eq!(got, [1, 2, 3]);
+///
+/// let (tx, stream) = Stream::channel(16);
+/// tokio::spawn(async move {
+///     for n in 1..=10 {
+///         tx.send(n).await.ok();
+///     }
+/// });
+/// assert_eq!(numbers.sum(stream).await?, 55);
+/// # Ok(()) }
+/// ```
+pub struct Stream<T> {
+    /// The source, until the stream is started.
+    source: Option<Client>,
+    receiving: Option<Receiving<T>>,
+    done: bool,
+    _items: PhantomData<fn() -> T>,
+}
+
+/// A started stream's receiving half.
+struct Receiving<T> {
+    shared: Arc<SinkShared<T>>,
+    /// Counts this stream among its connection's open streams while it runs.
+    _open: Option<OpenStream>,
+    /// Resolves when the source's connection ends. In a mutex only so the stream is
+    /// `Sync`; it is reached through `get_mut`, without locking.
+    closed: Option<Mutex<Pin<Box<dyn Future<Output = ()> + Send>>>>,
+}
+
+/// What the consumer and its sink object share.
+struct SinkShared<T> {
+    state: Mutex<SinkState<T>>,
+    /// Where credit goes.
+    source: Client,
+}
+
+struct SinkState<T> {
+    items: VecDeque<(T, u64)>,
+    end: Option<Result<(), RpcError>>,
+    waker: Option<Waker>,
+    window: Window,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<T> Stream<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// A stream of `items`: read on this side by a task the consumer starts, as fast
+    /// as the consumer's credit allows. A panic while producing ends the stream with
+    /// [`RpcError::StreamFailed`].
+    pub fn new<S>(items: S) -> Self
+    where
+        S: futures_util::Stream<Item = T> + Send + 'static,
+    {
+        Stream::from_items(Box::pin(items.map(Ok)))
+    }
+
+    /// A stream of the `Ok` values of `items`; the first `Err` ends it, and the
+    /// consumer gets [`RpcError::StreamFailed`] with the error's `Display` text.
+    pub fn try_new<S, E>(items: S) -> Self
+    where
+        S: futures_util::Stream<Item = Result<T, E>> + Send + 'static,
+        E: fmt::Display,
+    {
+        Stream::from_items(Box::pin(items.map(|r| r.map_err(|e| e.to_string()))))
+    }
+
+    /// A stream of the items of an iterator.
+    pub fn iter<I>(items: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        Stream::new(futures_util::stream::iter(items))
+    }
+
+    /// A stream fed through a channel holding up to `capacity` items (at least one):
+    /// push items with [`StreamSender::send`], which waits while the channel is full
+    /// (so the consumer's pace reaches the producer) and fails once the consumer is
+    /// gone. The stream ends when every sender is dropped.
+    pub fn channel(capacity: usize) -> (StreamSender<T>, Stream<T>) {
+        let (tx, mut rx) = mpsc::channel(capacity.max(1));
+        let items = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        (StreamSender { tx }, Stream::from_items(Box::pin(items)))
+    }
+
+    fn from_items(items: Items<T>) -> Self {
+        let items = std::panic::AssertUnwindSafe(items)
+            .catch_unwind()
+            .map(|item| item.unwrap_or_else(|panic| Err(panic_text(&*panic))));
+        let source = SourceObject {
+            state: Mutex::new(SourceState::Ready(Box::pin(items))),
+        };
+        Stream::from_client(Client::from_local(source))
+    }
+
+    /// Starts receiving: makes the sink and asks the source to start.
+    fn start(&mut self) -> Result<(), RpcError> {
+        let source = self
+            .source
+            .take()
+            .ok_or_else(|| RpcError::StreamFailed("the stream was already started".into()))?;
+        let conn = source.connection().cloned();
+        let (initial, max) = conn.as_ref().map_or(LOCAL_WINDOW, |c| {
+            (c.config().stream_window, c.config().max_stream_window)
+        });
+        let open = conn.as_ref().map(OpenStream::open).transpose()?;
+        let window = Window::new(initial as u64, max as u64);
+        let initial = window.initial();
+        let shared = Arc::new(SinkShared {
+            state: Mutex::new(SinkState {
+                items: VecDeque::new(),
+                end: None,
+                waker: None,
+                window,
+            }),
+            source: source.clone(),
+        });
+        let sink = Client::from_local(SinkObject {
+            shared: Arc::downgrade(&shared),
+        });
+        source.send(START, &(CapArg(sink), initial))?;
+        let closed = conn.map(|c| Mutex::new(Box::pin(c.closed()) as Pin<Box<_>>));
+        self.receiving = Some(Receiving {
+            shared,
+            _open: open,
+            closed,
+        });
+        Ok(())
+    }
+}
+
+impl<T> Stream<T> {
+    pub(crate) fn from_client(client: Client) -> Self {
+        Stream {
+            source: Some(client),
+            receiving: None,
+            done: false,
+            _items: PhantomData,
+        }
+    }
+
+    /// Whether the stream was started (polled) on this side; a started stream can no
+    /// longer be sent.
+    pub fn is_started(&self) -> bool {
+        self.source.is_none()
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned());
+    match message {
+        Some(m) => format!("the producer panicked: {m}"),
+        None => "the producer panicked".into(),
+    }
+}
+
+impl<T> futures_util::Stream for Stream<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Item = Result<T, RpcError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.receiving.is_none() {
+            if let Err(e) = this.start() {
+                this.done = true;
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
+        let receiving = this.receiving.as_mut().expect("started");
+        let mut state = lock(&receiving.shared.state);
+        if let Some((item, cost)) = state.items.pop_front() {
+            let grant = state.window.consume(cost);
+            drop(state);
+            if let Some(grant) = grant {
+                // Fails only when the source is gone, which ends the stream anyway.
+                let _ = receiving.shared.source.send(CREDIT, &grant);
+            }
+            return Poll::Ready(Some(Ok(item)));
+        }
+        let taken = state.end.take();
+        if taken.is_none() {
+            state.waker = Some(cx.waker().clone());
+        }
+        drop(state);
+        let end = match taken {
+            Some(end) => end,
+            None => {
+                let closed = match receiving.closed.as_mut() {
+                    Some(closed) => closed
+                        .get_mut()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_mut()
+                        .poll(cx)
+                        .is_ready(),
+                    None => false,
+                };
+                if !closed {
+                    return Poll::Pending;
+                }
+                Err(disconnected(&receiving.shared.source))
+            }
+        };
+        // Ended: let go of the source and the sink at once.
+        this.done = true;
+        this.receiving = None;
+        Poll::Ready(end.err().map(Err))
+    }
+}
+
+/// Why a stream whose producer can no longer reach it ended.
+fn disconnected(source: &Client) -> RpcError {
+    let reason = source
+        .connection()
+        .and_then(Connection::close_reason)
+        .unwrap_or_else(|| {
+            CloseReason::Other("the stream's producer can no longer be reached".into())
+        });
+    RpcError::Disconnected(reason)
+}
+
+impl<T> fmt::Debug for Stream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("source", &self.source)
+            .field("started", &self.is_started())
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<T> Serialize for Stream<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.source {
+            Some(source) => source.serialize(serializer),
+            None => Err(S::Error::custom(
+                "a stream that was already polled cannot be sent",
+            )),
+        }
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Stream<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Client::deserialize(deserializer).map(Stream::from_client)
+    }
+}
+
+/// The sending half of [`Stream::channel`]. Cheap to clone; the stream ends when the
+/// last sender is dropped.
+pub struct StreamSender<T> {
+    tx: mpsc::Sender<Result<T, String>>,
+}
+
+impl<T> Clone for StreamSender<T> {
+    fn clone(&self) -> Self {
+        StreamSender {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for StreamSender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSender")
+            .field("closed", &self.tx.is_closed())
+            .finish()
+    }
+}
+
+/// [`StreamSender::send`] failed: the stream's consumer is gone (dropped it, or its
+/// connection ended). Holds the item that was not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamClosed<T>(pub T);
+
+impl<T> fmt::Display for StreamClosed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the stream's consumer is gone")
+    }
+}
+
+impl<T: fmt::Debug> std::error::Error for StreamClosed<T> {}
+
+impl<T> StreamSender<T> {
+    /// Sends an item, waiting while the channel is full; fails once the consumer is
+    /// gone.
+    pub async fn send(&self, item: T) -> Result<(), StreamClosed<T>> {
+        self.tx.send(Ok(item)).await.map_err(|e| match e.0 {
+            Ok(item) => StreamClosed(item),
+            Err(_) => unreachable!("an item was sent"),
+        })
+    }
+
+    /// Ends the stream with an error: the consumer gets [`RpcError::StreamFailed`]
+    /// with `error`'s text after the items sent before it.
+    pub async fn fail(self, error: impl fmt::Display) -> Result<(), StreamClosed<()>> {
+        self.tx
+            .send(Err(error.to_string()))
+            .await
+            .map_err(|_| StreamClosed(()))
+    }
+
+    /// Whether the consumer is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Resolves once the consumer is gone.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// A capability as a plain argument (the runtime's own calls carry clients).
+struct CapArg(Client);
+
+impl Serialize for CapArg {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CapArg {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Client::deserialize(deserializer).map(CapArg)
+    }
+}
+
+/// One stream counted among its connection's open streams while it lives.
+struct OpenStream {
+    shared: Arc<Shared>,
+}
+
+impl OpenStream {
+    /// Counts a new stream on `conn`, refusing beyond `max_open_streams`.
+    fn open(conn: &Connection) -> Result<Self, RpcError> {
+        let limit = conn.config().max_open_streams;
+        let count: &AtomicUsize = &conn.shared.streams;
+        if count.fetch_add(1, Ordering::AcqRel) >= limit {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return Err(RpcError::Overloaded(format!(
+                "more than {limit} streams are open on the connection"
+            )));
+        }
+        Ok(OpenStream {
+            shared: conn.shared.clone(),
+        })
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.shared.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The consumer's object: receives batches and the end.
+struct SinkObject<T> {
+    /// Weak, so that a consumer that drops its stream also lets go of the source
+    /// (held by the shared state), whatever the producer still holds.
+    shared: Weak<SinkShared<T>>,
+}
+
+impl<T> SinkObject<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn on_items(&self, call: Incoming) {
+        let context = call.context.clone();
+        let decoded = bytes::with_payload(&call.payload, || {
+            decode_message::<(Vec<T>, bool)>(call.codec, &call.payload, call.caps)
+        });
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let mut state = lock(&shared.state);
+        if state.end.is_some() {
+            return;
+        }
+        let (items, blocked) = match decoded {
+            Ok(batch) => batch,
+            Err(e) => {
+                state.end = Some(Err(e));
+                wake(&mut state);
+                return;
+            }
+        };
+        let drained = state.items.is_empty();
+        for item in items {
+            let cost = cost_of(&item);
+            if let Err(overrun) = state.window.receive(cost) {
+                let why = format!(
+                    "a stream's producer sent an item of {cost} bytes with {} bytes of credit left",
+                    overrun.available
+                );
+                tracing::warn!(%why, "protocol violation");
+                let reason = CloseReason::ProtocolViolation(why);
+                state.end = Some(Err(RpcError::Disconnected(reason.clone())));
+                wake(&mut state);
+                drop(state);
+                if let Some(context) = context {
+                    drop(context.connection.abort_with(reason));
+                }
+                return;
+            }
+            state.items.push_back((item, cost));
+        }
+        let grant = state.window.after_batch(blocked, drained);
+        wake(&mut state);
+        drop(state);
+        if let Some(grant) = grant {
+            let _ = shared.source.send(CREDIT, &grant);
+        }
+    }
+
+    fn on_end(&self, call: Incoming) {
+        let end = decode_message::<End>(call.codec, &call.payload, call.caps);
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let mut state = lock(&shared.state);
+        if state.end.is_none() {
+            state.end = Some(match end {
+                Ok(End::Done) => Ok(()),
+                Ok(End::Failed(why)) => Err(RpcError::StreamFailed(why)),
+                Ok(End::Refused(why)) => Err(RpcError::Overloaded(why)),
+                Err(e) => Err(e),
+            });
+            wake(&mut state);
+        }
+    }
+}
+
+fn wake<T>(state: &mut SinkState<T>) {
+    if let Some(waker) = state.waker.take() {
+        waker.wake();
+    }
+}
+
+impl<T> Drop for SinkObject<T> {
+    fn drop(&mut self) {
+        // No producer can reach the sink any more: if it has not ended, it never will.
+        if let Some(shared) = self.shared.upgrade() {
+            let mut state = lock(&shared.state);
+            if state.end.is_none() {
+                state.end = Some(Err(disconnected(&shared.source)));
+                wake(&mut state);
+            }
+        }
+    }
+}
+
+impl<T> Dispatch for SinkObject<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn interface(&self) -> &'static Interface {
+        &SINK
+    }
+
+    fn dispatch(&self, call: Incoming) -> Handler {
+        match call.method() {
+            1 => self.on_items(call),
+            2 => self.on_end(call),
+            _ => return call.method_not_found(&SINK),
+        }
+        Box::pin(std::future::ready(Reply::none()))
+    }
+}
+
+/// The producer's object: holds the items until the consumer starts the stream, then
+/// the pump that sends them. Dropping it (the consumer released it, or the connection
+/// ended) stops the pump and drops the items.
+struct SourceObject<T> {
+    state: Mutex<SourceState<T>>,
+}
+
+enum SourceState<T> {
+    Ready(Items<T>),
+    Running {
+        credit: Arc<Credit>,
+        pump: tokio::task::AbortHandle,
+    },
+    /// Only while `Ready` turns into `Running`.
+    Starting,
+}
+
+impl<T> Drop for SourceObject<T> {
+    fn drop(&mut self) {
+        if let SourceState::Running { pump, .. } = &*lock(&self.state) {
+            pump.abort();
+        }
+    }
+}
+
+impl<T> SourceObject<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn on_start(&self, call: Incoming) {
+        let conn = call.context.as_ref().map(|c| c.connection.clone());
+        let Ok((CapArg(sink), window)) =
+            decode_message::<(CapArg, u64)>(call.codec, &call.payload, call.caps)
+        else {
+            return;
+        };
+        let refuse = |why: String| {
+            let _ = sink.send(END, &End::Refused(why));
+        };
+        let open = match conn.as_ref().map(OpenStream::open).transpose() {
+            Ok(open) => open,
+            Err(e) => return refuse(e.to_string()),
+        };
+        let mut state = lock(&self.state);
+        if !matches!(&*state, SourceState::Ready(_)) {
+            // A stream can be read once: refuse a second start.
+            drop(state);
+            return refuse("the stream was already started".into());
+        }
+        let SourceState::Ready(items) = std::mem::replace(&mut *state, SourceState::Starting)
+        else {
+            unreachable!("checked above")
+        };
+        let credit = Arc::new(Credit::new(window));
+        let task = tokio::spawn(pump(items, sink, credit.clone(), open));
+        *state = SourceState::Running {
+            credit,
+            pump: task.abort_handle(),
+        };
+    }
+
+    fn on_credit(&self, call: Incoming) {
+        let Ok(grant) = decode_message::<u64>(call.codec, &call.payload, call.caps) else {
+            return;
+        };
+        if let SourceState::Running { credit, .. } = &*lock(&self.state) {
+            credit.grant(grant);
+        }
+    }
+}
+
+impl<T> Dispatch for SourceObject<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn interface(&self) -> &'static Interface {
+        &SOURCE
+    }
+
+    fn dispatch(&self, call: Incoming) -> Handler {
+        match call.method() {
+            1 => self.on_start(call),
+            2 => self.on_credit(call),
+            _ => return call.method_not_found(&SOURCE),
+        }
+        Box::pin(std::future::ready(Reply::none()))
+    }
+}
+
+/// The producer's view of its credit.
+struct Credit {
+    available: AtomicI64,
+    granted: Notify,
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Credit {
+    fn new(initial: u64) -> Self {
+        Credit {
+            available: AtomicI64::new(signed(initial)),
+            granted: Notify::new(),
+        }
+    }
+
+    fn grant(&self, n: u64) {
+        let _ = self
+            .available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                Some(a.saturating_add(signed(n)))
+            });
+        self.granted.notify_one();
+    }
+
+    fn take(&self, n: u64) {
+        let _ = self
+            .available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                Some(a.saturating_sub(signed(n)))
+            });
+    }
+
+    fn available(&self) -> i64 {
+        self.available.load(Ordering::Acquire)
+    }
+
+    /// Resolves once there is credit.
+    async fn positive(&self) {
+        while self.available() <= 0 {
+            self.granted.notified().await;
+        }
+    }
+}
+
+/// Sends the items to the sink as credit allows, then the end.
+async fn pump<T>(mut items: Items<T>, sink: Client, credit: Arc<Credit>, _open: Option<OpenStream>)
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    // Batches fit one transport message where they can: they then need no copy
+    // into chunks nor reassembly, and small frames (other calls, credit) pass
+    // queued batches as they pass the chunks of a large frame.
+    let limit = sink.connection().map_or(MAX_BATCH, |c| {
+        let chunk = c.config().chunk_size as u64;
+        MAX_BATCH.min(chunk.saturating_sub(4096).max(chunk / 2))
+    });
+    // An item taken that did not fit the last batch.
+    let mut held = None;
+    let end = loop {
+        credit.positive().await;
+        let first = match held.take() {
+            Some(item) => item,
+            None => match items.next().await {
+                None => break End::Done,
+                Some(Err(e)) => break End::Failed(e),
+                Some(Ok(item)) => item,
+            },
+        };
+        // Take what is ready without waiting: one message carries many small items.
+        let available = credit.available();
+        let mut cost = cost_of(&first);
+        let mut batch = vec![first];
+        let mut then = None;
+        while available - signed(cost) > 0 {
+            match items.next().now_or_never() {
+                Some(Some(Ok(item))) => {
+                    let more = cost_of(&item);
+                    if cost + more > limit {
+                        held = Some(item);
+                        break;
+                    }
+                    cost += more;
+                    batch.push(item);
+                }
+                Some(Some(Err(e))) => {
+                    then = Some(End::Failed(e));
+                    break;
+                }
+                Some(None) => {
+                    then = Some(End::Done);
+                    break;
+                }
+                None => break,
+            }
+        }
+        credit.take(cost);
+        let blocked = then.is_none() && available - signed(cost) <= 0;
+        if let Err(e) = send_batch(&sink, batch, blocked).await {
+            match e {
+                RpcError::FrameTooLarge { .. } | RpcError::Encode(_) => {
+                    break End::Failed(e.to_string())
+                }
+                // The consumer is gone.
+                _ => return,
+            }
+        }
+        if let Some(end) = then {
+            break end;
+        }
+    };
+    let _ = deliver(&sink, END, &end).await;
+}
+
+/// How long a pump waits before trying again when its connection's outbound queue
+/// is full ([`Config::max_queued_bytes`](crate::Config::max_queued_bytes)).
+const RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Sends a batch, split in halves as often as needed to fit the connection's frames.
+async fn send_batch<T: Serialize>(
+    sink: &Client,
+    batch: Vec<T>,
+    blocked: bool,
+) -> Result<(), RpcError> {
+    let mut parts = VecDeque::from([batch]);
+    while let Some(mut part) = parts.pop_front() {
+        let last = parts.is_empty();
+        // Not through `deliver`: a reference to the items must not live across an
+        // `.await`, or the pump would need `T: Sync`.
+        let sent = loop {
+            let sent = sink.send(ITEMS, &(&part, blocked && last));
+            match sent {
+                Err(RpcError::Overloaded(_)) => tokio::time::sleep(RETRY).await,
+                other => break other,
+            }
+        };
+        match sent {
+            Err(RpcError::FrameTooLarge { .. }) if part.len() > 1 => {
+                let second = part.split_off(part.len() / 2);
+                parts.push_front(second);
+                parts.push_front(part);
+            }
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Sends a one-way call to the sink, waiting while the connection's outbound queue
+/// is full rather than failing the stream.
+async fn deliver<A: Serialize + ?Sized>(
+    sink: &Client,
+    method: &'static Method,
+    args: &A,
+) -> Result<(), RpcError> {
+    loop {
+        match sink.send(method, args) {
+            Err(RpcError::Overloaded(_)) => tokio::time::sleep(RETRY).await,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
