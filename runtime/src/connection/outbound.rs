@@ -30,10 +30,17 @@ pub(super) enum Order {
         question: Option<QuestionId>,
         /// Answers named by `ReceiverAnswer` descriptors it carries.
         pipelined_on: Vec<QuestionId>,
+        /// The peer's exports it hands back (`ReceiverHosted` descriptors).
+        hosted: Vec<ExportId>,
+    },
+    /// A return handing back the peer's exports (`ReceiverHosted` descriptors).
+    Return {
+        hosted: Vec<ExportId>,
     },
     Finish(QuestionId),
-    /// Stays behind calls to the export it releases: the peer must not drop the
-    /// object before they arrive (a one-way call followed by dropping the handle).
+    /// Stays behind frames that name the export it releases (calls to it, or
+    /// messages handing it back): the peer must not drop the object before they
+    /// arrive, as after a one-way call followed by dropping the handle.
     Release(ExportId),
     Disembargo,
     /// Stays behind everything queued before it (a `Revoked` must not reach the peer
@@ -61,6 +68,10 @@ impl Order {
                         _ => None,
                     })
                     .collect(),
+                hosted: hosted(caps),
+            },
+            Header::Return { caps, .. } if !hosted(caps).is_empty() => Order::Return {
+                hosted: hosted(caps),
             },
             Header::Finish { question } => Order::Finish(*question),
             Header::Release { id, .. } => Order::Release(*id),
@@ -74,6 +85,15 @@ impl Order {
     fn follows(&self, ahead: &Order) -> bool {
         if *self == Order::Barrier {
             return true;
+        }
+        if let Order::Release(id) = self {
+            return match ahead {
+                Order::Call { target, hosted, .. } => {
+                    *target == Target::Export(*id) || hosted.contains(id)
+                }
+                Order::Return { hosted } => hosted.contains(id),
+                _ => false,
+            };
         }
         let Order::Call {
             target: ahead_target,
@@ -94,11 +114,20 @@ impl Order {
                         .is_some_and(|q| *target == Target::Answer(q) || pipelined_on.contains(&q))
             }
             Order::Finish(q) => *ahead_question == Some(*q),
-            Order::Release(id) => *ahead_target == Target::Export(*id),
             Order::Disembargo | Order::Barrier => true,
-            Order::Free => false,
+            Order::Release(_) | Order::Return { .. } | Order::Free => false,
         }
     }
+}
+
+/// The peer's exports named by `ReceiverHosted` descriptors.
+fn hosted(caps: &[CapDescriptor]) -> Vec<ExportId> {
+    caps.iter()
+        .filter_map(|c| match c {
+            CapDescriptor::ReceiverHosted(id) => Some(*id),
+            _ => None,
+        })
+        .collect()
 }
 
 struct Queued {
@@ -273,7 +302,52 @@ mod tests {
             target: Target::Export(target),
             question: Some(question),
             pipelined_on: Vec::new(),
+            hosted: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_release_stays_behind_frames_that_hand_its_object_back() {
+        // A call on export 9 and a return, each handing back the peer's export 5,
+        // both large; then the release of export 5, and an unrelated release.
+        let header = |caps| Header::Call {
+            question: Some(1),
+            target: Target::Export(9),
+            method: 1,
+            caps,
+        };
+        let hands_back = Order::of(&header(vec![CapDescriptor::ReceiverHosted(5)]));
+        let returns = Order::of(&Header::Return {
+            question: 2,
+            outcome: crate::wire::Outcome::Value,
+            caps: vec![CapDescriptor::ReceiverHosted(5)],
+        });
+        let release = Order::of(&Header::Release { id: 5, count: 1 });
+        assert!(release.follows(&hands_back));
+        assert!(release.follows(&returns));
+        assert!(!Order::Release(6).follows(&hands_back));
+        assert!(!Order::Release(6).follows(&returns));
+
+        let mut out = Outbound::new(10);
+        out.push(Bytes::from(vec![0; 64]), hands_back);
+        out.push(Bytes::from(vec![0; 64]), returns);
+        out.push(Bytes::from_static(b"r5"), release);
+        out.push(Bytes::from_static(b"r6"), Order::Release(6));
+        let mut sent = Vec::new();
+        while let Some(frame) = out.pop() {
+            sent.push(
+                if is_chunk(&frame) {
+                    "chunk"
+                } else {
+                    std::str::from_utf8(&frame).unwrap()
+                }
+                .to_string(),
+            );
+        }
+        let r5 = sent.iter().position(|s| s == "r5").unwrap();
+        let r6 = sent.iter().position(|s| s == "r6").unwrap();
+        assert_eq!(r5, sent.len() - 1, "after every chunk of both: {sent:?}");
+        assert!(r6 < r5, "an unrelated release passes: {sent:?}");
     }
 
     #[test]
