@@ -785,3 +785,37 @@ async fn a_stream_from_a_pipelined_call() {
         settled(&p).await;
     }
 }
+
+/// A producer whose window is larger than its connection's outbound queue: its
+/// batches are refused as overloaded while the slow link drains, and it waits for
+/// room (no polling) instead of failing, so the upload completes intact. Paused time:
+/// a pump that polled on a timer would still finish, but one that gave up or waited
+/// for nothing would not.
+#[tokio::test(start_paused = true)]
+async fn a_producer_waits_for_room_when_the_outbound_queue_is_full() {
+    let rate = 20e6 / 8.0;
+    let (a, b) = farcall::transport::memory();
+    let a = farcall::transport::delayed(a, Duration::from_millis(5)).bandwidth(rate);
+    let b = farcall::transport::delayed(b, Duration::from_millis(5)).bandwidth(rate);
+    let _server = Connection::builder()
+        .stream_window(4 << 20)
+        .root(LogsServer::new(Server::default()))
+        .connect(a);
+    // Room for one 64 KiB frame at a time in the client's outbound queue.
+    let client = Connection::builder()
+        .max_frame_size(64 << 10)
+        .max_queued_bytes(64 << 10)
+        .connect(b);
+    let logs: LogsClient = bounded("root", client.root()).await.unwrap();
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let expected = data
+        .iter()
+        .fold(0u64, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let got = bounded(
+        "upload through a full queue",
+        logs.upload("big".into(), ByteStream::from_bytes(data)),
+    )
+    .await;
+    assert_eq!(got, Ok((4 << 20, expected)));
+    assert_eq!(client.stats().await.unwrap().streams, 0);
+}

@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     pub(crate) pending_bytes: AtomicUsize,
     /// Streams open on the connection (see `stream.rs`).
     pub(crate) streams: AtomicUsize,
+    /// Notified when `pending_bytes` falls below the limit again.
+    pub(crate) room: tokio::sync::Notify,
     config: Config,
     /// Why the connection ended; set before any pending call is failed, so every
     /// failed call can say why.
@@ -261,11 +263,37 @@ impl Connection {
         })
     }
 
+    /// Resolves once calls refused with [`RpcError::Overloaded`] because too many
+    /// bytes were queued may be tried again, or the connection has ended (then
+    /// they fail with its reason).
+    pub(crate) async fn room(&self) {
+        let limit = self.shared.config.queue_limit();
+        let closed = self.closed();
+        tokio::pin!(closed);
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            // Registered before the check, so a notification in between is kept.
+            room.as_mut().enable();
+            if self.shared.pending_bytes.load(Ordering::Relaxed) < limit || self.is_closed() {
+                return;
+            }
+            tokio::select! {
+                () = &mut room => {}
+                () = &mut closed => return,
+            }
+        }
+    }
+
     /// Counts `bytes` as queued for sending, refusing when the queue is full.
     fn reserve(&self, bytes: usize) -> Result<(), RpcError> {
         let pending = &self.shared.pending_bytes;
         let limit = self.shared.config.queue_limit();
         if pending.load(Ordering::Relaxed) >= limit {
+            // An ended connection drains nothing: say why instead.
+            if self.is_closed() {
+                return Err(self.disconnect_error());
+            }
             return Err(RpcError::Overloaded(format!(
                 "more than {limit} bytes are queued for sending (the peer is not reading fast enough)"
             )));

@@ -335,6 +335,7 @@ impl Builder {
             next_question: AtomicU64::new(1),
             pending_bytes: AtomicUsize::new(0),
             streams: AtomicUsize::new(0),
+            room: tokio::sync::Notify::new(),
             config: self.config.clone(),
             reason: OnceLock::new(),
             closed,

@@ -213,9 +213,14 @@ pub(super) async fn pump<T>(
     let _ = deliver(&sink, END, &end).await;
 }
 
-/// How long a pump waits before trying again when its connection's outbound queue
-/// is full ([`Config::max_queued_bytes`](crate::Config::max_queued_bytes)).
-const RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+/// Waits until a send refused because its connection's outbound queue is full
+/// ([`Config::max_queued_bytes`](crate::Config::max_queued_bytes)) may be tried
+/// again. A local sink never refuses.
+async fn room(sink: &Client) {
+    if let Some(conn) = sink.connection() {
+        conn.room().await;
+    }
+}
 
 /// Sends a batch, split in halves as often as needed to fit the connection's frames.
 async fn send_batch<T: Serialize>(
@@ -231,7 +236,7 @@ async fn send_batch<T: Serialize>(
         let sent = loop {
             let sent = sink.send(ITEMS, &(&part, blocked && last));
             match sent {
-                Err(RpcError::Overloaded(_)) => tokio::time::sleep(RETRY).await,
+                Err(RpcError::Overloaded(_)) => room(sink).await,
                 other => break other,
             }
         };
@@ -256,7 +261,7 @@ async fn deliver<A: Serialize + ?Sized>(
 ) -> Result<(), RpcError> {
     loop {
         match sink.send(method, args) {
-            Err(RpcError::Overloaded(_)) => tokio::time::sleep(RETRY).await,
+            Err(RpcError::Overloaded(_)) => room(sink).await,
             other => return other,
         }
     }

@@ -13,10 +13,14 @@ use crate::wire::{Header, Target, ROOT_EXPORT};
 impl<T: Transport> Actor<T> {
     /// The message left the command channel: it now counts in the outbound queue.
     fn unreserve(&self, message: &Message) {
-        self.conn
-            .shared
-            .pending_bytes
-            .fetch_sub(message.payload.len(), Ordering::Relaxed);
+        let shared = &self.conn.shared;
+        let len = message.payload.len();
+        let before = shared.pending_bytes.fetch_sub(len, Ordering::Relaxed);
+        let limit = shared.config.queue_limit();
+        if before >= limit && before - len < limit {
+            // Senders refused as overloaded may try again (see `Connection::room`).
+            shared.room.notify_waiters();
+        }
     }
 
     pub(super) fn on_command(&mut self, command: Command) {
