@@ -123,6 +123,8 @@ extern crate self as farcall;
 
 mod callback;
 mod cap;
+#[cfg(feature = "capnweb")]
+pub mod capnweb;
 mod client;
 pub mod codec;
 mod connection;
