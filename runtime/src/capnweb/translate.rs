@@ -850,7 +850,3 @@ fn wire_error_text(error: WireError) -> String {
         other => other.into_rpc("the interface", "the method").to_string(),
     }
 }
-
-#[cfg(test)]
-#[path = "translate_tests.rs"]
-mod tests;
