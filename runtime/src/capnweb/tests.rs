@@ -14,7 +14,7 @@ use crate::interface::by_name;
 use crate::{Callback, Connection, RemoteClient};
 
 #[crate::remote]
-pub trait Calc {
+trait Calc {
     async fn add(&self, a: i64, b: i64) -> i64;
     async fn div(&self, a: i64, b: i64) -> Result<i64, String>;
     async fn child(&self, n: i64) -> CalcClient;

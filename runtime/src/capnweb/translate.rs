@@ -308,7 +308,7 @@ impl Translator {
     // ---- from the peer ----
 
     /// Takes one message from the peer. An error ends the session with its reason.
-    pub(crate) fn from_peer(&mut self, text: &str) -> Result<(), String> {
+    pub(crate) fn take_peer_message(&mut self, text: &str) -> Result<(), String> {
         if text.len() > self.max_message {
             return Err(format!(
                 "a message of {} bytes exceeds the limit of {} bytes",
@@ -582,7 +582,7 @@ impl Translator {
     // ---- from the actor ----
 
     /// Takes one frame from the actor.
-    pub(crate) fn from_actor(&mut self, frame: Bytes) {
+    pub(crate) fn take_actor_frame(&mut self, frame: Bytes) {
         if Hello::decode(&frame).is_some() {
             return;
         }

@@ -101,7 +101,7 @@ impl<M: Messages> Stream for Translating<M> {
             }
             match Pin::new(&mut this.inner).poll_next(cx) {
                 Poll::Ready(Some(Ok(text))) => {
-                    if let Err(reason) = this.translator.from_peer(&text) {
+                    if let Err(reason) = this.translator.take_peer_message(&text) {
                         return Poll::Ready(Some(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             reason,
@@ -131,7 +131,7 @@ impl<M: Messages> Sink<Bytes> for Translating<M> {
 
     fn start_send(self: Pin<&mut Self>, frame: Bytes) -> io::Result<()> {
         let this = self.get_mut();
-        this.translator.from_actor(frame);
+        this.translator.take_actor_frame(frame);
         if !this.translator.to_actor.is_empty() {
             if let Some(reader) = this.reader.take() {
                 reader.wake();
