@@ -192,6 +192,7 @@ impl LocalObject {
         self.revocation.is_revoked()
     }
 
+    #[cfg_attr(not(feature = "capnweb"), allow(unused_mut))]
     fn dispatch(&self, mut incoming: Incoming) -> Handler {
         if self.is_revoked() {
             return incoming.fail(WireError::Revoked);
