@@ -114,7 +114,8 @@ impl Api for Server {
         u64::MAX
     }
     async fn div(&self, a: i64, b: i64) -> Result<i64, String> {
-        a.checked_div(b).ok_or_else(|| "division by zero".to_string())
+        a.checked_div(b)
+            .ok_or_else(|| "division by zero".to_string())
     }
     async fn explode(&self) -> i64 {
         panic!("kaboom")
@@ -147,9 +148,18 @@ impl Api for Server {
     }
     async fn stats(&self) -> Tables {
         let Some(cx) = CallContext::current() else {
-            return Tables { questions: 0, answers: 0, exports: 0, imports: 0 };
+            return Tables {
+                questions: 0,
+                answers: 0,
+                exports: 0,
+                imports: 0,
+            };
         };
-        let stats = cx.connection().stats().await.expect("the connection is open");
+        let stats = cx
+            .connection()
+            .stats()
+            .await
+            .expect("the connection is open");
         Tables {
             questions: stats.questions,
             answers: stats.answers.saturating_sub(1),
