@@ -30,6 +30,9 @@ fn mix(mut k: u64) -> u64 {
 /// and result types as written), so a peer whose method of the same name has
 /// other types tells the caller so instead of failing to decode. Free on the wire:
 /// the id is one `u32` either way.
+///
+/// The runtime's `interface::by_name::method_id` computes the same name bits for
+/// calls by name (Cap'n Web); its test checks the two agree on generated ids.
 pub(crate) fn method_id(name: &str, signature: &str) -> u32 {
     let name = (mix(fnv64(name.as_bytes())) >> (64 - (32 - SIGNATURE_BITS))) as u32;
     let signature = (mix(fnv64(signature.as_bytes())) >> (64 - SIGNATURE_BITS)) as u32;

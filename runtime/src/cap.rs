@@ -26,7 +26,7 @@ mod serve;
 pub use self::client::Client;
 pub(crate) use self::serve::ReplyTo;
 pub use self::serve::{Dispatch, Handler, Incoming, Reply};
-use crate::codec::AnyCodec;
+use crate::codec::{AnyCodec, CAP_NEWTYPE};
 use crate::connection::{AnswerRef, Command, Connection, Outgoing};
 use crate::error::{RpcError, WireError};
 use crate::wire::{encode_payload, ExportId, Target};
@@ -192,9 +192,18 @@ impl LocalObject {
         self.revocation.is_revoked()
     }
 
-    fn dispatch(&self, incoming: Incoming) -> Handler {
+    #[cfg_attr(not(feature = "capnweb"), allow(unused_mut))]
+    fn dispatch(&self, mut incoming: Incoming) -> Handler {
         if self.is_revoked() {
             return incoming.fail(WireError::Revoked);
+        }
+        // A call by name (Cap'n Web) names the method by its name bits only.
+        #[cfg(feature = "capnweb")]
+        if crate::interface::by_name::is_wildcard(incoming.method) {
+            let methods = self.dispatch.interface().methods;
+            if let Some(method) = crate::interface::by_name::resolve(incoming.method, methods) {
+                incoming.method = method.id;
+            }
         }
         // `dispatch` only decodes and builds a future, but a user's `Deserialize`
         // impl could still panic.
@@ -431,6 +440,21 @@ pub(crate) fn decode_message<T: DeserializeOwned>(
     with_incoming(caps, || codec.decode(payload)).map_err(|e| RpcError::Decode(e.to_string()))
 }
 
+/// Reads the index inside the [`CAP_NEWTYPE`] newtype struct.
+struct CapIndex;
+
+impl<'de> serde::de::Visitor<'de> for CapIndex {
+    type Value = u32;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a capability index")
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<u32, D::Error> {
+        u32::deserialize(d)
+    }
+}
+
 pub(crate) fn serialize_cap<S: Serializer>(cap: &CapRef, serializer: S) -> Result<S::Ok, S::Error> {
     let index = OUTGOING.with(|s| {
         s.borrow_mut().as_mut().map(|caps| {
@@ -439,7 +463,7 @@ pub(crate) fn serialize_cap<S: Serializer>(cap: &CapRef, serializer: S) -> Resul
         })
     });
     match index.map(u32::try_from) {
-        Some(Ok(index)) => index.serialize(serializer),
+        Some(Ok(index)) => serializer.serialize_newtype_struct(CAP_NEWTYPE, &index),
         Some(Err(_)) => Err(S::Error::custom("too many capabilities in one message")),
         None => Err(S::Error::custom(
             "farcall capabilities can only be serialized as part of a call or its result",
@@ -450,7 +474,7 @@ pub(crate) fn serialize_cap<S: Serializer>(cap: &CapRef, serializer: S) -> Resul
 pub(crate) fn deserialize_cap<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<CapRef, D::Error> {
-    let index = u32::deserialize(deserializer)?;
+    let index = deserializer.deserialize_newtype_struct(CAP_NEWTYPE, CapIndex)?;
     INCOMING
         .with(|s| {
             s.borrow()

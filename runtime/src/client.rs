@@ -84,7 +84,7 @@ impl Client {
     ) -> Call<S> {
         match self.remote() {
             Ok(Some((conn, target))) => {
-                let message = match encode_for(conn, args) {
+                let message = match encode_for(conn, method, args) {
                     Ok(message) => message,
                     Err(e) => return Call::failed(method, e),
                 };
@@ -122,7 +122,7 @@ impl Client {
     ) -> Result<(), RpcError> {
         match self.remote()? {
             Some((conn, target)) => {
-                let message = encode_for(conn, args)?;
+                let message = encode_for(conn, method, args)?;
                 tracing::trace!(method = method.name, "send");
                 conn.send(target, method.id, message)
             }
@@ -169,7 +169,18 @@ impl Client {
 /// Encodes arguments for a connection, refusing at once what cannot fit its frame
 /// limit whatever the header. The exact check, with the real header, is made by the
 /// connection task when it completes the frame.
-fn encode_for<A: Serialize + ?Sized>(conn: &Connection, args: &A) -> Result<Message, RpcError> {
+fn encode_for<A: Serialize + ?Sized>(
+    conn: &Connection,
+    method: &'static Method,
+    args: &A,
+) -> Result<Message, RpcError> {
+    // A Cap'n Web peer is called by name: its translator looks the name up.
+    #[cfg(feature = "capnweb")]
+    if conn.codec() == crate::codec::AnyCodec::CapnWeb {
+        crate::interface::by_name::remember(method);
+    }
+    #[cfg(not(feature = "capnweb"))]
+    let _ = method;
     let message = encode_message(conn.codec(), args)?;
     let limit = conn.max_frame_size();
     let least = message.payload.len() + MIN_FRAME_OVERHEAD;

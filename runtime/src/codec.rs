@@ -21,6 +21,8 @@ use serde::Serialize;
 #[cfg(feature = "bincode")]
 pub(crate) mod bincode;
 mod budget;
+#[cfg(feature = "capnweb")]
+pub(crate) mod capnweb;
 #[cfg(feature = "json")]
 mod json;
 #[cfg(feature = "postcard")]
@@ -32,6 +34,12 @@ pub use self::bincode::Bincode;
 pub use self::json::Json;
 #[cfg(feature = "postcard")]
 pub use self::postcard::Postcard;
+
+/// The name of the newtype struct a capability's index is written as. bincode,
+/// postcard and serde_json write a newtype struct as its content, so on their wire a
+/// capability is a bare `u32` index; a format that must tell capabilities apart from
+/// numbers (the Cap'n Web expressions, `codec/capnweb.rs`) looks for this name.
+pub(crate) const CAP_NEWTYPE: &str = "$farcall::Cap";
 
 /// A codec failed; the message comes from the underlying serde format.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -79,6 +87,11 @@ pub enum AnyCodec {
     /// [`Json`].
     #[cfg(feature = "json")]
     Json,
+    /// Cap'n Web expressions: the payloads of connections made by
+    /// [`crate::capnweb`], set by it. Not for a connection between farcall peers.
+    #[cfg(feature = "capnweb")]
+    #[doc(hidden)]
+    CapnWeb,
 }
 
 /// Runs `$body` with `$C` bound to the codec type selected by `$self`.
@@ -100,12 +113,18 @@ macro_rules! with_codec {
                 type $C = Json;
                 $body
             }
+            #[cfg(feature = "capnweb")]
+            AnyCodec::CapnWeb => {
+                type $C = capnweb::CapnWeb;
+                $body
+            }
         }
     };
 }
 
 impl AnyCodec {
-    /// Every codec compiled into this build, for tests that run under each.
+    /// Every codec compiled into this build, for tests that run under each (not the
+    /// Cap'n Web expressions, which only the `capnweb` translator uses).
     pub const ALL: &'static [AnyCodec] = &[
         #[cfg(feature = "bincode")]
         AnyCodec::Bincode,
@@ -130,10 +149,14 @@ impl AnyCodec {
             AnyCodec::Postcard => 2,
             #[cfg(feature = "json")]
             AnyCodec::Json => 3,
+            #[cfg(feature = "capnweb")]
+            AnyCodec::CapnWeb => 4,
         }
     }
 
     /// The codec numbered `id`, if this build has it.
+    /// Cap'n Web payloads are never forwarded to another connection in their own
+    /// codec (no other connection could read them), so it is not found here.
     pub(crate) fn from_wire_id(id: u8) -> Option<AnyCodec> {
         AnyCodec::ALL.iter().copied().find(|c| c.wire_id() == id)
     }
@@ -144,6 +167,7 @@ impl AnyCodec {
             1 => "bincode".into(),
             2 => "postcard".into(),
             3 => "json".into(),
+            4 => "capnweb".into(),
             other => format!("an unknown codec (number {other})"),
         }
     }

@@ -30,3 +30,89 @@ pub struct Method {
 /// How many low bits of a [`Method::id`] come from the method's signature (the
 /// macro's `hash::SIGNATURE_BITS` must agree).
 pub(crate) const SIGNATURE_BITS: u32 = 12;
+
+/// Method ids by name, for peers that call by name (Cap'n Web): the name bits
+/// computed as the macro computes them (`macros/src/hash.rs`, kept equal by a test),
+/// and the signature bits all ones, a wildcard that a local object resolves against
+/// its [`Interface`] by name.
+///
+/// A method whose own signature bits happen to be all ones (1 in 4,096) is then
+/// resolved by name when a native peer calls it, so for it a signature mismatch
+/// goes unnoticed, as it already would with odds of 1 in 4,096.
+#[cfg(feature = "capnweb")]
+pub(crate) mod by_name {
+    use std::collections::HashMap;
+    use std::sync::{OnceLock, RwLock};
+
+    use super::{Method, SIGNATURE_BITS};
+
+    /// The signature bits of a call by name.
+    pub(crate) const WILDCARD: u32 = (1 << SIGNATURE_BITS) - 1;
+
+    fn fnv64(bytes: &[u8]) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash
+    }
+
+    fn mix(mut k: u64) -> u64 {
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        k ^ (k >> 33)
+    }
+
+    /// The id a call of the method `name` carries: its name bits, and the wildcard.
+    pub(crate) fn method_id(name: &str) -> u32 {
+        let bits = (mix(fnv64(name.as_bytes())) >> (64 - (32 - SIGNATURE_BITS))) as u32;
+        (bits << SIGNATURE_BITS) | WILDCARD
+    }
+
+    /// Whether `id` is a call by name.
+    pub(crate) fn is_wildcard(id: u32) -> bool {
+        id & WILDCARD == WILDCARD
+    }
+
+    /// The method of `methods` a call by name means, if any.
+    pub(crate) fn resolve(id: u32, methods: &'static [Method]) -> Option<&'static Method> {
+        methods
+            .iter()
+            .find(|m| m.id >> SIGNATURE_BITS == id >> SIGNATURE_BITS)
+    }
+
+    /// Method names by id, of the methods called on Cap'n Web connections (a
+    /// JavaScript object is called by name): filled by the typed clients as they
+    /// call, read by the translator. Ids are hashes of names, so one table serves
+    /// every connection; it holds at most one entry per method of the program.
+    fn names() -> &'static RwLock<HashMap<u32, &'static str>> {
+        static NAMES: OnceLock<RwLock<HashMap<u32, &'static str>>> = OnceLock::new();
+        NAMES.get_or_init(Default::default)
+    }
+
+    /// Records the name of a method called on a Cap'n Web connection.
+    pub(crate) fn remember(method: &'static Method) {
+        let known = names()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&method.id);
+        if !known {
+            names()
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(method.id, method.name);
+        }
+    }
+
+    /// The name of a method recorded by [`remember`].
+    pub(crate) fn name(id: u32) -> Option<&'static str> {
+        names()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
+    }
+}

@@ -73,6 +73,8 @@
 //!   costs one round trip.
 //! - [`Config`] bounds every resource a peer can make us hold, and sets time limits;
 //!   [`Connection::stats`] shows the tables.
+//! - JavaScript clients of Cap'n Web (npm `capnweb`) reach any trait over WebSocket
+//!   and HTTP batch (feature `capnweb`; see the `capnweb` module).
 //! - Transports: in-memory, TCP, Unix sockets, WebSocket, worker processes
 //!   ([`process`]), or any sink and stream of frames ([`transport`]); [`Server`]
 //!   serves many peers.
@@ -96,6 +98,8 @@
 //! ```text
 //!   server, process, listeners, callback   serving many peers, worker processes,
 //!        |                                 typed closures
+//!   capnweb (+ translate, transport, ...)  Cap'n Web peers: a translating transport
+//!        |                                 under an ordinary connection
 //!   client (+ call.rs)                     typed clients, the calls a Client makes,
 //!        |                                 the root, the Call/Promise future
 //!   shape                                  reply shapes for both sides: encoding a
@@ -109,7 +113,10 @@
 //!                                         errors, static trait descriptions
 //! ```
 //!
-//! Each module names only modules below it, except the one real cycle between
+//! `capnweb`'s translator and transport name only `wire`, `codec` and `interface`
+//! (frames, the Cap'n Web payload codec, method names); its serving functions use
+//! `connection`'s `Builder`, and `Server::serve_capnweb` calls it. Each module names
+//! only modules below it, except the one real cycle between
 //! `cap` and `connection`: an imported capability holds the connection it came on,
 //! and the connection's tables and commands hold capabilities (and a local
 //! capability is a `Dispatch` object whose calls and replies carry capabilities, so
@@ -127,6 +134,8 @@ extern crate self as farcall;
 
 mod callback;
 mod cap;
+#[cfg(feature = "capnweb")]
+pub mod capnweb;
 mod client;
 pub mod codec;
 mod connection;

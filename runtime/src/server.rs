@@ -176,6 +176,22 @@ impl Server {
     }
 
     /// The accept loop: `start` turns each accepted stream into a connection.
+    /// Serves every client of `listener` over Cap'n Web on WebSocket (the npm
+    /// `capnweb` package's `newWebSocketRpcSession`), with the builder's root, until
+    /// `shutdown` resolves; like [`serve_websocket`](Self::serve_websocket)
+    /// otherwise. See [`crate::capnweb`].
+    #[cfg(all(feature = "capnweb", feature = "websocket"))]
+    pub async fn serve_capnweb<L: Listener>(self, listener: L, shutdown: impl Future<Output = ()>) {
+        let builder = self.builder.clone();
+        self.run(listener, shutdown, move |io| {
+            let builder = builder.clone();
+            Start::Later(Box::pin(async move {
+                crate::capnweb::accept_websocket(&builder, io).await
+            }))
+        })
+        .await;
+    }
+
     async fn run<L: Listener>(
         self,
         mut listener: L,

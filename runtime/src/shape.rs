@@ -70,6 +70,12 @@ impl Incoming {
             let outcome = AssertUnwindSafe(async {
                 let value = work.await;
                 let error_text = describe(&value);
+                #[cfg(feature = "capnweb")]
+                let mut encoded =
+                    crate::codec::capnweb::with_error_text(error_text.as_deref(), || {
+                        S::encode_value(value, &reply)
+                    });
+                #[cfg(not(feature = "capnweb"))]
                 let mut encoded = S::encode_value(value, &reply);
                 encoded.error_text = error_text;
                 encoded

@@ -1,0 +1,124 @@
+//! Serving `#[farcall::remote]` traits to JavaScript clients of
+//! [Cap'n Web](https://github.com/cloudflare/capnweb) (the npm `capnweb` package), over
+//! WebSocket and HTTP batch. Feature `capnweb` (`axum` for the [`axum`] route).
+//!
+//! Any trait, unchanged, can be served: JavaScript calls its methods by name with
+//! positional arguments, and gets results, errors as rejected promises carrying an
+//! `Error` with the error's text, stubs for returned client types (whose methods it
+//! can call, also before they resolve: pipelining), and its functions arrive in
+//! Rust as [`Callback`](crate::Callback)s to call and keep.
+//!
+//! ```no_run
+//! #[farcall::remote]
+//! pub trait Greeter {
+//!     async fn greet(&self, name: String) -> String;
+//! }
+//! struct Hello;
+//! impl Greeter for Hello {
+//!     async fn greet(&self, name: String) -> String {
+//!         format!("Hello, {name}!")
+//!     }
+//! }
+//! # async fn demo() -> std::io::Result<()> {
+//! let builder = farcall::Connection::builder().root(GreeterServer::new(Hello));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // JavaScript: `newWebSocketRpcSession("ws://127.0.0.1:8080").greet("you")`
+//! farcall::Server::new(builder)
+//!     .serve_capnweb(listener, std::future::pending())
+//!     .await;
+//! # Ok(()) }
+//! ```
+//!
+//! # How
+//!
+//! Cap'n Web is translated, not reimplemented: a translating transport turns each Cap'n Web message into farcall frames for
+//! the ordinary connection actor, and each frame the actor writes into Cap'n Web
+//! messages, so the answer table, pipelining, exports, imports, reference counts,
+//! limits and close reasons are farcall's own. A `push` is a call whose question id
+//! is the push's id, `pull` asks for its result, `resolve`/`reject` are returns,
+//! `release` is a `Finish` or a `Release`; the translator keeps only what Cap'n
+//! Web adds (which results were pulled, the numbering of this side's pushes, the
+//! sign of ids). Payloads travel as Cap'n Web expressions (`codec/capnweb.rs`).
+//!
+//! Methods are called by name: the translator hashes the name as the macro does
+//! and leaves the signature bits as a wildcard, which the served object resolves
+//! against its interface. For Rust calling a JavaScript object, a
+//! [`Callback`](crate::Callback) is a call of the function itself, and a typed
+//! client's methods are named from a process-wide table of method names that the
+//! generated clients fill as they call over a Cap'n Web connection.
+//!
+//! # Limits and failures
+//!
+//! A message may be at most [`MAX_MESSAGE_SIZE`] bytes and nest at most 256 levels
+//! (Cap'n Web's defaults). A message that is not JSON, breaks the protocol or goes
+//! over a limit ends that session with an `["abort", error]` saying why; other
+//! sessions are not affected. Every other guarantee of a farcall connection holds.
+//!
+//! # What is supported
+//!
+//! Calls by method name with positional arguments (trailing ones may be left out
+//! when their type is an `Option`); results and errors; functions and `RpcTarget`s
+//! passed as arguments (as `Callback`s or as client types); client types and
+//! callbacks returned (as stubs); pipelining on results and on stubs; release and
+//! dispose both ways; bytes, big integers, non-finite numbers, `undefined`.
+//!
+//! Not supported: `.map()` (remap), streams (`ReadableStream`, `WritableStream`,
+//! pipes), property reads (`await stub.someField`) and property paths longer than a
+//! method name, promises passed as argument values, calls nested inside arguments,
+//! `Date`, `Error` values, `URL`, `Headers`, `Request`, `Response` and `Blob` values.
+//! A push of one of these is rejected with a reason; the session goes on. A
+//! JavaScript exception thrown by a function Rust called arrives as
+//! [`RpcError::RemotePanic`](crate::RpcError::RemotePanic) with its message. An
+//! object received from one connection and passed to a Cap'n Web peer is refused
+//! (its payloads are in another codec).
+
+mod batch;
+mod translate;
+mod transport;
+#[cfg(feature = "websocket")]
+mod websocket;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+
+use crate::codec::AnyCodec;
+use crate::connection::{Builder, Config, Connection};
+
+pub use batch::{batch, BATCH_TIMEOUT};
+pub use transport::Messages;
+#[cfg(feature = "websocket")]
+pub use websocket::{accept_websocket, websocket};
+
+/// The largest message taken from a peer, in bytes (the `capnweb` package's default).
+pub const MAX_MESSAGE_SIZE: usize = 32 << 20;
+
+/// The connection settings of a Cap'n Web session, from the builder's: the
+/// Cap'n Web payload encoding, frames as large as a message can make, no chunks and
+/// no keepalives (Cap'n Web has neither).
+fn session_config(builder: &Builder) -> Config {
+    let mut config = builder.current_config().clone();
+    config.codec = AnyCodec::CapnWeb;
+    // A frame holds a message's payload and a header.
+    config.max_frame_size = MAX_MESSAGE_SIZE + (64 << 10);
+    config.chunk_size = usize::MAX;
+    config.keepalive = None;
+    config
+}
+
+/// Serves the builder's root to a Cap'n Web peer over `messages` (any carrier of
+/// text messages: see [`Messages`]); the session ends when the carrier does.
+pub fn connect<M: Messages>(builder: &Builder, messages: M) -> Connection {
+    start(builder, messages, transport::OnEnd::Close)
+}
+
+fn start<M: Messages>(builder: &Builder, messages: M, on_end: transport::OnEnd) -> Connection {
+    let config = session_config(builder);
+    let translator = translate::Translator::new(MAX_MESSAGE_SIZE, config.max_frame_size);
+    builder
+        .clone()
+        .config(config)
+        .connect(transport::Translating::new(messages, translator, on_end))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! The Rust server the JavaScript tests of `tests/js/` call with the npm `capnweb`
+//! client: serves `Api` over Cap'n Web at `/rpc` (WebSocket on GET, HTTP batch on
+//! POST) on 127.0.0.1, prints its port on stdout, and runs until stdin closes (so it
+//! dies with the test process that started it).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use farcall::{CallContext, Callback, Connection};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Point {
+    pub x: f64,
+    pub y: f64,
+    pub label: Option<String>,
+}
+
+/// A connection's tables, as `farcall::Stats` reports them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tables {
+    pub questions: usize,
+    /// Not counting the `stats` call itself.
+    pub answers: usize,
+    pub exports: usize,
+    pub imports: usize,
+}
+
+#[farcall::remote]
+pub trait Counter {
+    async fn increment(&self, by: i64) -> i64;
+    async fn value(&self) -> i64;
+    /// A new counter starting at this one's value plus one.
+    async fn child(&self) -> CounterClient;
+}
+
+#[farcall::remote]
+pub trait Api {
+    async fn add(&self, a: f64, b: f64) -> f64;
+    async fn greet(&self, name: String) -> String;
+    async fn mirror(&self, p: Point) -> Point;
+    async fn sum(&self, values: Vec<i64>) -> i64;
+    async fn reverse(&self, words: Vec<String>) -> Vec<String>;
+    async fn double(&self, x: Option<i64>) -> Option<i64>;
+    async fn flip(&self, data: Bytes) -> Bytes;
+    async fn big(&self) -> u64;
+    async fn div(&self, a: i64, b: i64) -> Result<i64, String>;
+    async fn explode(&self) -> i64;
+    async fn counter(&self, start: i64) -> CounterClient;
+    /// Calls `f` on 1 and on 2 and adds the results.
+    async fn call_twice(&self, f: Callback<i64, i64>) -> i64;
+    /// Keeps `f` to call on `publish`; returns how many are kept.
+    async fn subscribe(&self, f: Callback<String>) -> usize;
+    async fn publish(&self, text: String) -> usize;
+    async fn unsubscribe_all(&self) -> usize;
+    /// Calls `increment(10)` on a counter the caller implements.
+    async fn use_counter(&self, c: CounterClient) -> i64;
+    /// The tables of the connection this call came on.
+    async fn stats(&self) -> Tables;
+    /// HTTP batch requests served so far.
+    async fn requests(&self) -> u64;
+}
+
+struct Count(AtomicI64);
+
+impl Counter for Count {
+    async fn increment(&self, by: i64) -> i64 {
+        self.0.fetch_add(by, Ordering::SeqCst) + by
+    }
+    async fn value(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    async fn child(&self) -> CounterClient {
+        CounterClient::from_local(Count(AtomicI64::new(self.0.load(Ordering::SeqCst) + 1)))
+    }
+}
+
+#[derive(Default)]
+struct Server {
+    subscribers: Mutex<Vec<Callback<String>>>,
+    requests: Arc<AtomicU64>,
+}
+
+impl Api for Server {
+    async fn add(&self, a: f64, b: f64) -> f64 {
+        a + b
+    }
+    async fn greet(&self, name: String) -> String {
+        format!("Hello, {name}!")
+    }
+    async fn mirror(&self, p: Point) -> Point {
+        Point {
+            x: -p.x,
+            y: -p.y,
+            label: p.label.map(|l| l.to_uppercase()),
+        }
+    }
+    async fn sum(&self, values: Vec<i64>) -> i64 {
+        values.iter().sum()
+    }
+    async fn reverse(&self, mut words: Vec<String>) -> Vec<String> {
+        words.reverse();
+        words
+    }
+    async fn double(&self, x: Option<i64>) -> Option<i64> {
+        x.map(|x| x * 2)
+    }
+    async fn flip(&self, data: Bytes) -> Bytes {
+        data.iter().rev().copied().collect()
+    }
+    async fn big(&self) -> u64 {
+        u64::MAX
+    }
+    async fn div(&self, a: i64, b: i64) -> Result<i64, String> {
+        a.checked_div(b)
+            .ok_or_else(|| "division by zero".to_string())
+    }
+    async fn explode(&self) -> i64 {
+        panic!("kaboom")
+    }
+    async fn counter(&self, start: i64) -> CounterClient {
+        CounterClient::from_local(Count(AtomicI64::new(start)))
+    }
+    async fn call_twice(&self, f: Callback<i64, i64>) -> i64 {
+        let a = f.call(1).await.unwrap_or(-1000);
+        let b = f.call(2).await.unwrap_or(-1000);
+        a + b
+    }
+    async fn subscribe(&self, f: Callback<String>) -> usize {
+        let mut subscribers = self.subscribers.lock().unwrap();
+        subscribers.push(f);
+        subscribers.len()
+    }
+    async fn publish(&self, text: String) -> usize {
+        let subscribers = self.subscribers.lock().unwrap().clone();
+        for f in &subscribers {
+            let _ = f.call(text.clone()).await;
+        }
+        subscribers.len()
+    }
+    async fn unsubscribe_all(&self) -> usize {
+        std::mem::take(&mut *self.subscribers.lock().unwrap()).len()
+    }
+    async fn use_counter(&self, c: CounterClient) -> i64 {
+        c.increment(10).await.unwrap_or(-1)
+    }
+    async fn stats(&self) -> Tables {
+        let Some(cx) = CallContext::current() else {
+            return Tables {
+                questions: 0,
+                answers: 0,
+                exports: 0,
+                imports: 0,
+            };
+        };
+        let stats = cx
+            .connection()
+            .stats()
+            .await
+            .expect("the connection is open");
+        Tables {
+            questions: stats.questions,
+            answers: stats.answers.saturating_sub(1),
+            exports: stats.exports,
+            imports: stats.imports,
+        }
+    }
+    async fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let server = Server::default();
+    let requests = server.requests.clone();
+    let builder = Connection::builder().root(ApiServer::new(server));
+    let app = axum::Router::new()
+        .route("/rpc", farcall::capnweb::axum::routes(builder))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                if request.method() == axum::http::Method::POST {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                }
+                next.run(request)
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?.port());
+    let stdin_closed = async {
+        let mut sink = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while stdin.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stdin_closed)
+        .await
+}

@@ -1,0 +1,182 @@
+// Stock `capnweb` clients (npm, pinned in package.json) calling the farcall server of
+// tests/bin/capnweb_server.rs over WebSocket and HTTP batch.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { newWebSocketRpcSession, newHttpBatchRpcSession, RpcTarget } from "capnweb";
+
+const serverPath =
+  process.env.FARCALL_CAPNWEB_SERVER ??
+  fileURLToPath(new URL("../../target/debug/farcall-capnweb-test-server", import.meta.url));
+
+let server;
+let port;
+
+before(async () => {
+  server = spawn(serverPath, [], { stdio: ["pipe", "pipe", "inherit"] });
+  port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("the server printed no port within 20 s")), 20000);
+    let out = "";
+    server.stdout.on("data", (chunk) => {
+      out += chunk;
+      const line = out.split("\n")[0];
+      if (out.includes("\n")) {
+        clearTimeout(timer);
+        resolve(Number(line));
+      }
+    });
+    server.on("error", (e) => { clearTimeout(timer); reject(e); });
+    server.on("exit", (code) => { clearTimeout(timer); reject(new Error(`the server exited with ${code}`)); });
+  });
+});
+
+after(() => {
+  // The server stops when its stdin closes; kill it in case it does not.
+  server.stdin.end();
+  server.kill();
+});
+
+const ws = () => newWebSocketRpcSession(`ws://127.0.0.1:${port}/rpc`);
+const batch = () => newHttpBatchRpcSession(`http://127.0.0.1:${port}/rpc`);
+const ZERO = { questions: 0, answers: 0, exports: 0, imports: 0 };
+const opts = { timeout: 20000 };
+
+test("values cross over WebSocket", opts, async () => {
+  const api = ws();
+  try {
+    assert.equal(await api.add(1.5, 2), 3.5);
+    assert.equal(await api.greet("JS"), "Hello, JS!");
+    assert.deepEqual(await api.mirror({ x: 1, y: 2, label: "a" }), { x: -1, y: -2, label: "A" });
+    assert.deepEqual(await api.mirror({ x: 1, y: 2 }), { x: -1, y: -2, label: null });
+    assert.equal(await api.sum([1, 2, 3]), 6);
+    assert.deepEqual(await api.reverse(["a", "b", "c"]), ["c", "b", "a"]);
+    assert.equal(await api.double(4), 8);
+    assert.equal(await api.double(null), null);
+    assert.equal(await api.double(), null);
+    const flipped = await api.flip(new Uint8Array([1, 2, 255]));
+    assert.ok(flipped instanceof Uint8Array);
+    assert.deepEqual([...flipped], [255, 2, 1]);
+    assert.equal(await api.big(), 18446744073709551615n);
+    assert.deepEqual(await api.stats(), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
+test("values cross over HTTP batch", opts, async () => {
+  const api = batch();
+  const [sum, greeting, point, words, bytes, none] = await Promise.all([
+    api.add(2, 3),
+    api.greet("batch"),
+    api.mirror({ x: 3, y: 4, label: "b" }),
+    api.reverse(["x", "y"]),
+    api.flip(new Uint8Array([7, 8])),
+    api.double(null),
+  ]);
+  assert.equal(sum, 5);
+  assert.equal(greeting, "Hello, batch!");
+  assert.deepEqual(point, { x: -3, y: -4, label: "B" });
+  assert.deepEqual(words, ["y", "x"]);
+  assert.deepEqual([...bytes], [8, 7]);
+  assert.equal(none, null);
+});
+
+test("application errors and RPC errors reject with their text", opts, async () => {
+  const api = ws();
+  try {
+    await assert.rejects(async () => await api.div(1, 0), (e) => e instanceof Error && e.message === "division by zero");
+    await assert.rejects(async () => await api.explode(), (e) => e instanceof Error && /panicked: kaboom/.test(e.message));
+    await assert.rejects(async () => await api.noSuchMethod(), (e) => e instanceof Error && /not found/.test(e.message));
+    await assert.rejects(async () => await api.sum("not a list"), (e) => e instanceof Error && /sum/.test(e.message));
+    assert.equal(await api.div(7, 2), 3);
+    assert.deepEqual(await api.stats(), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+  }
+  const viaBatch = batch();
+  await assert.rejects(async () => await viaBatch.div(1, 0), (e) => e.message === "division by zero");
+});
+
+test("functions passed to Rust are called, kept and released", opts, async () => {
+  const api = ws();
+  try {
+    assert.equal(await api.call_twice((x) => x * 10), 30);
+    const got = [];
+    assert.equal(await api.subscribe((text) => { got.push(text); }), 1);
+    assert.equal(await api.publish("hello"), 1);
+    assert.equal(await api.publish("again"), 1);
+    assert.deepEqual(got, ["hello", "again"]);
+    assert.equal(await api.unsubscribe_all(), 1);
+    // An object implemented in JavaScript, where Rust expects a `CounterClient`.
+    class Plus100 extends RpcTarget {
+      increment(by) { return by + 100; }
+    }
+    assert.equal(await api.use_counter(new Plus100()), 110);
+    assert.deepEqual(await api.stats(), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
+test("returned stubs are called and released", opts, async () => {
+  const api = ws();
+  try {
+    const counter = await api.counter(5);
+    assert.equal(await counter.increment(2), 7);
+    assert.equal(await counter.value(), 7);
+    const child = await counter.child();
+    assert.equal(await child.value(), 8);
+    assert.equal((await api.stats()).exports, 2);
+    child[Symbol.dispose]();
+    counter[Symbol.dispose]();
+    assert.deepEqual(await api.stats(), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
+test("a pipelined chain costs one round trip", opts, async () => {
+  // Over HTTP batch a round trip is a request: the whole chain must go in one.
+  const before = await batch().requests();
+  const api = batch();
+  assert.equal(await api.counter(1).child().child().value(), 3);
+  const after = await batch().requests();
+  assert.equal(after - before, 2, "the chain's request and this one");
+
+  // Over WebSocket too, and the promises given back leave nothing behind.
+  const live = ws();
+  try {
+    const c1 = live.counter(10);
+    const c2 = c1.child();
+    const c3 = c2.child();
+    assert.equal(await c3.increment(5), 17);
+    for (const p of [c3, c2, c1]) p[Symbol.dispose]();
+    assert.deepEqual(await live.stats(), ZERO);
+  } finally {
+    live[Symbol.dispose]();
+  }
+});
+
+test("malformed input aborts that session only", opts, async () => {
+  const socket = new WebSocket(`ws://127.0.0.1:${port}/rpc`);
+  const abort = await new Promise((resolve, reject) => {
+    socket.onopen = () => socket.send("this is not json");
+    socket.onmessage = (event) => resolve(JSON.parse(event.data));
+    socket.onerror = () => reject(new Error("websocket error"));
+  });
+  assert.equal(abort[0], "abort");
+  assert.match(abort[1][2], /malformed message/);
+  socket.close();
+
+  const response = await fetch(`http://127.0.0.1:${port}/rpc`, { method: "POST", body: '["push", 42]\n["frob"]' });
+  const body = await response.text();
+  assert.match(body, /^\["abort",\["error","Error",".*unknown message type/);
+
+  const api = ws();
+  try {
+    assert.equal(await api.add(1, 1), 2);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
