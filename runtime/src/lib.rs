@@ -100,6 +100,8 @@
 //!        |                                 typed closures
 //!   capnweb (+ translate, transport, ...)  Cap'n Web peers: a translating transport
 //!        |                                 under an ordinary connection
+//!   stream (+ source, sink, window, ...)   typed and byte streams with credit, built
+//!        |                                 on capabilities and one-way calls
 //!   client (+ call.rs)                     typed clients, the calls a Client makes,
 //!        |                                 the root, the Call/Promise future
 //!   shape                                  reply shapes for both sides: encoding a
