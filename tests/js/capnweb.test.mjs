@@ -6,9 +6,13 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { newWebSocketRpcSession, newHttpBatchRpcSession, RpcTarget } from "capnweb";
 
+// Where cargo put the test server: `CARGO_TARGET_DIR` (absolute) when set, else the
+// repository's `target/`; `FARCALL_CAPNWEB_SERVER` names the binary outright.
+const targetDir =
+  process.env.CARGO_TARGET_DIR ?? fileURLToPath(new URL("../../target", import.meta.url));
 const serverPath =
   process.env.FARCALL_CAPNWEB_SERVER ??
-  fileURLToPath(new URL("../../target/debug/farcall-capnweb-test-server", import.meta.url));
+  `${targetDir}/debug/farcall-capnweb-test-server`;
 
 let server;
 let port;
