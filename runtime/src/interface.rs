@@ -36,9 +36,8 @@ pub(crate) const SIGNATURE_BITS: u32 = 12;
 /// and the signature bits all ones, a wildcard that a local object resolves against
 /// its [`Interface`] by name.
 ///
-/// A method whose own signature bits happen to be all ones (1 in 4,096) is then
-/// resolved by name when a native peer calls it, so for it a signature mismatch
-/// goes unnoticed, as it already would with odds of 1 in 4,096.
+/// The macro never gives a method signature bits of all ones, so a native caller's
+/// id is never taken for a call by name, and keeps its signature check.
 #[cfg(feature = "capnweb")]
 pub(crate) mod by_name {
     use std::collections::HashMap;
