@@ -162,6 +162,15 @@ pub use server::{Listener, Server};
 pub use stream::{ByteStream, ByteWriter, Stream, StreamClosed, StreamSender};
 pub use wire::MAX_FRAME_CEILING;
 
+/// What a generated client's TypeScript declarations expand to without the
+/// `typescript` feature: nothing (see `capnweb::typescript` for the feature's).
+#[cfg(not(feature = "typescript"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __typescript_client {
+    ($($tokens:tt)*) => {};
+}
+
 /// The README's code blocks, compiled and run as doctests so they cannot drift.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
