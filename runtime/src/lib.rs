@@ -74,7 +74,8 @@
 //! - [`Config`] bounds every resource a peer can make us hold, and sets time limits;
 //!   [`Connection::stats`] shows the tables.
 //! - JavaScript clients of Cap'n Web (npm `capnweb`) reach any trait over WebSocket
-//!   and HTTP batch (feature `capnweb`; see the `capnweb` module).
+//!   and HTTP batch (feature `capnweb`; see the `capnweb` module), with TypeScript
+//!   declarations of the traits (feature `typescript`).
 //! - Transports: in-memory, TCP, Unix sockets, WebSocket, worker processes
 //!   ([`process`]), or any sink and stream of frames ([`transport`]); [`Server`]
 //!   serves many peers.
