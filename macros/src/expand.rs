@@ -16,6 +16,7 @@ mod client;
 mod server;
 mod trait_def;
 mod travels;
+mod typescript;
 
 pub(crate) fn expand(model: &RemoteTrait<'_>) -> TokenStream {
     let names = Names::new(model);
@@ -23,11 +24,13 @@ pub(crate) fn expand(model: &RemoteTrait<'_>) -> TokenStream {
     let trait_def = trait_def::expand(model);
     let client = client::expand(model, &names);
     let server = server::expand(model, &names);
+    let typescript = typescript::expand(model, &names);
     quote! {
         #assertion
         #trait_def
         #client
         #server
+        #typescript
     }
 }
 

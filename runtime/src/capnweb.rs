@@ -80,6 +80,8 @@ mod websocket;
 
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "typescript")]
+pub mod typescript;
 
 use crate::codec::AnyCodec;
 use crate::connection::{Builder, Config, Connection};

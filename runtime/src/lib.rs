@@ -74,7 +74,8 @@
 //! - [`Config`] bounds every resource a peer can make us hold, and sets time limits;
 //!   [`Connection::stats`] shows the tables.
 //! - JavaScript clients of Cap'n Web (npm `capnweb`) reach any trait over WebSocket
-//!   and HTTP batch (feature `capnweb`; see the `capnweb` module).
+//!   and HTTP batch (feature `capnweb`; see the `capnweb` module), with TypeScript
+//!   declarations of the traits (feature `typescript`).
 //! - Transports: in-memory, TCP, Unix sockets, WebSocket, worker processes
 //!   ([`process`]), or any sink and stream of frames ([`transport`]); [`Server`]
 //!   serves many peers.
@@ -163,6 +164,15 @@ pub use listeners::Listeners;
 pub use server::{Listener, Server};
 pub use stream::{ByteStream, ByteWriter, Stream, StreamClosed, StreamSender};
 pub use wire::MAX_FRAME_CEILING;
+
+/// What a generated client's TypeScript declarations expand to without the
+/// `typescript` feature: nothing (see `capnweb::typescript` for the feature's).
+#[cfg(not(feature = "typescript"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __typescript_client {
+    ($($tokens:tt)*) => {};
+}
 
 /// The README's code blocks, compiled and run as doctests so they cannot drift.
 #[cfg(doctest)]

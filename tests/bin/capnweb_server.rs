@@ -2,6 +2,9 @@
 //! client: serves `Api` over Cap'n Web at `/rpc` (WebSocket on GET, HTTP batch on
 //! POST) on 127.0.0.1, prints its port on stdout, and runs until stdin closes (so it
 //! dies with the test process that started it).
+//!
+//! With `--typescript`, prints the TypeScript declarations of `Api` instead (the
+//! committed `tests/js/api.d.ts`, kept equal by `tests/typescript.rs`).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,7 +14,7 @@ use farcall::{CallContext, Callback, Connection};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ts_rs::TS)]
 pub struct Point {
     pub x: f64,
     pub y: f64,
@@ -19,7 +22,7 @@ pub struct Point {
 }
 
 /// A connection's tables, as `farcall::Stats` reports them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ts_rs::TS)]
 pub struct Tables {
     pub questions: usize,
     /// Not counting the `stats` call itself.
@@ -28,6 +31,9 @@ pub struct Tables {
     pub imports: usize,
 }
 
+farcall::capnweb::typescript::from_ts_rs!(Point, Tables);
+
+/// A counter served to JavaScript.
 #[farcall::remote]
 pub trait Counter {
     async fn increment(&self, by: i64) -> i64;
@@ -36,6 +42,7 @@ pub trait Counter {
     async fn child(&self) -> CounterClient;
 }
 
+/// The root the JavaScript tests call.
 #[farcall::remote]
 pub trait Api {
     async fn add(&self, a: f64, b: f64) -> f64;
@@ -174,6 +181,13 @@ impl Api for Server {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("--typescript") {
+        print!(
+            "{}",
+            farcall::capnweb::typescript::declarations::<ApiClient>()
+        );
+        return Ok(());
+    }
     let server = Server::default();
     let requests = server.requests.clone();
     let builder = Connection::builder().root(ApiServer::new(server));

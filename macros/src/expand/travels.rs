@@ -48,7 +48,7 @@ pub(crate) fn bounds<'a>(types: impl IntoIterator<Item = &'a Type>) -> TokenStre
 }
 
 /// The types in order of first appearance, each once (compared as written).
-fn distinct<'a>(types: impl IntoIterator<Item = &'a Type>) -> Vec<&'a Type> {
+pub(crate) fn distinct<'a>(types: impl IntoIterator<Item = &'a Type>) -> Vec<&'a Type> {
     let mut seen = HashSet::new();
     types
         .into_iter()

@@ -1,0 +1,69 @@
+// TypeScript declarations for a Cap'n Web session with a farcall server.
+// Generated from Rust by farcall: do not edit.
+
+import type { RpcTarget } from "capnweb";
+
+/**
+ * The root the JavaScript tests call.
+ */
+export interface Api extends RpcTarget {
+  add(a: number, b: number): Promise<number>;
+  greet(name: string): Promise<string>;
+  mirror(p: Point): Promise<Point>;
+  sum(values: Array<number | bigint>): Promise<number | bigint>;
+  reverse(words: Array<string>): Promise<Array<string>>;
+  double(x?: number | bigint | null): Promise<number | bigint | null>;
+  flip(data: Uint8Array): Promise<Uint8Array>;
+  big(): Promise<number | bigint>;
+  /**
+   * Rejects with an `Error` carrying the text of the Rust error.
+   */
+  div(a: number | bigint, b: number | bigint): Promise<number | bigint>;
+  explode(): Promise<number | bigint>;
+  counter(start: number | bigint): Promise<Counter>;
+  /**
+   * Calls `f` on 1 and on 2 and adds the results.
+   */
+  call_twice(f: (arg: number | bigint) => number | bigint | Promise<number | bigint>): Promise<number | bigint>;
+  /**
+   * Keeps `f` to call on `publish`; returns how many are kept.
+   */
+  subscribe(f: (arg: string) => void | Promise<void>): Promise<number | bigint>;
+  publish(text: string): Promise<number | bigint>;
+  unsubscribe_all(): Promise<number | bigint>;
+  /**
+   * Calls `increment(10)` on a counter the caller implements.
+   */
+  use_counter(c: Counter): Promise<number | bigint>;
+  /**
+   * The tables of the connection this call came on.
+   */
+  stats(): Promise<Tables>;
+  /**
+   * HTTP batch requests served so far.
+   */
+  requests(): Promise<number | bigint>;
+}
+
+export type Point = { x: number, y: number, label: string | null, };
+
+/**
+ * A counter served to JavaScript.
+ */
+export interface Counter extends RpcTarget {
+  increment(by: number | bigint): Promise<number | bigint>;
+  value(): Promise<number | bigint>;
+  /**
+   * A new counter starting at this one's value plus one.
+   */
+  child(): Promise<Counter>;
+}
+
+/**
+ * A connection's tables, as `farcall::Stats` reports them.
+ */
+export type Tables = { questions: number, 
+/**
+ * Not counting the `stats` call itself.
+ */
+answers: number, exports: number, imports: number, };
