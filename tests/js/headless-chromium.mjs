@@ -15,9 +15,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
+const targetDir =
+  process.env.CARGO_TARGET_DIR ?? fileURLToPath(new URL("../../target", import.meta.url));
 const examplePath =
-  process.env.FARCALL_BROWSER_EXAMPLE ??
-  fileURLToPath(new URL("../../target/debug/examples/browser", import.meta.url));
+  process.env.FARCALL_BROWSER_EXAMPLE ?? join(targetDir, "debug", "examples", "browser");
 
 function findChromium() {
   if (process.env.CHROMIUM) return process.env.CHROMIUM;
