@@ -87,7 +87,7 @@ use crate::connection::{Builder, Config, Connection};
 pub use batch::{batch, BATCH_TIMEOUT};
 pub use transport::Messages;
 #[cfg(feature = "websocket")]
-pub use websocket::{accept_websocket, websocket};
+pub use websocket::{accept_websocket, connect_websocket, websocket};
 
 /// The largest message taken from a peer, in bytes (the `capnweb` package's default).
 pub const MAX_MESSAGE_SIZE: usize = 32 << 20;

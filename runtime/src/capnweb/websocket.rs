@@ -35,13 +35,43 @@ where
     Ok(websocket(builder, ws))
 }
 
-/// Serves the builder's root to a Cap'n Web client over an upgraded WebSocket
-/// (`newWebSocketRpcSession` on the JavaScript side).
+/// Starts a Cap'n Web session over an established WebSocket, either end: serves the
+/// builder's root to the peer (`newWebSocketRpcSession` on the JavaScript side), and
+/// [`Connection::root`] gives the peer's main object.
 pub fn websocket<S>(builder: &Builder, ws: WebSocketStream<S>) -> Connection
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     super::connect(builder, Texts(ws))
+}
+
+/// Connects to a Cap'n Web server at `url` (`ws://` only) as a client: a JavaScript
+/// server of the npm `capnweb` package (`newWebSocketRpcSession(webSocket, new
+/// MyTarget())`), or any other speaking the protocol.
+///
+/// [`Connection::root`] then gives the server's main object as any client type: its
+/// methods are called by name, with positional arguments. The builder's root, if
+/// it has one, is offered to the server as this side's main object. Connecting and
+/// the upgrade must finish within the builder's handshake timeout; messages are
+/// limited to [`MAX_MESSAGE_SIZE`].
+///
+/// ```no_run
+/// #[farcall::remote]
+/// pub trait Greeter {
+///     async fn greet(&self, name: String) -> String;
+/// }
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let builder = farcall::Connection::builder();
+/// let conn = farcall::capnweb::connect_websocket(&builder, "ws://127.0.0.1:8080").await?;
+/// let greeter: GreeterClient = conn.root().await?;
+/// // Calls `greet("you")` on the JavaScript server's `RpcTarget`.
+/// assert_eq!(greeter.greet("you".into()).await?, "Hello, you!");
+/// # Ok(()) }
+/// ```
+pub async fn connect_websocket(builder: &Builder, url: &str) -> io::Result<Connection> {
+    let limit = builder.current_config().handshake_timeout;
+    let ws = crate::transport::websocket::connect_stream(url, MAX_MESSAGE_SIZE, limit).await?;
+    Ok(websocket(builder, ws))
 }
 
 /// A WebSocket as a carrier of text messages.

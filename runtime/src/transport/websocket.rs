@@ -181,6 +181,15 @@ pub(crate) async fn connect(
     max_frame_size: usize,
     limit: std::time::Duration,
 ) -> io::Result<WebSocket<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
+    Ok(websocket(connect_stream(url, max_frame_size, limit).await?))
+}
+
+/// [`connect`], giving the WebSocket itself (a Cap'n Web session sends text messages).
+pub(crate) async fn connect_stream(
+    url: &str,
+    max_frame_size: usize,
+    limit: std::time::Duration,
+) -> io::Result<WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
     let scheme_ok = url
         .get(..5)
         .is_some_and(|s| s.eq_ignore_ascii_case("ws://"));
@@ -193,7 +202,7 @@ pub(crate) async fn connect(
     let config = websocket_config(max_frame_size);
     let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (ws, _response) = handshake(limit, &format!("with {url}"), connecting).await?;
-    Ok(websocket(ws))
+    Ok(ws)
 }
 
 /// Runs the server side of the upgrade handshake on a freshly accepted byte stream,
