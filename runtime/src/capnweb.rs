@@ -92,6 +92,12 @@ pub use websocket::{accept_websocket, connect_websocket, websocket};
 /// The largest message taken from a peer, in bytes (the `capnweb` package's default).
 pub const MAX_MESSAGE_SIZE: usize = 32 << 20;
 
+/// How much a WebSocket session reads from its socket at a time. tungstenite's
+/// default, 128 KiB, is zeroed before every read and often allocated afresh: for
+/// Cap'n Web's small messages that cost more than the rest of a call.
+#[cfg(feature = "websocket")]
+const READ_BUFFER_SIZE: usize = 16 << 10;
+
 /// The connection settings of a Cap'n Web session, from the builder's: the
 /// Cap'n Web payload encoding, frames as large as a message can make, no chunks and
 /// no keepalives (Cap'n Web has neither).

@@ -6,10 +6,11 @@ use std::task::{Context, Poll};
 
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::MAX_MESSAGE_SIZE;
+use super::{MAX_MESSAGE_SIZE, READ_BUFFER_SIZE};
 use crate::connection::{Builder, Connection};
 
 /// Serves the builder's root to a Cap'n Web client over an accepted byte stream:
@@ -19,7 +20,7 @@ pub async fn accept_websocket<S>(builder: &Builder, io: S) -> io::Result<Connect
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let config = crate::transport::websocket_config(MAX_MESSAGE_SIZE);
+    let config = session_websocket_config();
     let accepting = tokio_tungstenite::accept_async_with_config(io, Some(config));
     let limit = builder.current_config().handshake_timeout;
     let ws = match tokio::time::timeout(limit, accepting).await {
@@ -70,8 +71,14 @@ where
 /// ```
 pub async fn connect_websocket(builder: &Builder, url: &str) -> io::Result<Connection> {
     let limit = builder.current_config().handshake_timeout;
-    let ws = crate::transport::websocket::connect_stream(url, MAX_MESSAGE_SIZE, limit).await?;
+    let ws =
+        crate::transport::websocket::connect_stream(url, session_websocket_config(), limit).await?;
     Ok(websocket(builder, ws))
+}
+
+/// The WebSocket settings of a session: its message limit, small reads.
+fn session_websocket_config() -> WebSocketConfig {
+    crate::transport::websocket_config(MAX_MESSAGE_SIZE).read_buffer_size(READ_BUFFER_SIZE)
 }
 
 /// A WebSocket as a carrier of text messages.

@@ -181,13 +181,15 @@ pub(crate) async fn connect(
     max_frame_size: usize,
     limit: std::time::Duration,
 ) -> io::Result<WebSocket<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
-    Ok(websocket(connect_stream(url, max_frame_size, limit).await?))
+    let config = websocket_config(max_frame_size);
+    Ok(websocket(connect_stream(url, config, limit).await?))
 }
 
-/// [`connect`], giving the WebSocket itself (a Cap'n Web session sends text messages).
+/// [`connect`] with a configuration of its own, giving the WebSocket itself (a Cap'n
+/// Web session sends text messages).
 pub(crate) async fn connect_stream(
     url: &str,
-    max_frame_size: usize,
+    config: WebSocketConfig,
     limit: std::time::Duration,
 ) -> io::Result<WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
     let scheme_ok = url
@@ -199,7 +201,6 @@ pub(crate) async fn connect_stream(
             format!("not a ws:// URL: {url:?} (wss:// needs TLS, which farcall does not include)"),
         ));
     }
-    let config = websocket_config(max_frame_size);
     let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (ws, _response) = handshake(limit, &format!("with {url}"), connecting).await?;
     Ok(ws)
