@@ -291,11 +291,19 @@ pub(crate) fn finish_frame(
 
 /// The codec of a connection's frame headers: its own, except on Cap'n Web
 /// sessions, whose frames never leave the process (the translator writes and reads
-/// them) and whose headers need none of the expression form, so plain JSON, read
-/// and written without building a tree, does.
+/// them) and whose headers need none of the expression form: there the cheapest
+/// codec built in (a binary one if any, else JSON without building a tree).
 fn header_codec(codec: AnyCodec) -> AnyCodec {
     match codec {
-        #[cfg(feature = "capnweb")]
+        #[cfg(all(feature = "capnweb", feature = "bincode"))]
+        AnyCodec::CapnWeb => AnyCodec::Bincode,
+        #[cfg(all(feature = "capnweb", not(feature = "bincode"), feature = "postcard"))]
+        AnyCodec::CapnWeb => AnyCodec::Postcard,
+        #[cfg(all(
+            feature = "capnweb",
+            not(feature = "bincode"),
+            not(feature = "postcard")
+        ))]
         AnyCodec::CapnWeb => AnyCodec::Json,
         other => other,
     }

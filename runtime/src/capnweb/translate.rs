@@ -254,7 +254,9 @@ impl Translator {
     }
 
     fn send(&mut self, message: Value) {
-        self.to_peer.push_back(message.to_string());
+        // serde_json's writer, not `Display` (which formats through `fmt::Write`).
+        let text = serde_json::to_string(&message).unwrap_or_default();
+        self.to_peer.push_back(text);
     }
 
     fn control(&mut self, header: &Header) {
@@ -265,7 +267,10 @@ impl Translator {
     }
 
     fn frame(&mut self, header: &Header, payload: &Value) {
-        let payload = Bytes::from(payload.to_string());
+        let mut buf = Vec::with_capacity(128 + crate::wire::HEADER_ROOM);
+        // Writing a `Value` fails only on an I/O error, and a `Vec` has none.
+        let _ = serde_json::to_writer(&mut buf, payload);
+        let payload = Bytes::from(buf);
         match finish_frame(self.codec, payload, header) {
             Ok(frame) => self.to_actor.push_back(frame),
             Err(e) => tracing::error!(error = %e, "cannot encode a frame"),
@@ -736,12 +741,15 @@ impl Translator {
                 return;
             }
         }
-        let value = match value.as_array().map(Vec::as_slice) {
-            Some([Value::String(code), value]) if code == OK => value.clone(),
-            Some([Value::String(code), Value::Array(items)]) if code == ARGS => {
-                capnweb::array(items.clone())
+        let value = match value {
+            Value::Array(mut pair) if pair.len() == 2 && pair[0] == OK => pair.swap_remove(1),
+            Value::Array(mut pair) if pair.len() == 2 && pair[0] == ARGS && pair[1].is_array() => {
+                match pair.swap_remove(1) {
+                    Value::Array(items) => capnweb::array(items),
+                    _ => unreachable!("checked above"),
+                }
             }
-            _ => value,
+            value => value,
         };
         let value = self.export(value, &caps);
         self.send(serde_json::json!(["resolve", question, value]));
