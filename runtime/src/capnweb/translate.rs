@@ -321,6 +321,11 @@ impl Translator {
                 self.max_message
             ));
         }
+        // The commonest messages, `["pull",n]` and `["release",n,k]` as the
+        // `capnweb` package writes them, skip building a tree.
+        if let Some(done) = self.quick_message(text) {
+            return done;
+        }
         let message =
             capnweb::parse(text.as_bytes()).map_err(|e| format!("malformed message: {e}"))?;
         self.message(&message).map_err(|Bad::Malformed(why)| {
@@ -335,6 +340,31 @@ impl Translator {
             }
             format!("bad RPC message ({why}): {shown}")
         })
+    }
+
+    /// Takes a `pull` or `release` written without spaces and with small integers,
+    /// else `None` (the message goes the general way).
+    fn quick_message(&mut self, text: &str) -> Option<Result<(), String>> {
+        fn small(digits: &str) -> Option<i64> {
+            let ok = !digits.is_empty()
+                && digits.len() <= 15
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0'));
+            ok.then(|| digits.parse().ok()).flatten()
+        }
+        let checked = if let Some(rest) = text.strip_prefix("[\"pull\",") {
+            self.on_pull(small(rest.strip_suffix(']')?)?)
+        } else if let Some(rest) = text.strip_prefix("[\"release\",") {
+            let (id, count) = rest.strip_suffix(']')?.split_once(',')?;
+            let id = match id.strip_prefix('-') {
+                Some(negative) => -small(negative)?,
+                None => small(id)?,
+            };
+            self.on_release(id, small(count)?)
+        } else {
+            return None;
+        };
+        Some(checked.map_err(|Bad::Malformed(why)| format!("bad RPC message ({why}): {text}")))
     }
 
     fn importing(&self) -> Importing<'_> {
@@ -751,7 +781,12 @@ impl Translator {
             }
             value => value,
         };
-        let value = self.export(value, &caps);
+        // Without capabilities there are no placeholders to replace.
+        let value = if caps.is_empty() {
+            value
+        } else {
+            self.export(value, &caps)
+        };
         self.send(serde_json::json!(["resolve", question, value]));
     }
 
@@ -832,7 +867,11 @@ impl Translator {
             Some([Value::String(code)]) if code == "undefined" => Vec::new(),
             _ => vec![args],
         };
-        let args: Vec<Value> = args.into_iter().map(|a| self.export(a, &caps)).collect();
+        let args: Vec<Value> = if caps.is_empty() {
+            args
+        } else {
+            args.into_iter().map(|a| self.export(a, &caps)).collect()
+        };
         self.next_push += 1;
         let k = self.next_push;
         self.send(serde_json::json!([
