@@ -1,6 +1,7 @@
 //! Serving `#[farcall::remote]` traits to JavaScript clients of
 //! [Cap'n Web](https://github.com/cloudflare/capnweb) (the npm `capnweb` package), over
-//! WebSocket and HTTP batch. Feature `capnweb` (`axum` for the [`axum`] route).
+//! WebSocket and HTTP batch, and calling Cap'n Web servers over WebSocket
+//! ([`connect_websocket`]). Feature `capnweb` (`axum` for the [`axum`] route).
 //!
 //! Any trait, unchanged, can be served: JavaScript calls its methods by name with
 //! positional arguments, and gets results, errors as rejected promises carrying an
@@ -28,6 +29,13 @@
 //!     .await;
 //! # Ok(()) }
 //! ```
+//!
+//! As a client, [`connect_websocket`] gives a connection whose
+//! [`root`](crate::Connection::root) is the server's main object, as any client type:
+//! its methods are called by their Rust names, results decode into the method's
+//! types, a rejection is [`RpcError::RemotePanic`](crate::RpcError::RemotePanic) with
+//! the error's text, returned stubs are client types, and JavaScript objects are
+//! disposed when farcall drops its last handle.
 //!
 //! # How
 //!
