@@ -103,7 +103,7 @@ pub const MAX_MESSAGE_SIZE: usize = 32 << 20;
 /// How much a WebSocket session reads from its socket at a time. tungstenite's
 /// default, 128 KiB, is zeroed before every read and often allocated afresh: for
 /// Cap'n Web's small messages that cost more than the rest of a call.
-#[cfg(feature = "websocket")]
+#[cfg(any(feature = "websocket", feature = "axum"))]
 const READ_BUFFER_SIZE: usize = 16 << 10;
 
 /// The connection settings of a Cap'n Web session, from the builder's: the
