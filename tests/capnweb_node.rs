@@ -67,6 +67,24 @@ pub trait Api {
     /// Calls `increment(10)` on the counter it is given.
     async fn use_counter(&self, c: CounterClient) -> i64;
     async fn stats(&self) -> JsStats;
+    /// Calls `log(text)` on this side's root.
+    async fn ask_client(&self, text: String) -> usize;
+}
+
+/// The root this side offers the JavaScript server.
+#[farcall::remote]
+pub trait Logger {
+    async fn log(&self, text: String) -> usize;
+}
+
+struct Lines(Mutex<Vec<String>>);
+
+impl Logger for std::sync::Arc<Lines> {
+    async fn log(&self, text: String) -> usize {
+        let mut lines = self.0.lock().unwrap();
+        lines.push(text);
+        lines.len()
+    }
 }
 
 /// A counter living on the Rust side, for JavaScript to call.
@@ -150,11 +168,15 @@ async fn node_server() -> Option<NodeServer> {
 
 /// A client connection to a fresh Node server, and its root.
 async fn connect() -> Option<(NodeServer, Connection, ApiClient)> {
+    connect_with(Connection::builder()).await
+}
+
+async fn connect_with(builder: farcall::Builder) -> Option<(NodeServer, Connection, ApiClient)> {
     let server = node_server().await?;
     let url = format!("ws://127.0.0.1:{}", server.port);
     let conn = bounded(
         "connecting",
-        farcall::capnweb::connect_websocket(&Connection::builder(), &url),
+        farcall::capnweb::connect_websocket(&builder, &url),
     )
     .await
     .expect("connected to the Node server");
@@ -342,6 +364,24 @@ async fn pipelined_calls_on_javascript_results() {
     drop(counter);
 
     assert_released(&conn, &api, &baseline).await;
+}
+
+#[tokio::test]
+async fn javascript_calls_the_root_this_side_offers() {
+    let lines = std::sync::Arc::new(Lines(Mutex::new(Vec::new())));
+    let builder = Connection::builder().root(LoggerServer::new(lines.clone()));
+    let Some((_server, _conn, api)) = connect_with(builder).await else {
+        return;
+    };
+    assert_eq!(
+        bounded("ask", api.ask_client("one".into())).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        bounded("ask", api.ask_client("two".into())).await.unwrap(),
+        2
+    );
+    assert_eq!(*lines.0.lock().unwrap(), ["one", "two"]);
 }
 
 #[tokio::test]

@@ -82,6 +82,11 @@ class Api extends RpcTarget {
   async use_counter(c) {
     return await c.increment(10);
   }
+  // Calls `log(text)` on the client's own main object (what farcall's builder
+  // offers as its root).
+  async ask_client(text) {
+    return await this.session.getRemoteMain().log(text);
+  }
   // This session's tables (the main objects both ways included) and the counters
   // made here and not yet disposed.
   stats() {
