@@ -1,6 +1,7 @@
 //! Serving `#[farcall::remote]` traits to JavaScript clients of
 //! [Cap'n Web](https://github.com/cloudflare/capnweb) (the npm `capnweb` package), over
-//! WebSocket and HTTP batch. Feature `capnweb` (`axum` for the [`axum`] route).
+//! WebSocket and HTTP batch, and calling Cap'n Web servers over WebSocket
+//! ([`connect_websocket`]). Feature `capnweb` (`axum` for the [`axum`] route).
 //!
 //! Any trait, unchanged, can be served: JavaScript calls its methods by name with
 //! positional arguments, and gets results, errors as rejected promises carrying an
@@ -28,6 +29,13 @@
 //!     .await;
 //! # Ok(()) }
 //! ```
+//!
+//! As a client, [`connect_websocket`] gives a connection whose
+//! [`root`](crate::Connection::root) is the server's main object, as any client type:
+//! its methods are called by their Rust names, results decode into the method's
+//! types, a rejection is [`RpcError::RemotePanic`](crate::RpcError::RemotePanic) with
+//! the error's text, returned stubs are client types, and JavaScript objects are
+//! disposed when farcall drops its last handle.
 //!
 //! # How
 //!
@@ -89,10 +97,16 @@ use crate::connection::{Builder, Config, Connection};
 pub use batch::{batch, BATCH_TIMEOUT};
 pub use transport::Messages;
 #[cfg(feature = "websocket")]
-pub use websocket::{accept_websocket, websocket};
+pub use websocket::{accept_websocket, connect_websocket, websocket};
 
 /// The largest message taken from a peer, in bytes (the `capnweb` package's default).
 pub const MAX_MESSAGE_SIZE: usize = 32 << 20;
+
+/// How much a WebSocket session reads from its socket at a time. tungstenite's
+/// default, 128 KiB, is zeroed before every read and often allocated afresh: for
+/// Cap'n Web's small messages that cost more than the rest of a call.
+#[cfg(any(feature = "websocket", feature = "axum"))]
+const READ_BUFFER_SIZE: usize = 16 << 10;
 
 /// The connection settings of a Cap'n Web session, from the builder's: the
 /// Cap'n Web payload encoding, frames as large as a message can make, no chunks and

@@ -276,7 +276,7 @@ pub(crate) fn finish_frame(
         Err(shared) => shared.to_vec(),
     };
     let start = buf.len();
-    codec
+    header_codec(codec)
         .encode(header, &mut buf)
         .map_err(|e| RpcError::Encode(e.to_string()))?;
     // 0xFFFF marks a chunk (see `connection/outbound.rs`) and 0xFFFE an opening
@@ -287,6 +287,26 @@ pub(crate) fn finish_frame(
         .ok_or_else(|| RpcError::Encode("message header of 65534 bytes or more".into()))?;
     buf.extend_from_slice(&header_len.to_le_bytes());
     Ok(buf.into())
+}
+
+/// The codec of a connection's frame headers: its own, except on Cap'n Web
+/// sessions, whose frames never leave the process (the translator writes and reads
+/// them) and whose headers need none of the expression form: there the cheapest
+/// codec built in (a binary one if any, else JSON without building a tree).
+fn header_codec(codec: AnyCodec) -> AnyCodec {
+    match codec {
+        #[cfg(all(feature = "capnweb", feature = "bincode"))]
+        AnyCodec::CapnWeb => AnyCodec::Bincode,
+        #[cfg(all(feature = "capnweb", not(feature = "bincode"), feature = "postcard"))]
+        AnyCodec::CapnWeb => AnyCodec::Postcard,
+        #[cfg(all(
+            feature = "capnweb",
+            not(feature = "bincode"),
+            not(feature = "postcard")
+        ))]
+        AnyCodec::CapnWeb => AnyCodec::Json,
+        other => other,
+    }
 }
 
 /// Encodes a frame whose payload has no capabilities (control messages).
@@ -311,7 +331,7 @@ pub(crate) fn decode_frame(codec: AnyCodec, frame: Bytes) -> Result<(Header, Byt
             "header length {header_len} exceeds frame of {len} bytes"
         )));
     };
-    let header = codec
+    let header = header_codec(codec)
         .decode(&frame[header_start..len - 2])
         .map_err(|e| bad(format!("undecodable header: {e}")))?;
     Ok((header, frame.slice(..header_start)))

@@ -1,7 +1,8 @@
 //! The Rust server the JavaScript tests of `tests/js/` call with the npm `capnweb`
 //! client: serves `Api` over Cap'n Web at `/rpc` (WebSocket on GET, HTTP batch on
 //! POST) on 127.0.0.1, prints its port on stdout, and runs until stdin closes (so it
-//! dies with the test process that started it).
+//! dies with the test process that started it). `--threads N` sets the runtime's
+//! worker threads (the benchmark of `tests/js/bench.mjs` runs it with 1 and without).
 //!
 //! With `--typescript`, prints the TypeScript declarations of `Api` instead (the
 //! committed `tests/js/api.d.ts`, kept equal by `tests/typescript.rs`).
@@ -179,15 +180,42 @@ impl Api for Server {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("--typescript") {
+/// With `--threads N`, a tokio runtime of N worker threads (1: a current-thread
+/// runtime, like Node's one event loop); without, tokio's default (one per core).
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--typescript") {
         print!(
             "{}",
             farcall::capnweb::typescript::declarations::<ApiClient>()
         );
         return Ok(());
     }
+    let threads = match args.iter().position(|a| a == "--threads") {
+        Some(i) => Some(
+            args.get(i + 1)
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|&n| n > 0)
+                .ok_or_else(|| std::io::Error::other("--threads takes a positive number"))?,
+        ),
+        None => None,
+    };
+    let runtime = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(serve())
+}
+
+async fn serve() -> std::io::Result<()> {
     let server = Server::default();
     let requests = server.requests.clone();
     let builder = Connection::builder().root(ApiServer::new(server));
@@ -203,6 +231,11 @@ async fn main() -> std::io::Result<()> {
         ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?.port());
+    // Small messages go out at once, not held back by Nagle's algorithm (Node's
+    // servers set the same; farcall's own listeners do too).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let stdin_closed = async {
         let mut sink = [0u8; 64];
         let mut stdin = tokio::io::stdin();

@@ -29,7 +29,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, MethodRouter};
 use futures_util::{Sink, Stream};
 
-use super::{batch, BATCH_TIMEOUT, MAX_MESSAGE_SIZE};
+use super::{batch, BATCH_TIMEOUT, MAX_MESSAGE_SIZE, READ_BUFFER_SIZE};
 use crate::connection::Builder;
 
 /// `GET` (a WebSocket session) and `POST` (an HTTP batch, answered within
@@ -43,6 +43,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(builder: Builder) -> MethodRoute
             upgrade
                 .max_message_size(MAX_MESSAGE_SIZE)
                 .max_frame_size(MAX_MESSAGE_SIZE)
+                .read_buffer_size(READ_BUFFER_SIZE)
                 .on_upgrade(move |socket| async move {
                     let conn = super::connect(&builder, Texts(socket));
                     conn.closed().await;

@@ -254,7 +254,9 @@ impl Translator {
     }
 
     fn send(&mut self, message: Value) {
-        self.to_peer.push_back(message.to_string());
+        // serde_json's writer, not `Display` (which formats through `fmt::Write`).
+        let text = serde_json::to_string(&message).unwrap_or_default();
+        self.to_peer.push_back(text);
     }
 
     fn control(&mut self, header: &Header) {
@@ -265,7 +267,10 @@ impl Translator {
     }
 
     fn frame(&mut self, header: &Header, payload: &Value) {
-        let payload = Bytes::from(payload.to_string());
+        let mut buf = Vec::with_capacity(128 + crate::wire::HEADER_ROOM);
+        // Writing a `Value` fails only on an I/O error, and a `Vec` has none.
+        let _ = serde_json::to_writer(&mut buf, payload);
+        let payload = Bytes::from(buf);
         match finish_frame(self.codec, payload, header) {
             Ok(frame) => self.to_actor.push_back(frame),
             Err(e) => tracing::error!(error = %e, "cannot encode a frame"),
@@ -316,6 +321,11 @@ impl Translator {
                 self.max_message
             ));
         }
+        // The commonest messages, `["pull",n]` and `["release",n,k]` as the
+        // `capnweb` package writes them, skip building a tree.
+        if let Some(done) = self.quick_message(text) {
+            return done;
+        }
         let message =
             capnweb::parse(text.as_bytes()).map_err(|e| format!("malformed message: {e}"))?;
         self.message(&message).map_err(|Bad::Malformed(why)| {
@@ -330,6 +340,31 @@ impl Translator {
             }
             format!("bad RPC message ({why}): {shown}")
         })
+    }
+
+    /// Takes a `pull` or `release` written without spaces and with small integers,
+    /// else `None` (the message goes the general way).
+    fn quick_message(&mut self, text: &str) -> Option<Result<(), String>> {
+        fn small(digits: &str) -> Option<i64> {
+            let ok = !digits.is_empty()
+                && digits.len() <= 15
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0'));
+            ok.then(|| digits.parse().ok()).flatten()
+        }
+        let checked = if let Some(rest) = text.strip_prefix("[\"pull\",") {
+            self.on_pull(small(rest.strip_suffix(']')?)?)
+        } else if let Some(rest) = text.strip_prefix("[\"release\",") {
+            let (id, count) = rest.strip_suffix(']')?.split_once(',')?;
+            let id = match id.strip_prefix('-') {
+                Some(negative) => -small(negative)?,
+                None => small(id)?,
+            };
+            self.on_release(id, small(count)?)
+        } else {
+            return None;
+        };
+        Some(checked.map_err(|Bad::Malformed(why)| format!("bad RPC message ({why}): {text}")))
     }
 
     fn importing(&self) -> Importing<'_> {
@@ -736,14 +771,22 @@ impl Translator {
                 return;
             }
         }
-        let value = match value.as_array().map(Vec::as_slice) {
-            Some([Value::String(code), value]) if code == OK => value.clone(),
-            Some([Value::String(code), Value::Array(items)]) if code == ARGS => {
-                capnweb::array(items.clone())
+        let value = match value {
+            Value::Array(mut pair) if pair.len() == 2 && pair[0] == OK => pair.swap_remove(1),
+            Value::Array(mut pair) if pair.len() == 2 && pair[0] == ARGS && pair[1].is_array() => {
+                match pair.swap_remove(1) {
+                    Value::Array(items) => capnweb::array(items),
+                    _ => unreachable!("checked above"),
+                }
             }
-            _ => value,
+            value => value,
         };
-        let value = self.export(value, &caps);
+        // Without capabilities there are no placeholders to replace.
+        let value = if caps.is_empty() {
+            value
+        } else {
+            self.export(value, &caps)
+        };
         self.send(serde_json::json!(["resolve", question, value]));
     }
 
@@ -824,7 +867,11 @@ impl Translator {
             Some([Value::String(code)]) if code == "undefined" => Vec::new(),
             _ => vec![args],
         };
-        let args: Vec<Value> = args.into_iter().map(|a| self.export(a, &caps)).collect();
+        let args: Vec<Value> = if caps.is_empty() {
+            args
+        } else {
+            args.into_iter().map(|a| self.export(a, &caps)).collect()
+        };
         self.next_push += 1;
         let k = self.next_push;
         self.send(serde_json::json!([

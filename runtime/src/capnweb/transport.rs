@@ -86,16 +86,18 @@ impl<M: Messages> Stream for Translating<M> {
             if let Some(frame) = this.translator.to_actor.pop_front() {
                 return Poll::Ready(Some(Ok(frame)));
             }
-            // Replies the translator made itself go out with the actor's next write;
-            // push them now too, so they do not wait for one.
+            // Replies the translator made itself (a pulled result, a release) go
+            // into the carrier now, not with the actor's next write; they are
+            // flushed once the peer has nothing more to read, so a burst of pulls
+            // is answered in one write rather than one each.
             if let Poll::Ready(Err(e)) = this.send_queued(cx) {
-                return Poll::Ready(Some(Err(e)));
-            }
-            if let Poll::Ready(Err(e)) = Pin::new(&mut this.inner).poll_flush(cx) {
                 return Poll::Ready(Some(Err(e)));
             }
             this.check_settled();
             if this.ended {
+                if let Poll::Ready(Err(e)) = Pin::new(&mut this.inner).poll_flush(cx) {
+                    return Poll::Ready(Some(Err(e)));
+                }
                 this.reader = Some(cx.waker().clone());
                 return Poll::Pending;
             }
@@ -114,6 +116,9 @@ impl<M: Messages> Stream for Translating<M> {
                     OnEnd::Settle(_) => this.ended = true,
                 },
                 Poll::Pending => {
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut this.inner).poll_flush(cx) {
+                        return Poll::Ready(Some(Err(e)));
+                    }
                     this.reader = Some(cx.waker().clone());
                     return Poll::Pending;
                 }

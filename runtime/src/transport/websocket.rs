@@ -181,6 +181,17 @@ pub(crate) async fn connect(
     max_frame_size: usize,
     limit: std::time::Duration,
 ) -> io::Result<WebSocket<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
+    let config = websocket_config(max_frame_size);
+    Ok(websocket(connect_stream(url, config, limit).await?))
+}
+
+/// [`connect`] with a configuration of its own, giving the WebSocket itself (a Cap'n
+/// Web session sends text messages).
+pub(crate) async fn connect_stream(
+    url: &str,
+    config: WebSocketConfig,
+    limit: std::time::Duration,
+) -> io::Result<WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
     let scheme_ok = url
         .get(..5)
         .is_some_and(|s| s.eq_ignore_ascii_case("ws://"));
@@ -190,10 +201,9 @@ pub(crate) async fn connect(
             format!("not a ws:// URL: {url:?} (wss:// needs TLS, which farcall does not include)"),
         ));
     }
-    let config = websocket_config(max_frame_size);
     let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (ws, _response) = handshake(limit, &format!("with {url}"), connecting).await?;
-    Ok(websocket(ws))
+    Ok(ws)
 }
 
 /// Runs the server side of the upgrade handshake on a freshly accepted byte stream,

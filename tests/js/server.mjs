@@ -1,0 +1,113 @@
+// A Cap'n Web server written in JavaScript with the stock `capnweb` package (pinned in
+// package.json): the server that farcall's Rust client calls in tests/capnweb_node.rs,
+// and the Node side of the benchmark (bench.mjs). Serves `Api` over WebSocket (the
+// `ws` package) on 127.0.0.1, prints its port on stdout, and runs until stdin closes
+// (so it dies with the process that started it).
+//
+// Method names are the Rust trait's (snake_case): Rust calls methods by name.
+import { WebSocketServer, WebSocket } from "ws";
+import { RpcTarget, RpcSession, WebSocketTransport } from "capnweb";
+
+// capnweb's WebSocket transport reads `WebSocket.CONNECTING`; Node 20 has no global
+// WebSocket without a flag, and `ws` sockets are compatible.
+globalThis.WebSocket ??= WebSocket;
+
+class Counter extends RpcTarget {
+  constructor(n, tally) {
+    super();
+    this.n = n;
+    this.tally = tally;
+    tally.live += 1;
+  }
+  increment(by) {
+    this.n += by;
+    return this.n;
+  }
+  value() {
+    return this.n;
+  }
+  child() {
+    return new Counter(this.n + 1, this.tally);
+  }
+  // Called by capnweb when the peer releases its last reference.
+  [Symbol.dispose]() {
+    this.tally.live -= 1;
+  }
+}
+
+// One per session, so what `stats` reports is this session's alone.
+class Api extends RpcTarget {
+  constructor() {
+    super();
+    this.session = undefined;
+    this.tally = { live: 0 };
+    this.subscribers = [];
+  }
+  add(a, b) {
+    return a + b;
+  }
+  greet(name) {
+    return `Hello, ${name}!`;
+  }
+  mirror(p) {
+    return { x: -p.x, y: -p.y, label: p.label == null ? null : p.label.toUpperCase() };
+  }
+  flip(data) {
+    return data.slice().reverse();
+  }
+  fail(message) {
+    throw new RangeError(message);
+  }
+  async call_twice(f) {
+    return (await f(1)) + (await f(2));
+  }
+  // Keeps `f` (a stub passed as an argument is disposed after the call unless dup'ed).
+  subscribe(f) {
+    this.subscribers.push(f.dup());
+    return this.subscribers.length;
+  }
+  async publish(text) {
+    await Promise.all(this.subscribers.map((f) => f(text)));
+    return this.subscribers.length;
+  }
+  unsubscribe_all() {
+    const n = this.subscribers.length;
+    for (const f of this.subscribers) f[Symbol.dispose]();
+    this.subscribers = [];
+    return n;
+  }
+  counter(start) {
+    return new Counter(start, this.tally);
+  }
+  async use_counter(c) {
+    return await c.increment(10);
+  }
+  // Calls `log(text)` on the client's own main object (what farcall's builder
+  // offers as its root).
+  async ask_client(text) {
+    return await this.session.getRemoteMain().log(text);
+  }
+  // This session's tables (the main objects both ways included) and the counters
+  // made here and not yet disposed.
+  stats() {
+    const { imports, exports } = this.session.getStats();
+    return { imports, exports, live_counters: this.tally.live };
+  }
+}
+
+const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+wss.on("connection", (ws) => {
+  const api = new Api();
+  api.session = new RpcSession(new WebSocketTransport(ws), api);
+});
+wss.on("listening", () => {
+  process.stdout.write(`${wss.address().port}\n`);
+});
+wss.on("error", (e) => {
+  console.error(e);
+  process.exit(1);
+});
+
+process.stdin.on("data", () => {});
+process.stdin.on("end", () => process.exit(0));
+process.stdin.on("error", () => process.exit(0));
