@@ -1,0 +1,407 @@
+//! Messages from the Cap'n Web peer, turned into frames for the actor: pushes (calls
+//! by name), pulls, releases, resolves and rejects, and the expressions inside them.
+
+use super::*;
+
+/// Converts the peer's expressions into payload expressions, collecting the
+/// capabilities they carry.
+struct Importing<'t> {
+    exported: &'t HashMap<u64, ExportId>,
+    caps: Vec<CapDescriptor>,
+    /// The first form met that this server does not support.
+    unsupported: Option<String>,
+}
+
+impl Importing<'_> {
+    fn refuse(&mut self, why: impl Into<String>) -> Value {
+        self.unsupported.get_or_insert_with(|| why.into());
+        Value::Null
+    }
+
+    fn cap(&mut self, descriptor: CapDescriptor) -> Value {
+        self.caps.push(descriptor);
+        capnweb_special(CAP, [Value::from(self.caps.len() - 1)])
+    }
+
+    /// One of our exports, named by the peer (as its import `-id`).
+    fn our_export(&self, id: i64) -> Checked<ExportId> {
+        if id == 0 {
+            return Ok(crate::wire::ROOT_EXPORT);
+        }
+        match self.exported.get(&id.unsigned_abs()) {
+            Some(&export) if id < 0 => Ok(export),
+            _ => malformed(format!("no such entry on the exports table: {id}")),
+        }
+    }
+
+    fn expr(&mut self, value: &Value) -> Checked<Value> {
+        match value {
+            Value::Object(map) => {
+                let mut out = serde_json::Map::new();
+                for (key, value) in map {
+                    out.insert(key.clone(), self.expr(value)?);
+                }
+                Ok(Value::Object(out))
+            }
+            Value::Array(items) => self.array(items),
+            other => Ok(other.clone()),
+        }
+    }
+
+    fn array(&mut self, items: &[Value]) -> Checked<Value> {
+        if let [Value::Array(inner)] = items {
+            let inner = inner.iter().map(|v| self.expr(v)).collect::<Checked<_>>()?;
+            return Ok(capnweb::array(inner));
+        }
+        let Some((Value::String(code), args)) = items.split_first() else {
+            return malformed("an array that is not an expression (arrays are escaped as [[...]])");
+        };
+        match (code.as_str(), args) {
+            ("export", [id]) => {
+                let id = int(id)?;
+                if id > 0 {
+                    return malformed("an export with a positive id (exporters pick negative ids)");
+                }
+                Ok(self.cap(CapDescriptor::SenderHosted(id.unsigned_abs())))
+            }
+            ("promise", [id]) => {
+                // Released at once by the refusal: the session goes on.
+                let id = int(id)?;
+                self.caps
+                    .push(CapDescriptor::SenderHosted(id.unsigned_abs()));
+                Ok(self.refuse(
+                    "promises passed as values are not supported by this server; await them first",
+                ))
+            }
+            ("import" | "pipeline", [id]) => {
+                let id = int(id)?;
+                let descriptor = if id > 0 {
+                    CapDescriptor::ReceiverAnswer(id as u64)
+                } else {
+                    CapDescriptor::ReceiverHosted(self.our_export(id)?)
+                };
+                Ok(self.cap(descriptor))
+            }
+            ("import" | "pipeline", _) => Ok(self.refuse(
+                "calls and property reads nested inside arguments are not supported by this server",
+            )),
+            ("bytes", [Value::String(_), ..])
+            | ("bigint", [Value::String(_)])
+            | ("undefined" | "inf" | "-inf" | "nan", [])
+            | ("date", [Value::Number(_)]) => Ok(Value::Array(items.to_vec())),
+            ("error", [Value::String(_), Value::String(_), ..]) => Ok(Value::Array(items.to_vec())),
+            (
+                "remap" | "writable" | "readable" | "blob" | "url" | "headers" | "request"
+                | "response",
+                _,
+            ) => Ok(self.refuse(format!(
+                "Cap'n Web `{code}` values are not supported by this server"
+            ))),
+            (code, _) => malformed(format!("unknown or malformed expression `{code}`")),
+        }
+    }
+}
+
+impl Translator {
+    /// Takes one message from the peer. An error ends the session with its reason.
+    pub(crate) fn take_peer_message(&mut self, text: &str) -> Result<(), String> {
+        if text.len() > self.max_message {
+            return Err(format!(
+                "a message of {} bytes exceeds the limit of {} bytes",
+                text.len(),
+                self.max_message
+            ));
+        }
+        // The commonest messages, `["pull",n]` and `["release",n,k]` as the
+        // `capnweb` package writes them, skip building a tree.
+        if let Some(done) = self.quick_message(text) {
+            return done;
+        }
+        let message =
+            capnweb::parse(text.as_bytes()).map_err(|e| format!("malformed message: {e}"))?;
+        self.message(&message).map_err(|Bad::Malformed(why)| {
+            let mut shown = text.to_owned();
+            if shown.len() > 200 {
+                let mut end = 200;
+                while !shown.is_char_boundary(end) {
+                    end -= 1;
+                }
+                shown.truncate(end);
+                shown.push('…');
+            }
+            format!("bad RPC message ({why}): {shown}")
+        })
+    }
+
+    /// Takes a `pull` or `release` written without spaces and with small integers,
+    /// else `None` (the message goes the general way).
+    fn quick_message(&mut self, text: &str) -> Option<Result<(), String>> {
+        fn small(digits: &str) -> Option<i64> {
+            let ok = !digits.is_empty()
+                && digits.len() <= 15
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0'));
+            ok.then(|| digits.parse().ok()).flatten()
+        }
+        let checked = if let Some(rest) = text.strip_prefix("[\"pull\",") {
+            self.on_pull(small(rest.strip_suffix(']')?)?)
+        } else if let Some(rest) = text.strip_prefix("[\"release\",") {
+            let (id, count) = rest.strip_suffix(']')?.split_once(',')?;
+            let id = match id.strip_prefix('-') {
+                Some(negative) => -small(negative)?,
+                None => small(id)?,
+            };
+            self.on_release(id, small(count)?)
+        } else {
+            return None;
+        };
+        Some(checked.map_err(|Bad::Malformed(why)| format!("bad RPC message ({why}): {text}")))
+    }
+
+    fn importing(&self) -> Importing<'_> {
+        Importing {
+            exported: &self.exported,
+            caps: Vec::new(),
+            unsupported: None,
+        }
+    }
+
+    fn message(&mut self, message: &Value) -> Checked<()> {
+        let Some(items) = message.as_array() else {
+            return malformed("a message must be an array");
+        };
+        let Some((Value::String(kind), args)) = items.split_first() else {
+            return malformed("a message must start with its type");
+        };
+        match (kind.as_str(), args) {
+            ("push", [expr]) => self.on_push(expr),
+            ("pull", [id]) => self.on_pull(int(id)?),
+            ("release", [id, count]) => self.on_release(int(id)?, int(count)?),
+            ("resolve", [id, expr]) => self.on_resolve(int(id)?, Ok(expr)),
+            ("reject", [id, expr]) => self.on_resolve(int(id)?, Err(expr)),
+            ("abort", [expr]) => {
+                self.control(&Header::abort(&error_text(expr)));
+                Ok(())
+            }
+            ("stream" | "pipe", _) => malformed(format!(
+                "`{kind}` messages (streams) are not supported by this server"
+            )),
+            _ => malformed(format!("unknown message type `{kind}`")),
+        }
+    }
+
+    fn on_push(&mut self, expr: &Value) -> Checked<()> {
+        self.pushes += 1;
+        let question = self.pushes;
+        let mut importing = self.importing();
+        let call = match expr.as_array().map(Vec::as_slice) {
+            Some([Value::String(code), id, Value::Array(path), Value::Array(args)])
+                if code == "pipeline" || code == "import" =>
+            {
+                let target = match int(id)? {
+                    0 => Target::Export(crate::wire::ROOT_EXPORT),
+                    n if n < 0 => Target::Export(importing.our_export(n)?),
+                    n if (n as u64) < question => Target::Answer(n as u64),
+                    n => return malformed(format!("a call on push {n}, which is not made yet")),
+                };
+                let method = match path.as_slice() {
+                    [] => Some(CALLBACK_METHOD),
+                    [Value::String(name)] => Some(by_name::method_id(name)),
+                    [_] => malformed("a property name that is not a string")?,
+                    _ => {
+                        importing.refuse(
+                            "property paths longer than one name are not supported by this server",
+                        );
+                        None
+                    }
+                };
+                let args = args
+                    .iter()
+                    .map(|a| importing.expr(a))
+                    .collect::<Checked<Vec<_>>>()?;
+                method.map(|method| (target, method, args))
+            }
+            Some(
+                [Value::String(code), _, Value::Array(_), Value::Array(captures), Value::Array(_)],
+            ) if code == "remap" => {
+                for capture in captures {
+                    importing.expr(capture)?;
+                }
+                importing.refuse("`.map()` (remap) is not supported by this server");
+                None
+            }
+            Some([Value::String(code), _, Value::Array(_)])
+                if code == "pipeline" || code == "import" =>
+            {
+                importing
+                    .refuse("reading properties is not supported by this server; call methods");
+                None
+            }
+            _ => {
+                importing.expr(expr)?;
+                importing.refuse("only method calls may be pushed to this server");
+                None
+            }
+        };
+        let Importing {
+            caps, unsupported, ..
+        } = importing;
+        match (call, unsupported) {
+            (Some((target, method, args)), None) => {
+                let header = Header::Call {
+                    question: Some(question),
+                    target,
+                    method,
+                    caps,
+                };
+                let payload = capnweb_special(ARGS, [Value::Array(args)]);
+                self.frame(&header, &payload);
+                self.answers
+                    .insert(question, Answer::Running { pulled: false });
+            }
+            (_, reason) => {
+                self.release_imports(&caps);
+                let reason = reason.unwrap_or_default();
+                self.answers.insert(question, Answer::Refused { reason });
+            }
+        }
+        Ok(())
+    }
+
+    fn on_pull(&mut self, id: i64) -> Checked<()> {
+        let question = id as u64;
+        let Some(answer) = self.answers.get_mut(&question).filter(|_| id > 0) else {
+            return malformed(format!("pull of {id}, which is not a pending push"));
+        };
+        match answer {
+            Answer::Running { pulled: true } | Answer::Sent { .. } => {
+                malformed(format!("a second pull of {id}"))
+            }
+            Answer::Running { pulled } => {
+                *pulled = true;
+                self.awaited += 1;
+                Ok(())
+            }
+            Answer::Refused { reason, .. } => {
+                let reason = std::mem::take(reason);
+                self.answers.insert(
+                    question,
+                    Answer::Sent {
+                        needs_finish: false,
+                    },
+                );
+                self.send(serde_json::json!(["reject", id, error_expr(&reason)]));
+                Ok(())
+            }
+            Answer::Returned { .. } => {
+                let Some(Answer::Returned {
+                    outcome,
+                    payload,
+                    caps,
+                }) = self.answers.remove(&question)
+                else {
+                    unreachable!("matched above")
+                };
+                self.settle(question, outcome, payload, caps);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_release(&mut self, id: i64, count: i64) -> Checked<()> {
+        if count < 1 {
+            return malformed(format!("release of {id} with count {count}"));
+        }
+        if id == 0 {
+            // The root: farcall keeps it while the connection lives.
+            return Ok(());
+        }
+        if id < 0 {
+            let Some(export) = self.exported.remove(&id.unsigned_abs()) else {
+                return malformed(format!("release of {id}, which is not exported"));
+            };
+            // One id per introduction: it stands for one reference.
+            self.control(&Header::Release {
+                id: export,
+                count: 1,
+            });
+            return Ok(());
+        }
+        let question = id as u64;
+        let Some(answer) = self.answers.remove(&question) else {
+            return malformed(format!("release of {id}, which is not a pending push"));
+        };
+        match answer {
+            Answer::Running { pulled } => {
+                if pulled {
+                    self.awaited -= 1;
+                }
+                self.control(&Header::Finish { question });
+            }
+            Answer::Returned { outcome, caps, .. } => {
+                self.undescribe(&caps);
+                if outcome != Outcome::Value || !caps.is_empty() {
+                    self.control(&Header::Finish { question });
+                }
+            }
+            Answer::Sent { needs_finish } => {
+                if needs_finish {
+                    self.control(&Header::Finish { question });
+                }
+            }
+            Answer::Refused { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// A resolve (`Ok`) or reject (`Err`) of one of our pushes.
+    fn on_resolve(&mut self, id: i64, expr: Result<&Value, &Value>) -> Checked<()> {
+        let mut importing = self.importing();
+        let value = match expr {
+            Ok(value) => Some(importing.expr(value)?),
+            Err(_) => None,
+        };
+        let Importing {
+            caps, unsupported, ..
+        } = importing;
+        let known = u64::try_from(id)
+            .ok()
+            .and_then(|k| self.asked.get(&k).map(|&q| (k, q)));
+        let Some((k, question)) = known else {
+            // Released already (or a promise we never took): drop what it carried.
+            self.release_imports(&caps);
+            return Ok(());
+        };
+        let needs_finish = match (value, unsupported) {
+            (Some(value), None) => {
+                let needs_finish = !caps.is_empty();
+                let header = Header::Return {
+                    question,
+                    outcome: Outcome::Value,
+                    caps,
+                };
+                self.frame(&header, &value);
+                needs_finish
+            }
+            (Some(_), Some(why)) => {
+                self.release_imports(&caps);
+                self.failed(question, &WireError::Undecodable(why));
+                true
+            }
+            (None, _) => {
+                let text = expr.err().map(error_text).unwrap_or_default();
+                self.failed(
+                    question,
+                    &WireError::Panic(Some(format!("the JavaScript peer threw {text}"))),
+                );
+                true
+            }
+        };
+        if !needs_finish {
+            self.asked.remove(&k);
+            self.by_question.remove(&question);
+            self.send(serde_json::json!(["release", k, 1]));
+        }
+        Ok(())
+    }
+}
