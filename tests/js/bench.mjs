@@ -66,9 +66,12 @@ const seconds = quick ? 0.5 : 2;
 const rounds = quick ? 1 : 3;
 const inFlight = 64;
 
+// Where cargo put the release build: `CARGO_TARGET_DIR` (absolute) when set, else
+// the repository's `target/`.
+const targetDir =
+  process.env.CARGO_TARGET_DIR ?? fileURLToPath(new URL("../../target", import.meta.url));
 const farcallPath =
-  process.env.FARCALL_CAPNWEB_SERVER ??
-  fileURLToPath(new URL("../../target/release/farcall-capnweb-test-server", import.meta.url));
+  process.env.FARCALL_CAPNWEB_SERVER ?? `${targetDir}/release/farcall-capnweb-test-server`;
 const nodeServerPath = fileURLToPath(new URL("./server.mjs", import.meta.url));
 
 if (!existsSync(farcallPath)) {
