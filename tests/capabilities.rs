@@ -855,3 +855,99 @@ async fn an_object_revoked_before_it_is_handed_out_arrives_closed() {
     assert_eq!(held.call(1).await, Err(RpcError::Revoked));
     assert!(state.listeners.is_empty());
 }
+
+#[farcall::remote]
+pub trait Caller {
+    /// Calls `cb(x)` within `ms` milliseconds and says how it ended.
+    async fn call_within(&self, cb: Callback<u32, u32>, x: u32, ms: u64) -> String;
+    /// The same through `try_call`, for a callback with an application error.
+    async fn try_within(&self, cb: Callback<u32, Result<u32, String>>, x: u32, ms: u64) -> String;
+}
+
+struct CallerImpl;
+
+impl Caller for CallerImpl {
+    async fn call_within(&self, cb: Callback<u32, u32>, x: u32, ms: u64) -> String {
+        let call = cb.call(x).timeout(std::time::Duration::from_millis(ms));
+        match call.await {
+            Ok(v) => format!("ok {v}"),
+            Err(RpcError::Timeout) => "timeout".into(),
+            Err(e) => format!("rpc {e}"),
+        }
+    }
+    async fn try_within(&self, cb: Callback<u32, Result<u32, String>>, x: u32, ms: u64) -> String {
+        let call = cb.try_call(x).timeout(std::time::Duration::from_millis(ms));
+        match call.await {
+            Ok(v) => format!("ok {v}"),
+            Err(CallError::App(e)) => format!("app {e}"),
+            Err(CallError::Rpc(RpcError::Timeout)) => "timeout".into(),
+            Err(CallError::Rpc(e)) => format!("rpc {e}"),
+        }
+    }
+}
+
+/// Counts drops of the closure's in-flight futures.
+struct Guard(Arc<AtomicUsize>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// `Callback::call` and `try_call` return promises: a time limit works on them as on
+/// methods, and the callee's handler is stopped when it passes.
+#[tokio::test(start_paused = true)]
+async fn callback_calls_take_a_time_limit_and_stop_the_callee() {
+    for (codec, link) in setups() {
+        let (_server, client) = connect(
+            link,
+            codec,
+            Connection::builder().root(CallerServer::new(CallerImpl)),
+            Connection::builder(),
+        )
+        .await;
+        let caller: CallerClient = bounded("root", client.root()).await.unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let slow = {
+            let dropped = dropped.clone();
+            Callback::new(move |x: u32| {
+                let guard = Guard(dropped.clone());
+                async move {
+                    let _guard = guard;
+                    if x == 0 {
+                        std::future::pending::<()>().await;
+                    }
+                    x * 2
+                }
+            })
+        };
+        let ended = bounded("call", caller.call_within(slow.clone(), 0, 20)).await;
+        assert_eq!(ended.unwrap(), "timeout", "{codec:?} {link:?}");
+        bounded("the callee's handler is dropped", async {
+            while dropped.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        let ended = bounded("call", caller.call_within(slow, 21, 1000)).await;
+        assert_eq!(ended.unwrap(), "ok 42");
+
+        let fallible = Callback::new(|x: u32| async move {
+            if x == 0 {
+                std::future::pending::<()>().await;
+            }
+            if x % 2 == 1 {
+                Err(format!("{x} is odd"))
+            } else {
+                Ok(x / 2)
+            }
+        });
+        let ended = bounded("try", caller.try_within(fallible.clone(), 0, 20)).await;
+        assert_eq!(ended.unwrap(), "timeout");
+        let ended = bounded("try", caller.try_within(fallible.clone(), 3, 1000)).await;
+        assert_eq!(ended.unwrap(), "app 3 is odd");
+        let ended = bounded("try", caller.try_within(fallible, 8, 1000)).await;
+        assert_eq!(ended.unwrap(), "ok 4");
+    }
+}
