@@ -215,6 +215,36 @@ codec_from!("bincode", Bincode);
 codec_from!("postcard", Postcard);
 codec_from!("json", Json);
 
+/// Text-codec test helpers shared by the JSON and Cap'n Web codecs' tests.
+#[cfg(all(test, feature = "json"))]
+pub(crate) mod text_tests {
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    use super::Codec;
+
+    /// `value` encoded by `C`, as text.
+    pub(crate) fn encode<C: Codec, T: Serialize + ?Sized>(value: &T) -> String {
+        let mut out = Vec::new();
+        C::encode(value, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// `text` decoded by `C`, the error in words.
+    pub(crate) fn decode<C: Codec, T: DeserializeOwned>(text: &str) -> Result<T, String> {
+        C::decode(text.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    /// Encodes `value`, checks the text is `text` and that it decodes back.
+    pub(crate) fn round_trip<C: Codec, T>(value: &T, text: &str)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        assert_eq!(encode::<C, T>(value), text);
+        assert_eq!(&decode::<C, T>(text).unwrap(), value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,23 +130,21 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
+    use crate::codec::text_tests;
 
     fn encode<T: Serialize + ?Sized>(value: &T) -> String {
-        let mut out = Vec::new();
-        CapnWeb::encode(value, &mut out).unwrap();
-        String::from_utf8(out).unwrap()
+        text_tests::encode::<CapnWeb, T>(value)
     }
 
-    fn decode<T: DeserializeOwned>(json: &str) -> Result<T, String> {
-        CapnWeb::decode(json.as_bytes()).map_err(|e| e.to_string())
+    fn decode<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+        text_tests::decode::<CapnWeb, T>(text)
     }
 
-    fn round_trip<T>(value: &T, json: &str)
+    fn round_trip<T>(value: &T, text: &str)
     where
         T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
     {
-        assert_eq!(encode(value), json);
-        assert_eq!(&decode::<T>(json).unwrap(), value);
+        text_tests::round_trip::<CapnWeb, T>(value, text)
     }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

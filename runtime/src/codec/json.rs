@@ -76,25 +76,22 @@ mod tests {
     use serde::de::DeserializeOwned;
     use serde::{Deserialize, Serialize};
 
-    use super::{Codec, Json};
+    use super::Json;
+    use crate::codec::text_tests;
 
     fn encode<T: Serialize + ?Sized>(value: &T) -> String {
-        let mut out = Vec::new();
-        Json::encode(value, &mut out).unwrap();
-        String::from_utf8(out).unwrap()
+        text_tests::encode::<Json, T>(value)
     }
 
-    fn decode<T: DeserializeOwned>(json: &str) -> Result<T, String> {
-        Json::decode(json.as_bytes()).map_err(|e| e.to_string())
+    fn decode<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+        text_tests::decode::<Json, T>(text)
     }
 
-    /// Encodes `value`, checks the text is `json` and that it decodes back.
-    fn round_trip<T>(value: &T, json: &str)
+    fn round_trip<T>(value: &T, text: &str)
     where
         T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
     {
-        assert_eq!(encode(value), json);
-        assert_eq!(&decode::<T>(json).unwrap(), value);
+        text_tests::round_trip::<Json, T>(value, text)
     }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

@@ -335,34 +335,24 @@ impl ser::SerializeMap for Obj {
     }
 }
 
-impl ser::SerializeStruct for Obj {
-    type Ok = Value;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<(), Error> {
-        self.map.insert(name.to_owned(), nested(value)?);
-        Ok(())
-    }
-    fn end(self) -> Result<Value, Error> {
-        self.finish()
-    }
+macro_rules! struct_impl {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Obj {
+            type Ok = Value;
+            type Error = Error;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                name: &'static str,
+                value: &T,
+            ) -> Result<(), Error> {
+                self.map.insert(name.to_owned(), nested(value)?);
+                Ok(())
+            }
+            fn end(self) -> Result<Value, Error> {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Obj {
-    type Ok = Value;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<(), Error> {
-        self.map.insert(name.to_owned(), nested(value)?);
-        Ok(())
-    }
-    fn end(self) -> Result<Value, Error> {
-        self.finish()
-    }
-}
+struct_impl!(SerializeStruct, SerializeStructVariant);

@@ -257,53 +257,35 @@ impl<C: SerializeMap> SerializeMap for Compound<C> {
     }
 }
 
-impl<C: SerializeStruct> SerializeStruct for Compound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
+macro_rules! named_fields {
+    ($($trait:ident),* $(,)?) => {$(
+        impl<C: $trait> $trait for Compound<C> {
+            type Ok = C::Ok;
+            type Error = C::Error;
 
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), C::Error> {
-        self.0.serialize_field(key, &WithBase64(value))
-    }
+            #[inline]
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), C::Error> {
+                self.0.serialize_field(key, &WithBase64(value))
+            }
 
-    #[inline]
-    fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
-        self.0.skip_field(key)
-    }
+            #[inline]
+            fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
+                self.0.skip_field(key)
+            }
 
-    #[inline]
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
-    }
+            #[inline]
+            fn end(self) -> Result<C::Ok, C::Error> {
+                self.0.end()
+            }
+        }
+    )*};
 }
 
-impl<C: SerializeStructVariant> SerializeStructVariant for Compound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), C::Error> {
-        self.0.serialize_field(key, &WithBase64(value))
-    }
-
-    #[inline]
-    fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
-        self.0.skip_field(key)
-    }
-
-    #[inline]
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
-    }
-}
+named_fields!(SerializeStruct, SerializeStructVariant);
 
 /// Byte strings read as base64 text, or as an array of numbers.
 #[derive(Debug)]
