@@ -70,8 +70,9 @@ impl Order {
                     .collect(),
                 hosted: hosted(caps),
             },
-            Header::Return { caps, .. } if !hosted(caps).is_empty() => Order::Return {
-                hosted: hosted(caps),
+            Header::Return { caps, .. } => match hosted(caps) {
+                hosted if hosted.is_empty() => Order::Free,
+                hosted => Order::Return { hosted },
             },
             Header::Finish { question } => Order::Finish(*question),
             Header::Release { id, .. } => Order::Release(*id),
