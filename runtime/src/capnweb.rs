@@ -102,6 +102,10 @@ pub use websocket::{accept_websocket, connect_websocket, websocket};
 /// The largest message taken from a peer, in bytes (the `capnweb` package's default).
 pub const MAX_MESSAGE_SIZE: usize = 32 << 20;
 
+/// The window of a stream coming from the peer, in items: where it starts, and
+/// how far it may grow when the link holds the stream back.
+const STREAM_WINDOW: (usize, usize) = (64, 1024);
+
 /// How much a WebSocket session reads from its socket at a time. tungstenite's
 /// default, 128 KiB, is zeroed before every read and often allocated afresh: for
 /// Cap'n Web's small messages that cost more than the rest of a call.
@@ -110,7 +114,7 @@ const READ_BUFFER_SIZE: usize = 16 << 10;
 
 /// The connection settings of a Cap'n Web session, from the builder's: the
 /// Cap'n Web payload encoding, frames as large as a message can make, no chunks and
-/// no keepalives (Cap'n Web has neither).
+/// no keepalives (Cap'n Web has neither), stream windows counted in items.
 fn session_config(builder: &Builder) -> Config {
     let mut config = builder.current_config().clone();
     config.codec = AnyCodec::CapnWeb;
@@ -118,6 +122,9 @@ fn session_config(builder: &Builder) -> Config {
     config.max_frame_size = MAX_MESSAGE_SIZE + (64 << 10);
     config.chunk_size = usize::MAX;
     config.keepalive = None;
+    // Stream credit counts items on these sessions (see `translate/streams.rs`).
+    config.stream_window = STREAM_WINDOW.0;
+    config.max_stream_window = STREAM_WINDOW.1;
     config
 }
 

@@ -41,6 +41,11 @@ pub use self::postcard::Postcard;
 /// numbers (the Cap'n Web expressions, `codec/capnweb.rs`) looks for this name.
 pub(crate) const CAP_NEWTYPE: &str = "$farcall::Cap";
 
+/// The name of the newtype struct a [`Stream`](crate::Stream) wraps its source's
+/// capability in: transparent to every codec but Cap'n Web's, which marks it so
+/// that the stream crosses as a `ReadableStream`.
+pub(crate) const STREAM_NEWTYPE: &str = "$farcall::Stream";
+
 /// A codec failed; the message comes from the underlying serde format.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]

@@ -34,6 +34,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::{mpsc, Notify};
 
 use crate::cap::{decode_message, Client, Dispatch, Handler, Incoming, Reply};
+use crate::codec::STREAM_NEWTYPE;
 use crate::connection::{Connection, Shared};
 use crate::error::{CloseReason, RpcError};
 use crate::interface::{Interface, Method};
@@ -45,7 +46,7 @@ mod source;
 mod window;
 
 pub use self::bytes::{ByteStream, ByteWriter};
-use cost::cost_of;
+use cost::cost_in;
 use sink::SinkObject;
 use source::{SourceObject, SourceState};
 use window::Window;
@@ -423,7 +424,9 @@ impl<T> fmt::Debug for Stream<T> {
 impl<T> Serialize for Stream<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.source {
-            Some(source) => source.serialize(serializer),
+            // Marked, so that a Cap'n Web session can tell a stream from an
+            // object (every other codec sees the capability alone).
+            Some(source) => serializer.serialize_newtype_struct(STREAM_NEWTYPE, &SourceRef(source)),
             None => Err(S::Error::custom(
                 "a stream that was already polled cannot be sent",
             )),
@@ -433,7 +436,33 @@ impl<T> Serialize for Stream<T> {
 
 impl<'de, T> Deserialize<'de> for Stream<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Client::deserialize(deserializer).map(Stream::from_client)
+        deserializer
+            .deserialize_newtype_struct(STREAM_NEWTYPE, SourceVisitor)
+            .map(Stream::from_client)
+    }
+}
+
+/// A stream's source, written inside the [`STREAM_NEWTYPE`] newtype struct.
+struct SourceRef<'a>(&'a Client);
+
+impl Serialize for SourceRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// Reads the source inside the [`STREAM_NEWTYPE`] newtype struct.
+struct SourceVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SourceVisitor {
+    type Value = Client;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a stream")
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Client, D::Error> {
+        Client::deserialize(d)
     }
 }
 

@@ -87,9 +87,12 @@ struct Peer {
 
 impl Peer {
     fn new() -> Self {
+        Peer::with(Connection::builder().root(CalcServer::new(C(0))))
+    }
+
+    fn with(builder: crate::Builder) -> Self {
         let (to_server, from_peer) = mpsc::unbounded_channel();
         let (to_peer, from_server) = mpsc::unbounded_channel();
-        let builder = Connection::builder().root(CalcServer::new(C(0)));
         let conn = super::connect(&builder, Carrier { from_peer, to_peer });
         Peer {
             conn,
@@ -100,7 +103,8 @@ impl Peer {
     }
 
     fn send(&mut self, message: Value) {
-        if message[0] == "push" {
+        // Pipes and stream writes are numbered like pushes.
+        if message[0] == "push" || message[0] == "pipe" || message[0] == "stream" {
             self.pushes += 1;
         }
         self.to_server.send(message.to_string()).unwrap();
@@ -137,6 +141,8 @@ fn call(target: i64, method: &str, args: Value) -> Value {
 fn reject_text(message: &Value) -> &str {
     message[2][2].as_str().unwrap_or_default()
 }
+
+mod streams;
 
 #[tokio::test]
 async fn a_call_resolves_and_its_release_empties_the_tables() {

@@ -20,20 +20,22 @@
 //! is a `Finish` (when the actor still keeps that answer), of an export a `Release`.
 //! In expressions `["export", -n]` is `SenderHosted(n)`, `["import", -n]`
 //! `ReceiverHosted`, `["pipeline", n]` `ReceiverAnswer(n)`; payloads carry them as
-//! `["$cap", i]` placeholders (see `codec/capnweb.rs`).
+//! `["$cap", i]` placeholders (see `codec/capnweb.rs`). Streams, both ways, are in
+//! `streams.rs`.
 
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::codec::capnweb::{self, ARGS, CAP, ERR, OK};
+use crate::codec::capnweb::{self, ARGS, CAP, ERR, OK, STREAM};
 use crate::codec::AnyCodec;
 use crate::error::WireError;
 use crate::interface::by_name;
 
 mod from_actor;
 mod from_peer;
+mod streams;
 use crate::wire::{
     decode_frame, encode_frame, encode_payload, finish_frame, CapDescriptor, ExportId, Header,
     Hello, Outcome, QuestionId, Target, PROTOCOL_VERSION,
@@ -57,6 +59,12 @@ enum Answer {
     /// Not something this server does (a property read, `.map()`...): it rejects
     /// with this reason when pulled. The actor never saw it.
     Refused { reason: String },
+    /// Answered by the translator itself (a pipe's `close()` or `abort()`): the
+    /// outcome once known, sent when pulled. The actor never saw it.
+    Local {
+        outcome: Option<Result<Value, String>>,
+        pulled: bool,
+    },
 }
 
 /// Why an incoming message could not be taken.
@@ -108,6 +116,8 @@ fn error_text(value: &Value) -> String {
 pub(crate) struct Translator {
     codec: AnyCodec,
     max_message: usize,
+    /// The size of the message being taken.
+    message_size: usize,
     /// Pushes the peer made so far (the id of the last).
     pushes: u64,
     answers: HashMap<u64, Answer>,
@@ -120,6 +130,8 @@ pub(crate) struct Translator {
     next_push: u64,
     asked: HashMap<u64, QuestionId>,
     by_question: HashMap<QuestionId, u64>,
+    /// Streams crossing the session, in either direction.
+    streams: streams::Streams,
     /// Messages for the peer.
     pub(super) to_peer: VecDeque<String>,
     /// Frames for the actor.
@@ -139,6 +151,7 @@ impl Translator {
         Translator {
             codec,
             max_message,
+            message_size: 0,
             pushes: 0,
             answers: HashMap::new(),
             awaited: 0,
@@ -147,6 +160,7 @@ impl Translator {
             next_push: 0,
             asked: HashMap::new(),
             by_question: HashMap::new(),
+            streams: streams::Streams::default(),
             to_peer: VecDeque::new(),
             to_actor: VecDeque::from([hello.encode()]),
         }
@@ -208,8 +222,14 @@ impl Translator {
     /// Releases the peer's exports carried by a message that is not taken.
     fn release_imports(&mut self, caps: &[CapDescriptor]) {
         for cap in caps {
-            if let CapDescriptor::SenderHosted(id) = cap {
-                self.send(serde_json::json!(["release", -(*id as i64), 1]));
+            match cap {
+                CapDescriptor::SenderHosted(id) if streams::Streams::stands_for(*id) => {
+                    self.drop_pseudo(*id)
+                }
+                CapDescriptor::SenderHosted(id) => {
+                    self.send(serde_json::json!(["release", -(*id as i64), 1]))
+                }
+                _ => {}
             }
         }
     }

@@ -12,6 +12,21 @@ use serde::ser::{self, Serialize};
 /// Counted once per item on top of its size.
 const PER_ITEM: u64 = 1;
 
+/// The cost of one item on a connection of `codec`: its size, or 1 on a Cap'n Web
+/// session, whose peer cannot size a value the way Rust types do (its windows count
+/// items; see `capnweb::session_config`).
+pub(crate) fn cost_in<T: Serialize + ?Sized>(
+    codec: Option<crate::codec::AnyCodec>,
+    item: &T,
+) -> u64 {
+    #[cfg(feature = "capnweb")]
+    if codec == Some(crate::codec::AnyCodec::CapnWeb) {
+        return 1;
+    }
+    let _ = codec;
+    cost_of(item)
+}
+
 /// The cost of one item.
 pub(crate) fn cost_of<T: Serialize + ?Sized>(item: &T) -> u64 {
     let mut counter = Counter(0);

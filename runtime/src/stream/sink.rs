@@ -36,7 +36,7 @@ where
         };
         let drained = state.items.is_empty();
         for item in items {
-            let cost = cost_of(&item);
+            let cost = cost_in(Some(call.codec), &item);
             if let Err(overrun) = state.window.receive(cost) {
                 let why = format!(
                     "a stream's producer sent an item of {cost} bytes with {} bytes of credit left",

@@ -156,6 +156,7 @@ pub(super) async fn pump<T>(
         let chunk = c.config().chunk_size as u64;
         MAX_BATCH.min(chunk.saturating_sub(4096).max(chunk / 2))
     });
+    let codec = sink.connection().map(|c| c.config().codec);
     // An item taken that did not fit the last batch.
     let mut held = None;
     let end = loop {
@@ -170,13 +171,13 @@ pub(super) async fn pump<T>(
         };
         // Take what is ready without waiting: one message carries many small items.
         let available = credit.available();
-        let mut cost = cost_of(&first);
+        let mut cost = cost_in(codec, &first);
         let mut batch = vec![first];
         let mut then = None;
         while available - signed(cost) > 0 {
             match items.next().now_or_never() {
                 Some(Some(Ok(item))) => {
-                    let more = cost_of(&item);
+                    let more = cost_in(codec, &item);
                     if cost + more > limit {
                         held = Some(item);
                         break;

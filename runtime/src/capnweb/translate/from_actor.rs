@@ -36,7 +36,7 @@ impl Translator {
                 }
             }
             Header::Release { id, count } => {
-                if id != crate::wire::ROOT_EXPORT {
+                if id != crate::wire::ROOT_EXPORT && !self.on_pseudo_release(id) {
                     self.send(serde_json::json!(["release", -(id as i64), count]));
                 }
             }
@@ -180,15 +180,16 @@ impl Translator {
     }
 
     /// Replaces `["$cap", i]` placeholders with the peer's view of `caps[i]`.
-    fn export(&mut self, value: Value, caps: &[CapDescriptor]) -> Value {
+    pub(super) fn export(&mut self, value: Value, caps: &[CapDescriptor]) -> Value {
         match value {
             Value::Array(items) => {
                 if let [Value::String(code), index] = items.as_slice() {
-                    if code == CAP {
+                    if code == CAP || code == STREAM {
                         let cap = index
                             .as_u64()
                             .and_then(|i| caps.get(usize::try_from(i).ok()?));
                         return match cap {
+                            Some(cap) if code == STREAM => self.stream_out(*cap),
                             Some(cap) => self.reference(*cap),
                             None => error_expr("a capability missing from its message"),
                         };
@@ -229,6 +230,15 @@ impl Translator {
         payload: &[u8],
         caps: Vec<CapDescriptor>,
     ) {
+        match target {
+            Target::Export(id) if streams::Streams::stands_for(id) => {
+                if let Some(question) = question {
+                    self.failed(question, &WireError::MethodNotFound);
+                }
+                return self.on_pseudo_call(id, method, payload, caps);
+            }
+            _ => {}
+        }
         let target = match target {
             Target::Export(id) => Some(-(id as i64)),
             Target::Answer(q) => self.by_question.get(&q).map(|&k| k as i64),

@@ -5,11 +5,12 @@ use super::*;
 
 /// Converts the peer's expressions into payload expressions, collecting the
 /// capabilities they carry.
-struct Importing<'t> {
+pub(super) struct Importing<'t> {
     exported: &'t HashMap<u64, ExportId>,
-    caps: Vec<CapDescriptor>,
+    streams: &'t mut streams::Streams,
+    pub(super) caps: Vec<CapDescriptor>,
     /// The first form met that this server does not support.
-    unsupported: Option<String>,
+    pub(super) unsupported: Option<String>,
 }
 
 impl Importing<'_> {
@@ -34,7 +35,7 @@ impl Importing<'_> {
         }
     }
 
-    fn expr(&mut self, value: &Value) -> Checked<Value> {
+    pub(super) fn expr(&mut self, value: &Value) -> Checked<Value> {
         match value {
             Value::Object(map) => {
                 let mut out = serde_json::Map::new();
@@ -85,18 +86,20 @@ impl Importing<'_> {
             ("import" | "pipeline", _) => Ok(self.refuse(
                 "calls and property reads nested inside arguments are not supported by this server",
             )),
+            ("readable", [id]) => {
+                let source = self.streams.readable(int(id)?)?;
+                Ok(self.cap(CapDescriptor::SenderHosted(source)))
+            }
             ("bytes", [Value::String(_), ..])
             | ("bigint", [Value::String(_)])
             | ("undefined" | "inf" | "-inf" | "nan", [])
             | ("date", [Value::Number(_)]) => Ok(Value::Array(items.to_vec())),
             ("error", [Value::String(_), Value::String(_), ..]) => Ok(Value::Array(items.to_vec())),
-            (
-                "remap" | "writable" | "readable" | "blob" | "url" | "headers" | "request"
-                | "response",
-                _,
-            ) => Ok(self.refuse(format!(
-                "Cap'n Web `{code}` values are not supported by this server"
-            ))),
+            ("remap" | "writable" | "blob" | "url" | "headers" | "request" | "response", _) => {
+                Ok(self.refuse(format!(
+                    "Cap'n Web `{code}` values are not supported by this server"
+                )))
+            }
             (code, _) => malformed(format!("unknown or malformed expression `{code}`")),
         }
     }
@@ -114,6 +117,7 @@ impl Translator {
         }
         // The commonest messages, `["pull",n]` and `["release",n,k]` as the
         // `capnweb` package writes them, skip building a tree.
+        self.message_size = text.len();
         if let Some(done) = self.quick_message(text) {
             return done;
         }
@@ -158,9 +162,10 @@ impl Translator {
         Some(checked.map_err(|Bad::Malformed(why)| format!("bad RPC message ({why}): {text}")))
     }
 
-    fn importing(&self) -> Importing<'_> {
+    pub(super) fn importing(&mut self) -> Importing<'_> {
         Importing {
             exported: &self.exported,
+            streams: &mut self.streams,
             caps: Vec::new(),
             unsupported: None,
         }
@@ -183,9 +188,8 @@ impl Translator {
                 self.control(&Header::abort(&error_text(expr)));
                 Ok(())
             }
-            ("stream" | "pipe", _) => malformed(format!(
-                "`{kind}` messages (streams) are not supported by this server"
-            )),
+            ("pipe", []) => self.on_pipe(),
+            ("stream", [expr]) => self.on_stream_message(expr, self.message_size),
             _ => malformed(format!("unknown message type `{kind}`")),
         }
     }
@@ -193,6 +197,15 @@ impl Translator {
     fn on_push(&mut self, expr: &Value) -> Checked<()> {
         self.pushes += 1;
         let question = self.pushes;
+        if let Some([Value::String(code), id, Value::Array(path), Value::Array(args)]) =
+            expr.as_array().map(Vec::as_slice)
+        {
+            if (code == "pipeline" || code == "import")
+                && self.on_pipe_push(question, int(id)?, path, args)
+            {
+                return Ok(());
+            }
+        }
         let mut importing = self.importing();
         let call = match expr.as_array().map(Vec::as_slice) {
             Some([Value::String(code), id, Value::Array(path), Value::Array(args)])
@@ -282,6 +295,29 @@ impl Translator {
                 self.awaited += 1;
                 Ok(())
             }
+            Answer::Local {
+                outcome: None,
+                pulled: true,
+            } => malformed(format!("a second pull of {id}")),
+            Answer::Local {
+                outcome: None,
+                pulled,
+            } => {
+                *pulled = true;
+                self.awaited += 1;
+                Ok(())
+            }
+            Answer::Local { outcome, .. } => {
+                let outcome = outcome.take().expect("matched above");
+                self.answers.insert(
+                    question,
+                    Answer::Sent {
+                        needs_finish: false,
+                    },
+                );
+                self.send_local(question, outcome);
+                Ok(())
+            }
             Answer::Refused { reason, .. } => {
                 let reason = std::mem::take(reason);
                 self.answers.insert(
@@ -328,6 +364,9 @@ impl Translator {
             return Ok(());
         }
         let question = id as u64;
+        if self.on_pipe_release(question) {
+            return Ok(());
+        }
         let Some(answer) = self.answers.remove(&question) else {
             return malformed(format!("release of {id}, which is not a pending push"));
         };
@@ -349,6 +388,11 @@ impl Translator {
                     self.control(&Header::Finish { question });
                 }
             }
+            Answer::Local { pulled, .. } => {
+                if pulled {
+                    self.awaited -= 1;
+                }
+            }
             Answer::Refused { .. } => {}
         }
         Ok(())
@@ -364,6 +408,10 @@ impl Translator {
         let Importing {
             caps, unsupported, ..
         } = importing;
+        if u64::try_from(id).is_ok_and(|k| self.on_write_result(k, expr.is_ok())) {
+            self.release_imports(&caps);
+            return Ok(());
+        }
         let known = u64::try_from(id)
             .ok()
             .and_then(|k| self.asked.get(&k).map(|&q| (k, q)));

@@ -7,8 +7,8 @@ use base64::Engine;
 use serde::ser::{self, Error as _, Serialize};
 use serde_json::{Map, Value};
 
-use super::{error_text, ARGS, CAP, ERR, MAX_SAFE_INTEGER, OK};
-use crate::codec::CAP_NEWTYPE;
+use super::{error_text, ARGS, CAP, ERR, MAX_SAFE_INTEGER, OK, STREAM};
+use crate::codec::{CAP_NEWTYPE, STREAM_NEWTYPE};
 
 type Error = serde_json::Error;
 
@@ -154,6 +154,15 @@ impl ser::Serializer for Ser {
     ) -> Result<Value, Error> {
         if name == CAP_NEWTYPE {
             return Ok(special(CAP, [nested(value)?]));
+        }
+        if name == STREAM_NEWTYPE {
+            // `["$stream", i]`: the capability `i` is a stream's source.
+            return match nested(value)? {
+                Value::Array(mut cap) if cap.len() == 2 && cap[0] == CAP => {
+                    Ok(special(STREAM, [cap.swap_remove(1)]))
+                }
+                _ => Err(Error::custom("a stream whose source is not a capability")),
+            };
         }
         nested(value)
     }
