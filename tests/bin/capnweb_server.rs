@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use farcall::{CallContext, Callback, Connection};
+use farcall::{ByteStream, CallContext, Callback, Connection, Stream};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
@@ -30,6 +31,8 @@ pub struct Tables {
     pub answers: usize,
     pub exports: usize,
     pub imports: usize,
+    /// Streams open on the connection.
+    pub streams: usize,
 }
 
 farcall::capnweb::typescript::from_ts_rs!(Point, Tables);
@@ -69,6 +72,14 @@ pub trait Api {
     async fn stats(&self) -> Tables;
     /// HTTP batch requests served so far.
     async fn requests(&self) -> u64;
+    /// The numbers from 0 below `n`, as a stream.
+    async fn count(&self, n: u64) -> Stream<u64>;
+    /// The sum of the numbers the caller streams.
+    async fn total(&self, numbers: Stream<i64>) -> Result<i64, String>;
+    /// `n` bytes (byte `i` is `i % 251`), in chunks of up to 64 KiB.
+    async fn download(&self, n: u64) -> ByteStream;
+    /// How many bytes the caller streamed, and their sum modulo 2^32.
+    async fn upload(&self, data: ByteStream) -> Result<(u64, u32), String>;
 }
 
 struct Count(AtomicI64);
@@ -161,6 +172,7 @@ impl Api for Server {
                 answers: 0,
                 exports: 0,
                 imports: 0,
+                streams: 0,
             };
         };
         let stats = cx
@@ -173,10 +185,43 @@ impl Api for Server {
             answers: stats.answers.saturating_sub(1),
             exports: stats.exports,
             imports: stats.imports,
+            streams: stats.streams,
         }
     }
     async fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+    async fn count(&self, n: u64) -> Stream<u64> {
+        Stream::iter(0..n)
+    }
+    async fn total(&self, mut numbers: Stream<i64>) -> Result<i64, String> {
+        let mut total = 0i64;
+        while let Some(n) = numbers.next().await {
+            total = total.wrapping_add(n.map_err(|e| e.to_string())?);
+        }
+        Ok(total)
+    }
+    async fn download(&self, n: u64) -> ByteStream {
+        let chunks = (0..n).step_by(64 << 10).map(move |start| {
+            let end = (start + (64 << 10)).min(n);
+            Bytes::from((start..end).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+        });
+        ByteStream::new(futures_util::stream::iter(chunks))
+    }
+    async fn upload(&self, data: ByteStream) -> Result<(u64, u32), String> {
+        let mut reader = data.into_reader();
+        let mut buf = vec![0u8; 64 << 10];
+        let (mut len, mut sum) = (0u64, 0u32);
+        loop {
+            let n = reader.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Ok((len, sum));
+            }
+            len += n as u64;
+            sum = buf[..n]
+                .iter()
+                .fold(sum, |s, &b| s.wrapping_add(u32::from(b)));
+        }
     }
 }
 

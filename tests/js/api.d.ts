@@ -43,6 +43,26 @@ export interface Api extends RpcTarget {
    * HTTP batch requests served so far.
    */
   requests(): Promise<number | bigint>;
+  /**
+   * The numbers from 0 below `n`, as a stream.
+   */
+  count(n: number | bigint): Promise<ReadableStream<number | bigint>>;
+  /**
+   * The sum of the numbers the caller streams.
+   *
+   * Rejects with an `Error` carrying the text of the Rust error.
+   */
+  total(numbers: ReadableStream<number | bigint>): Promise<number | bigint>;
+  /**
+   * `n` bytes (byte `i` is `i % 251`), in chunks of up to 64 KiB.
+   */
+  download(n: number | bigint): Promise<ReadableStream<Uint8Array>>;
+  /**
+   * How many bytes the caller streamed, and their sum modulo 2^32.
+   *
+   * Rejects with an `Error` carrying the text of the Rust error.
+   */
+  upload(data: ReadableStream<Uint8Array>): Promise<[number | bigint, number]>;
 }
 
 export type Point = { x: number, y: number, label: string | null, };
@@ -66,4 +86,8 @@ export type Tables = { questions: number,
 /**
  * Not counting the `stats` call itself.
  */
-answers: number, exports: number, imports: number, };
+answers: number, exports: number, imports: number, 
+/**
+ * Streams open on the connection.
+ */
+streams: number, };

@@ -43,7 +43,18 @@ after(() => {
 
 const ws = () => newWebSocketRpcSession(`ws://127.0.0.1:${port}/rpc`);
 const batch = () => newHttpBatchRpcSession(`http://127.0.0.1:${port}/rpc`);
-const ZERO = { questions: 0, answers: 0, exports: 0, imports: 0 };
+const ZERO = { questions: 0, answers: 0, exports: 0, imports: 0, streams: 0 };
+
+// Reads `api.stats()` until the tables are empty (what a release sets off may still
+// be on its way), at most 50 round trips; returns the last reading.
+async function settledStats(api) {
+  let stats;
+  for (let i = 0; i < 50; i++) {
+    stats = await api.stats();
+    if (Object.values(stats).every((n) => n === 0)) break;
+  }
+  return stats;
+}
 const opts = { timeout: 20000 };
 
 test("values cross over WebSocket", opts, async () => {
@@ -159,6 +170,67 @@ test("a pipelined chain costs one round trip", opts, async () => {
     assert.deepEqual(await live.stats(), ZERO);
   } finally {
     live[Symbol.dispose]();
+  }
+});
+
+test("streams cross as ReadableStreams both ways", opts, async () => {
+  const api = ws();
+  try {
+    // A Rust `Stream<u64>` result is a ReadableStream here.
+    const numbers = await api.count(1000);
+    assert.ok(numbers instanceof ReadableStream);
+    const got = [];
+    for await (const n of numbers) got.push(n);
+    assert.deepEqual(got, Array.from({ length: 1000 }, (_, i) => i));
+
+    // A ReadableStream argument is a `Stream<i64>` there.
+    const source = new ReadableStream({
+      start(c) {
+        for (let i = 1; i <= 100; i++) c.enqueue(i);
+        c.close();
+      },
+    });
+    assert.equal(await api.total(source), 5050);
+
+    // Bytes both ways: `ByteStream` is a ReadableStream of Uint8Array chunks.
+    let len = 0;
+    let wrong = 0;
+    for await (const chunk of await api.download(200_000)) {
+      assert.ok(chunk instanceof Uint8Array);
+      for (const b of chunk) if (b !== len++ % 251) wrong++;
+    }
+    assert.equal(len, 200_000);
+    assert.equal(wrong, 0);
+    let sent = 0;
+    let sum = 0;
+    const upload = new ReadableStream({
+      pull(c) {
+        if (sent >= 300 * 1024) return c.close();
+        const chunk = new Uint8Array(10 * 1024).map((_, i) => (sent + i) % 256);
+        for (const b of chunk) sum += b;
+        sent += chunk.length;
+        c.enqueue(chunk);
+      },
+    });
+    assert.deepEqual(await api.upload(upload), [300 * 1024, sum % 2 ** 32]);
+
+    // A page that stops reading stops the Rust producer.
+    const endless = (await api.count(1e9)).getReader();
+    for (let k = 0; k < 3; k++) assert.equal((await endless.read()).value, k);
+    await endless.cancel();
+
+    // A JavaScript producer that fails fails the Rust reader, with its error.
+    const failing = new ReadableStream({
+      start(c) {
+        c.enqueue(1);
+        c.error(new Error("disk on fire"));
+      },
+    });
+    await assert.rejects(async () => await api.total(failing), /disk on fire/);
+
+    assert.deepEqual(await settledStats(api), ZERO);
+  } finally {
+    api[Symbol.dispose]();
   }
 });
 

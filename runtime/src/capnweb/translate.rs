@@ -64,6 +64,8 @@ enum Answer {
     Local {
         outcome: Option<Result<Value, String>>,
         pulled: bool,
+        /// Came as a stream message: pulled, and released once answered.
+        streamed: bool,
     },
 }
 

@@ -41,8 +41,10 @@
 //! as `Uint8Array`, `Option<T>` as `T | null`, sequences and sets as `Array<T>`, maps
 //! as `Record<string, V>` (JSON object keys are text), tuples as tuples, `()` as
 //! `undefined`, a [`Callback<A, R>`](crate::Callback) as a function (a tuple `A`
-//! is its argument list) that may return `R` or a promise of it, and a client type as
-//! its trait's interface. A method returning `Result<T, E>` returns `Promise<T>`,
+//! is its argument list) that may return `R` or a promise of it, a
+//! [`Stream<T>`](crate::Stream) as `ReadableStream<T>`, a
+//! [`ByteStream`](crate::ByteStream) as `ReadableStream<Uint8Array>`, and a client
+//! type as its trait's interface. A method returning `Result<T, E>` returns `Promise<T>`,
 //! which rejects with an `Error` carrying the error's text. Trailing `Option`
 //! arguments may be left out.
 //!
@@ -450,6 +452,20 @@ impl<A: TypeScript, R: TypeScript> TypeScript for crate::Callback<A, R> {
             R::typescript(decls)
         };
         format!("({}) => {result} | Promise<{result}>", params.join(", "))
+    }
+}
+
+/// A stream arrives as a `ReadableStream` of its items (and is sent as one).
+impl<T: TypeScript> TypeScript for crate::Stream<T> {
+    fn typescript(decls: &mut Declarations) -> String {
+        format!("ReadableStream<{}>", T::typescript(decls))
+    }
+}
+
+/// A byte stream arrives as a `ReadableStream` of `Uint8Array` chunks.
+impl TypeScript for crate::ByteStream {
+    fn typescript(_: &mut Declarations) -> String {
+        "ReadableStream<Uint8Array>".to_owned()
     }
 }
 

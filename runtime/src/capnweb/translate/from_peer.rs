@@ -201,7 +201,7 @@ impl Translator {
             expr.as_array().map(Vec::as_slice)
         {
             if (code == "pipeline" || code == "import")
-                && self.on_pipe_push(question, int(id)?, path, args)
+                && self.on_pipe_push(question, int(id)?, path, args, false)
             {
                 return Ok(());
             }
@@ -298,10 +298,12 @@ impl Translator {
             Answer::Local {
                 outcome: None,
                 pulled: true,
+                ..
             } => malformed(format!("a second pull of {id}")),
             Answer::Local {
                 outcome: None,
                 pulled,
+                ..
             } => {
                 *pulled = true;
                 self.awaited += 1;

@@ -370,6 +370,9 @@ impl Translator {
             {
                 Some((p as u64, chunk))
             }
+            // `close()` and `abort()` come the same way, pulled and released by
+            // themselves too.
+            Some((p, path, args)) if self.on_pipe_push(write, p, path, args, true) => return Ok(()),
             _ => None,
         };
         let Some((p, chunk)) = pipe else {
@@ -415,7 +418,8 @@ impl Translator {
         Ok(())
     }
 
-    /// A push on one of the peer's pipes: `close()` or `abort(reason)`. Returns
+    /// A push (or, when `streamed`, a stream message: pulled and released by
+    /// itself) on one of the peer's pipes: `close()` or `abort(reason)`. Returns
     /// whether `target` is a pipe (the push is then answered here).
     pub(super) fn on_pipe_push(
         &mut self,
@@ -423,6 +427,7 @@ impl Translator {
         target: i64,
         path: &[Value],
         args: &[Value],
+        streamed: bool,
     ) -> bool {
         let Some(p) = u64::try_from(target)
             .ok()
@@ -440,27 +445,40 @@ impl Translator {
                 error_text(reason)
             )),
             _ => {
-                let reason = "a pipe's writable end has `write`, `close` and `abort` only".into();
-                self.answers.insert(question, Answer::Refused { reason });
+                let why = "a pipe's writable end has `write`, `close` and `abort` only";
+                self.refuse_local(question, why, streamed);
                 return true;
             }
         };
         let pipe = self.streams.pipes.get_mut(&p).expect("checked above");
         if pipe.ending.is_some() || pipe.ended {
-            let reason = "the stream was already closed".into();
-            self.answers.insert(question, Answer::Refused { reason });
+            self.refuse_local(question, "the stream was already closed", streamed);
             return true;
         }
         pipe.ending = Some((ending, Some(question)));
+        if streamed {
+            self.awaited += 1;
+        }
         self.answers.insert(
             question,
             Answer::Local {
                 outcome: None,
-                pulled: false,
+                pulled: streamed,
+                streamed,
             },
         );
         self.flush(p);
         true
+    }
+
+    /// Refuses a push (rejected when pulled) or a stream message (at once).
+    fn refuse_local(&mut self, question: u64, why: &str, streamed: bool) {
+        if streamed {
+            self.send_local(question, Err(why.into()));
+        } else {
+            let reason = why.into();
+            self.answers.insert(question, Answer::Refused { reason });
+        }
     }
 
     /// The peer released its pipe `p`; returns whether `p` is a pipe.
@@ -610,15 +628,25 @@ impl Translator {
             Some(Answer::Local {
                 outcome: slot,
                 pulled: false,
+                ..
             }) => *slot = Some(outcome),
-            Some(Answer::Local { pulled: true, .. }) => {
+            Some(Answer::Local {
+                pulled: true,
+                streamed,
+                ..
+            }) => {
+                let streamed = *streamed;
                 self.awaited -= 1;
-                self.answers.insert(
-                    question,
-                    Answer::Sent {
-                        needs_finish: false,
-                    },
-                );
+                if streamed {
+                    self.answers.remove(&question);
+                } else {
+                    self.answers.insert(
+                        question,
+                        Answer::Sent {
+                            needs_finish: false,
+                        },
+                    );
+                }
                 self.send_local(question, outcome);
             }
             _ => {}
