@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::bounded;
-use farcall::{Callback, Connection, RpcError};
+use farcall::{ByteStream, Callback, Connection, RpcError, Stream};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -69,6 +70,14 @@ pub trait Api {
     async fn stats(&self) -> JsStats;
     /// Calls `log(text)` on this side's root.
     async fn ask_client(&self, text: String) -> usize;
+    /// A `ReadableStream` of the numbers below `n`.
+    async fn count(&self, n: u64) -> Stream<u64>;
+    /// Sums a `ReadableStream` of numbers.
+    async fn total(&self, numbers: Stream<u64>) -> u64;
+    /// A `ReadableStream` of `n` bytes (byte `i` is `i % 251`).
+    async fn download(&self, n: u64) -> ByteStream;
+    /// Counts the bytes of a `ReadableStream` of `Uint8Array`s.
+    async fn upload(&self, data: ByteStream) -> u64;
 }
 
 /// The root this side offers the JavaScript server.
@@ -364,6 +373,59 @@ async fn pipelined_calls_on_javascript_results() {
     drop(counter);
 
     assert_released(&conn, &api, &baseline).await;
+}
+
+#[tokio::test]
+async fn streams_cross_both_ways() {
+    let Some((_server, conn, api)) = connect().await else {
+        return;
+    };
+    let baseline = bounded("stats", api.stats()).await.unwrap();
+
+    // A ReadableStream result is a `Stream`, read within the window.
+    let numbers = bounded("count", api.count(500)).await.unwrap();
+    let got: Vec<u64> = bounded("reading", numbers.map(Result::unwrap).collect()).await;
+    assert_eq!(got, (0..500).collect::<Vec<_>>());
+
+    // A `Stream` argument is a ReadableStream there.
+    let sum = bounded("total", api.total(Stream::iter(1..=100)))
+        .await
+        .unwrap();
+    assert_eq!(sum, 5050);
+
+    // Bytes both ways.
+    let data = bounded("download", api.download(100_000)).await.unwrap();
+    let mut reader = data.into_reader();
+    let mut all = Vec::new();
+    bounded(
+        "reading",
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut all),
+    )
+    .await
+    .unwrap();
+    assert_eq!(all.len(), 100_000);
+    assert!(all.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    let chunks = (0..30).map(|i| Bytes::from(vec![i as u8; 10_000]));
+    let upload = ByteStream::new(futures_util::stream::iter(chunks));
+    assert_eq!(
+        bounded("upload", api.upload(upload)).await.unwrap(),
+        300_000
+    );
+
+    // A reader dropped early cancels the JavaScript stream.
+    let mut endless = bounded("count", api.count(u64::MAX >> 12)).await.unwrap();
+    assert_eq!(bounded("first", endless.next()).await.unwrap().unwrap(), 0);
+    drop(endless);
+
+    // JavaScript forgets the writes it had in flight as their rejections reach it:
+    // read its tables until they are back (at most 50 round trips).
+    for _ in 0..50 {
+        if bounded("stats", api.stats()).await.unwrap() == baseline {
+            break;
+        }
+    }
+    assert_released(&conn, &api, &baseline).await;
+    assert_eq!(conn.stats().await.unwrap().streams, 0);
 }
 
 #[tokio::test]

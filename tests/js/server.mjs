@@ -87,6 +87,40 @@ class Api extends RpcTarget {
   async ask_client(text) {
     return await this.session.getRemoteMain().log(text);
   }
+  // The numbers below `n`, as a ReadableStream.
+  count(n) {
+    let i = 0;
+    return new ReadableStream({
+      pull(c) {
+        if (i < n) c.enqueue(i++);
+        else c.close();
+      },
+    }, { highWaterMark: 0 });
+  }
+  // The sum of a ReadableStream of numbers.
+  async total(numbers) {
+    let total = 0;
+    for await (const n of numbers) total += n;
+    return total;
+  }
+  // `n` bytes (byte `i` is `i % 251`) in chunks of up to 16 KiB.
+  download(n) {
+    let sent = 0;
+    return new ReadableStream({
+      pull(c) {
+        if (sent >= n) return c.close();
+        const len = Math.min(16384, n - sent);
+        c.enqueue(new Uint8Array(len).map((_, i) => (sent + i) % 251));
+        sent += len;
+      },
+    });
+  }
+  // How many bytes a ReadableStream of Uint8Array carried.
+  async upload(data) {
+    let len = 0;
+    for await (const chunk of data) len += chunk.length;
+    return len;
+  }
   // This session's tables (the main objects both ways included) and the counters
   // made here and not yet disposed.
   stats() {
