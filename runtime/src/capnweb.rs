@@ -70,8 +70,18 @@
 //! callbacks returned (as stubs); pipelining on results and on stubs; release and
 //! dispose both ways; bytes, big integers, non-finite numbers, `undefined`.
 //!
-//! Not supported: `.map()` (remap), streams (`ReadableStream`, `WritableStream`,
-//! pipes), property reads (`await stub.someField`) and property paths longer than a
+//! Streams, both ways: a [`Stream<T>`](crate::Stream) or
+//! [`ByteStream`](crate::ByteStream) sent to the peer is a `ReadableStream` there
+//! (this side opens a pipe on the peer and writes the items into it), and a
+//! `ReadableStream` the peer sends is one here. Flow control holds end to end:
+//! credit counts items on these sessions (a peer cannot size a value as Rust types
+//! do); at most 64 writes wait for the peer's reader, and the peer's writes are
+//! acknowledged only as the Rust reader's window lets them through (64 items,
+//! growing to 1024). A writer that ignores acknowledgements beyond 32 MiB, or more
+//! than 1024 open pipes, ends the session with the reason.
+//!
+//! Not supported: `.map()` (remap), a `WritableStream` passed as a value, streams
+//! over HTTP batch, property reads (`await stub.someField`) and property paths longer than a
 //! method name, promises passed as argument values, calls nested inside arguments,
 //! `Date`, `Error` values, `URL`, `Headers`, `Request`, `Response` and `Blob` values.
 //! A push of one of these is rejected with a reason; the session goes on. A

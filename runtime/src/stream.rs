@@ -138,7 +138,9 @@ enum End {
 /// for it, while the other calls and streams on the connection go on. The window
 /// starts at [`Config::stream_window`](crate::Config::stream_window) and doubles, up
 /// to [`Config::max_stream_window`](crate::Config::max_stream_window), whenever the
-/// link rather than the consumer holds the stream back.
+/// link rather than the consumer holds the stream back. (On a Cap'n Web session,
+/// where the stream is a JavaScript `ReadableStream`, credit counts items: see
+/// the `capnweb` module, feature `capnweb`.)
 ///
 /// **Ends.** The stream ends (`None`) when the producer's items end. A producer error
 /// (from [`try_new`](Self::try_new) or [`StreamSender::fail`]) ends it with
