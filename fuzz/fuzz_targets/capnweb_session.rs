@@ -39,6 +39,8 @@ trait Root {
     async fn keep(&self, other: RootClient) -> u32;
     async fn list(&self, items: Vec<Option<i64>>) -> Vec<Option<i64>>;
     async fn sleepy(&self, ms: u16) -> u16;
+    async fn total(&self, numbers: farcall::Stream<u64>) -> u64;
+    async fn count(&self, n: u8) -> farcall::Stream<u8>;
 }
 
 /// Counts live objects, so the target can check they are all dropped at the end.
@@ -85,10 +87,21 @@ impl Root for Obj {
         tokio::time::sleep(Duration::from_millis(u64::from(ms % 200))).await;
         ms
     }
+    async fn total(&self, mut numbers: farcall::Stream<u64>) -> u64 {
+        let mut total = 0u64;
+        while let Some(Ok(n)) = futures_util::StreamExt::next(&mut numbers).await {
+            total = total.wrapping_add(n);
+        }
+        total
+    }
+    async fn count(&self, n: u8) -> farcall::Stream<u8> {
+        farcall::Stream::iter(0..n)
+    }
 }
 
-const METHODS: [&str; 9] = [
-    "echo", "add", "bytes", "make", "call_back", "keep", "list", "sleepy", "nope",
+const METHODS: [&str; 11] = [
+    "echo", "add", "bytes", "make", "call_back", "keep", "list", "sleepy", "total", "count",
+    "nope",
 ];
 
 /// An id: small (as real ids are), negative (exports), or anything.
@@ -131,6 +144,7 @@ enum Expr {
     Pipeline(Id, Option<Vec<String>>),
     Date(f64),
     Error(String, String),
+    Readable(Id),
     Unknown(String),
 }
 
@@ -185,6 +199,7 @@ impl Expr {
             Expr::Pipeline(id, Some(path)) => json!(["pipeline", id.value(), path]),
             Expr::Date(ms) => json!(["date", ms]),
             Expr::Error(kind, message) => json!(["error", kind, message]),
+            Expr::Readable(id) => json!(["readable", id.value()]),
             Expr::Unknown(tag) => json!([tag, 1, 2]),
         }
     }
@@ -207,6 +222,10 @@ enum Message {
     Reject(Id, Expr),
     Stream(Expr),
     Pipe,
+    /// A write to a pipe, or its `close()` or `abort()` (as a stream message or a
+    /// push).
+    Write(Id, Expr),
+    EndPipe(Id, bool, bool),
     Abort(Expr),
     /// Any JSON value, or any text.
     Json(Expr),
@@ -230,6 +249,17 @@ impl Message {
             Message::Reject(id, e) => json!(["reject", id.value(), e.value(0)]),
             Message::Stream(e) => json!(["stream", e.value(0)]),
             Message::Pipe => json!(["pipe"]),
+            Message::Write(pipe, chunk) => {
+                json!(["stream", ["pipeline", pipe.value(), ["write"], [chunk.value(0)]]])
+            }
+            Message::EndPipe(pipe, abort, streamed) => {
+                let call = if *abort {
+                    json!(["pipeline", pipe.value(), ["abort"], [["error", "Error", "x"]]])
+                } else {
+                    json!(["pipeline", pipe.value(), ["close"], []])
+                };
+                json!([if *streamed { "stream" } else { "push" }, call])
+            }
             Message::Abort(e) => json!(["abort", e.value(0)]),
             Message::Json(e) => e.value(0),
             Message::Raw(text) => return Some(text.clone()),
