@@ -129,7 +129,12 @@ pub fn connect<M: Messages>(builder: &Builder, messages: M) -> Connection {
 
 fn start<M: Messages>(builder: &Builder, messages: M, on_end: transport::OnEnd) -> Connection {
     let config = session_config(builder);
-    let translator = translate::Translator::new(MAX_MESSAGE_SIZE, config.max_frame_size);
+    // Pushes waiting in the translator for a result are calls waiting to start.
+    let translator = translate::Translator::new(
+        MAX_MESSAGE_SIZE,
+        config.max_frame_size,
+        config.max_inflight_calls,
+    );
     builder
         .clone()
         .config(config)
