@@ -1,19 +1,19 @@
 //! The peer's pushes, from arrival to the actor or to an answer worked out here.
 //!
 //! A call by one name goes to the actor at once, as a `Call` (on an answer, the
-//! actor's answer table makes it wait for the result). A property path on an
-//! answer, or a read, needs the result itself: the push waits here until the
-//! actor returns it, then the path is followed through the kept result
-//! (`paths.rs`): a read is answered here, a call goes to the capability the path
-//! reaches, as a `Call` on that export. A push naming a waiting push (as its target
-//! or among its arguments) waits too, as does a push on the same target as an
-//! earlier waiting push (calls on one reference stay in order): the actor never
-//! sees a question id it does not know yet, since it takes an answer named before
-//! it exists as not found, but does take question ids out of order. Other pushes
-//! do not wait, so a handler awaiting a later push cannot deadlock.
+//! actor's answer table makes it wait for the result, and sends it to the result's
+//! capability). A property path on an answer, or a read, needs the result itself:
+//! the push waits here until the actor returns it, then the path is followed
+//! through the kept result (`paths.rs`): a read is answered here, a call goes to
+//! the capability the path reaches, as a `Call` on that export. A push naming a
+//! waiting push, as its target or among its arguments, waits too: the actor takes
+//! an answer named before it exists as not found, while it does take question ids
+//! out of order. Nothing else waits, as on a `capnweb` server (which delivers a
+//! call with a promise among its arguments once the promise resolves, and calls
+//! without at once), so a handler awaiting a later push cannot deadlock.
 //!
 //! The peer may release a push while waiting pushes still name it (`using` a
-//! promise only for pipelining); it is then kept until they have run.
+//! promise only to pipeline on it); it is then kept until they have run.
 
 use super::paths::{self, Walked};
 use super::*;
@@ -59,10 +59,12 @@ impl Push {
         self.args.is_some() && self.path.len() <= 1
     }
 
-    /// Promises among its arguments.
+    /// Promises among its arguments, on earlier pushes (one on a later push, or
+    /// on itself, is not waited for: the actor finds no such answer, and no pushes
+    /// can wait on each other in a cycle).
     fn promises(&self) -> impl Iterator<Item = QuestionId> + '_ {
         self.args.iter().flat_map(|a| &a.caps).filter_map(|c| match c {
-            CapDescriptor::ReceiverAnswer(q) => Some(*q),
+            CapDescriptor::ReceiverAnswer(q) if *q < self.question => Some(*q),
             _ => None,
         })
     }
@@ -106,11 +108,6 @@ impl Waiting {
         self.pushes.push(push);
     }
 
-    /// Whether a waiting push is made on `on` (a later one on it waits behind).
-    fn on(&self, on: On) -> bool {
-        self.pushes.iter().any(|p| p.on == on)
-    }
-
     /// Whether a waiting push names answer `question`.
     fn names(&self, question: QuestionId) -> bool {
         self.pushes.iter().any(|p| p.names(question))
@@ -142,8 +139,7 @@ fn must_wait(answers: &HashMap<QuestionId, Answer>, push: &Push) -> bool {
 impl Translator {
     /// Takes a push: runs it, or has it wait.
     pub(super) fn take_push(&mut self, push: Push) -> Checked<()> {
-        let behind = !self.waiting.is_empty() && self.waiting.on(push.on);
-        if !behind && !must_wait(&self.answers, &push) {
+        if !must_wait(&self.answers, &push) {
             self.run(push);
             return Ok(());
         }
@@ -363,15 +359,13 @@ impl Translator {
         }
     }
 
-    /// One pass over the waiting pushes: a push runs when its answers are ready and
-    /// no earlier push on its target still waits. Running one can only make later
-    /// ones ready (they name earlier pushes only), so one pass in order is enough.
+    /// One pass over the waiting pushes, running those whose answers are ready.
+    /// Running one can only make later ones ready (pushes name earlier pushes
+    /// only), so one pass in arrival order is enough.
     fn run_ready(&mut self) {
-        let mut held_back = Vec::new();
         let mut at = 0;
         while let Some(push) = self.waiting.pushes.get(at) {
-            if held_back.contains(&push.on) || must_wait(&self.answers, push) {
-                held_back.push(push.on);
+            if must_wait(&self.answers, push) {
                 at += 1;
                 continue;
             }
