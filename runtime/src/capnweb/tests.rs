@@ -416,7 +416,10 @@ async fn a_missing_property_is_undefined_and_reading_through_it_throws() {
     let reject = peer.recv().await;
     assert_eq!(reject[0], "reject");
     assert_eq!(reject[2][1], "TypeError");
-    assert!(reject_text(&reject).contains("(reading 'deeper')"), "{reject}");
+    assert!(
+        reject_text(&reject).contains("(reading 'deeper')"),
+        "{reject}"
+    );
     for id in 1..=4 {
         peer.send(json!(["release", id, 1]));
     }
@@ -562,7 +565,10 @@ async fn paths_on_our_objects_and_map_are_refused() {
         (5, "cannot be read"),
         (6, "`.map()`"),
     ] {
-        let reject = rejects.iter().find(|m| m[1] == id).expect("each is rejected");
+        let reject = rejects
+            .iter()
+            .find(|m| m[1] == id)
+            .expect("each is rejected");
         assert_eq!(reject[0], "reject", "{reject}");
         assert!(reject_text(reject).contains(says), "{reject}");
     }
@@ -576,7 +582,11 @@ async fn paths_on_our_objects_and_map_are_refused() {
 async fn releasing_a_waiting_push_drops_it_and_what_it_carried() {
     let mut peer = Peer::new();
     peer.send(call(0, "team_later", json!([])));
-    peer.send(path_call(1, json!(["lead", "value_of"]), json!([["export", -1]])));
+    peer.send(path_call(
+        1,
+        json!(["lead", "value_of"]),
+        json!([["export", -1]]),
+    ));
     peer.send(json!(["pull", 2]));
     peer.send(json!(["release", 2, 1]));
     peer.expect(json!(["release", -1, 1])).await;
@@ -607,7 +617,10 @@ async fn a_released_answer_stays_for_the_pushes_waiting_on_it() {
     peer.send(json!(["pull", 3]));
     assert_eq!(
         peer.recv_set(2).await,
-        sorted([json!(["resolve", 2, 3]), json!(["resolve", 3, ["undefined"]])])
+        sorted([
+            json!(["resolve", 2, 3]),
+            json!(["resolve", 3, ["undefined"]])
+        ])
     );
     // Gone once the push ran: its result and objects.
     peer.send(json!(["release", 2, 1]));

@@ -242,7 +242,8 @@ impl Translator {
             }
             _ => {
                 importing.expr(expr)?;
-                importing.refuse("only method calls and property reads may be pushed to this server");
+                importing
+                    .refuse("only method calls and property reads may be pushed to this server");
                 None
             }
         };
@@ -267,7 +268,10 @@ impl Translator {
 
     fn on_pull(&mut self, id: i64) -> Checked<()> {
         let question = id as u64;
-        let pending = self.answers.get_mut(&question).filter(|a| id > 0 && !a.released);
+        let pending = self
+            .answers
+            .get_mut(&question)
+            .filter(|a| id > 0 && !a.released);
         let Some(answer) = pending else {
             return malformed(format!("pull of {id}, which is not a pending push"));
         };

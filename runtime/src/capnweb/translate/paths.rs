@@ -96,12 +96,9 @@ pub(super) fn extract(value: Value, caps: &[CapDescriptor]) -> (Value, Vec<CapDe
             };
         }
         match value {
-            Value::Array(items) => Value::Array(
-                items
-                    .into_iter()
-                    .map(|v| renumber(v, from, to))
-                    .collect(),
-            ),
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|v| renumber(v, from, to)).collect())
+            }
             Value::Object(map) => Value::Object(
                 map.into_iter()
                     .map(|(k, v)| (k, renumber(v, from, to)))
@@ -176,7 +173,13 @@ mod tests {
     #[test]
     fn a_capability_takes_the_rest_of_the_path() {
         let p = path(&["lead"]);
-        assert_eq!(walk(team(), &p), Walked::Cap { index: 0, rest: &[] });
+        assert_eq!(
+            walk(team(), &p),
+            Walked::Cap {
+                index: 0,
+                rest: &[]
+            }
+        );
         let p = path(&["lead", "greet"]);
         assert_eq!(
             walk(team(), &p),

@@ -63,10 +63,13 @@ impl Push {
     /// on itself, is not waited for: the actor finds no such answer, and no pushes
     /// can wait on each other in a cycle).
     fn promises(&self) -> impl Iterator<Item = QuestionId> + '_ {
-        self.args.iter().flat_map(|a| &a.caps).filter_map(|c| match c {
-            CapDescriptor::ReceiverAnswer(q) if *q < self.question => Some(*q),
-            _ => None,
-        })
+        self.args
+            .iter()
+            .flat_map(|a| &a.caps)
+            .filter_map(|c| match c {
+                CapDescriptor::ReceiverAnswer(q) if *q < self.question => Some(*q),
+                _ => None,
+            })
     }
 
     /// Whether it names answer `question`, as its target or among its arguments.
@@ -81,10 +84,14 @@ impl Push {
             On::Export(id) => Some(id),
             On::Answer(_) => None,
         };
-        let carried = self.args.iter().flat_map(|a| &a.caps).filter_map(|c| match c {
-            CapDescriptor::ReceiverHosted(id) => Some(*id),
-            _ => None,
-        });
+        let carried = self
+            .args
+            .iter()
+            .flat_map(|a| &a.caps)
+            .filter_map(|c| match c {
+                CapDescriptor::ReceiverHosted(id) => Some(*id),
+                _ => None,
+            });
         target.into_iter().chain(carried).collect()
     }
 }
@@ -171,7 +178,8 @@ impl Translator {
                 Some(Stage::Done { held, actor: false }) => Some(held.clone()),
                 Some(Stage::Done { held, actor: true }) if !push.by_name() => Some(held.clone()),
                 None if !push.by_name() => {
-                    let why = format!("no result to follow a property path through: {q} was released");
+                    let why =
+                        format!("no result to follow a property path through: {q} was released");
                     return self.refuse(push.question, push.args, error_expr(&why));
                 }
                 // By name: the actor's (if it no longer knows the answer, it says so).
@@ -230,13 +238,7 @@ impl Translator {
     /// Sends a push to the actor as a call on `target`, named by `path` (empty: a
     /// `Callback`); a read, or a longer path, is refused (objects have no
     /// properties here).
-    fn call(
-        &mut self,
-        question: QuestionId,
-        target: Target,
-        path: &[String],
-        args: Option<Args>,
-    ) {
+    fn call(&mut self, question: QuestionId, target: Target, path: &[String], args: Option<Args>) {
         let method = match path {
             [] => Some(CALLBACK_METHOD),
             [name] => Some(by_name::method_id(name)),
@@ -293,7 +295,9 @@ impl Translator {
     pub(super) fn release_answer(&mut self, question: QuestionId) -> Checked<()> {
         let named = !self.waiting.is_empty() && self.waiting.names(question);
         let Some(answer) = self.answers.get_mut(&question).filter(|a| !a.released) else {
-            return malformed(format!("release of {question}, which is not a pending push"));
+            return malformed(format!(
+                "release of {question}, which is not a pending push"
+            ));
         };
         if named {
             // Waiting pushes still need it; it goes once they have run.
@@ -383,11 +387,7 @@ impl Translator {
     /// waiting push was dropped (which may let others run).
     fn forget_released(&mut self) -> bool {
         let mut dropped = false;
-        while let Some(at) = self
-            .released
-            .iter()
-            .position(|&q| !self.waiting.names(q))
-        {
+        while let Some(at) = self.released.iter().position(|&q| !self.waiting.names(q)) {
             let question = self.released.swap_remove(at);
             dropped |= self.forget(question);
         }
