@@ -633,6 +633,51 @@ async fn a_released_answer_stays_for_the_pushes_waiting_on_it() {
 }
 
 #[tokio::test]
+async fn a_released_waiting_push_still_runs_for_the_pushes_on_it() {
+    let mut peer = Peer::new();
+    peer.send(call(0, "team_later", json!([])));
+    peer.send(path_call(1, json!(["lead", "child"]), json!([1])));
+    peer.send(call(2, "value", json!([])));
+    peer.send(json!(["pull", 3]));
+    // The child's promise is released before anything returned: the call on it
+    // still gets its answer.
+    peer.send(json!(["release", 2, 1]));
+    peer.send(json!(["release", 1, 1]));
+    peer.send(call(0, "open", json!([])));
+    peer.send(json!(["pull", 4]));
+    assert_eq!(
+        peer.recv_set(2).await,
+        sorted([
+            json!(["resolve", 3, 2]),
+            json!(["resolve", 4, ["undefined"]])
+        ])
+    );
+    peer.send(json!(["release", 3, 1]));
+    peer.send(json!(["release", 4, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn releasing_a_chain_of_waiting_pushes_drops_them_all() {
+    let mut peer = Peer::new();
+    peer.send(call(0, "team_later", json!([])));
+    peer.send(path_call(1, json!(["lead", "child"]), json!([1])));
+    peer.send(call(2, "value_of", json!([["export", -1]])));
+    peer.send(json!(["release", 2, 1]));
+    // The last push naming 2 goes: both go, with what they carried.
+    peer.send(json!(["release", 3, 1]));
+    peer.expect(json!(["release", -1, 1])).await;
+    let stats = peer.conn.stats().await.unwrap();
+    assert_eq!(stats.answers, 1, "only the team, still running");
+    peer.send(json!(["pull", 2]));
+    let reason = peer.aborted().await;
+    assert!(
+        reason.contains("pull of 2, which is not a pending push"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
 async fn pushes_naming_a_waiting_push_wait_for_it_and_others_do_not() {
     let mut peer = Peer::new();
     peer.send(call(0, "team_later", json!([])));

@@ -114,7 +114,7 @@ impl Translator {
             caps,
         };
         self.done(question, held, true);
-        self.drain_waiting();
+        self.drain_waiting(false);
     }
 
     /// Sends a pulled result as a resolve or a reject.

@@ -15,6 +15,8 @@
 //! The peer may release a push while waiting pushes still name it (`using` a
 //! promise only to pipeline on it); it is then kept until they have run.
 
+use std::collections::HashSet;
+
 use super::paths::{self, Walked};
 use super::*;
 
@@ -118,6 +120,16 @@ impl Waiting {
     /// Whether a waiting push names answer `question`.
     fn names(&self, question: QuestionId) -> bool {
         self.pushes.iter().any(|p| p.names(question))
+    }
+
+    /// The answers waiting pushes name.
+    fn named(&self) -> HashSet<QuestionId> {
+        let targets = self.pushes.iter().filter_map(|p| match p.on {
+            On::Answer(q) => Some(q),
+            On::Export(_) => None,
+        });
+        let promises = self.pushes.iter().flat_map(Push::promises);
+        targets.chain(promises).collect()
     }
 
     /// Takes out the waiting push `question`.
@@ -310,8 +322,7 @@ impl Translator {
             return Ok(());
         }
         if self.forget(question) {
-            // Pushes behind it on its target may go now.
-            self.drain_waiting();
+            self.drain_waiting(true);
         }
         Ok(())
     }
@@ -349,31 +360,35 @@ impl Translator {
         false
     }
 
-    /// Runs the waiting pushes whose answers are ready, in order, then drops the
-    /// released answers nothing waiting names any more.
-    pub(super) fn drain_waiting(&mut self) {
-        if self.waiting.is_empty() && self.released.is_empty() {
-            return;
-        }
+    /// After an answer returned, or a waiting push was dropped (`dropped`): runs
+    /// the waiting pushes now ready, and drops the released answers nothing
+    /// waiting names any more, until neither changes anything.
+    pub(super) fn drain_waiting(&mut self, dropped: bool) {
+        let mut changed = dropped;
         loop {
-            self.run_ready();
-            if !self.forget_released() {
+            changed |= self.run_ready();
+            // Only pushes leaving `waiting` can leave a released answer unnamed.
+            if !changed || !self.forget_released() {
                 break;
             }
+            changed = false;
         }
     }
 
-    /// One pass over the waiting pushes, running those whose answers are ready.
-    /// Running one can only make later ones ready (pushes name earlier pushes
-    /// only), so one pass in arrival order is enough.
-    fn run_ready(&mut self) {
-        let mut at = 0;
-        while let Some(push) = self.waiting.pushes.get(at) {
-            if must_wait(&self.answers, push) {
-                at += 1;
+    /// One pass over the waiting pushes in arrival order, running those whose
+    /// answers are ready; says whether any ran. Running one can only make later
+    /// ones ready (pushes name earlier pushes only), so one pass is enough.
+    fn run_ready(&mut self) -> bool {
+        if self.waiting.is_empty() {
+            return false;
+        }
+        let pushes = std::mem::take(&mut self.waiting.pushes);
+        let before = pushes.len();
+        for push in pushes {
+            if must_wait(&self.answers, &push) {
+                self.waiting.pushes.push(push);
                 continue;
             }
-            let push = self.waiting.pushes.remove(at);
             let exports = push.exports();
             self.run(push);
             // After its call, which the actor takes first.
@@ -381,15 +396,30 @@ impl Translator {
                 self.unhold(id);
             }
         }
+        self.waiting.len() < before
     }
 
     /// Drops released answers that no waiting push names any more; says whether a
     /// waiting push was dropped (which may let others run).
     fn forget_released(&mut self) -> bool {
         let mut dropped = false;
-        while let Some(at) = self.released.iter().position(|&q| !self.waiting.names(q)) {
-            let question = self.released.swap_remove(at);
-            dropped |= self.forget(question);
+        while !self.released.is_empty() {
+            let named = self.waiting.named();
+            let (kept, free): (Vec<_>, Vec<_>) = std::mem::take(&mut self.released)
+                .into_iter()
+                .partition(|q| named.contains(q));
+            self.released = kept;
+            if free.is_empty() {
+                break;
+            }
+            let mut shrank = false;
+            for question in free {
+                shrank |= self.forget(question);
+            }
+            if !shrank {
+                break;
+            }
+            dropped = true;
         }
         dropped
     }
