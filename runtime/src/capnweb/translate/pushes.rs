@@ -424,3 +424,71 @@ impl Translator {
         dropped
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(question: QuestionId, on: On, path: &[&str], promises: &[QuestionId]) -> Push {
+        Push {
+            question,
+            on,
+            path: path.iter().map(|k| k.to_string()).collect(),
+            args: Some(Args {
+                values: Vec::new(),
+                caps: promises
+                    .iter()
+                    .map(|&q| CapDescriptor::ReceiverAnswer(q))
+                    .collect(),
+            }),
+        }
+    }
+
+    fn answers(stages: [(QuestionId, Stage); 2]) -> HashMap<QuestionId, Answer> {
+        stages
+            .into_iter()
+            .map(|(q, stage)| (q, Answer::new(stage)))
+            .collect()
+    }
+
+    #[test]
+    fn only_what_needs_a_missing_result_waits() {
+        let answers = answers([(1, Stage::Running), (2, Stage::Waiting)]);
+        let root = On::Export(crate::wire::ROOT_EXPORT);
+        // By name on a running answer: the actor's to hold.
+        assert!(!must_wait(
+            &answers,
+            &push(3, On::Answer(1), &["value"], &[])
+        ));
+        assert!(!must_wait(&answers, &push(3, root, &["add"], &[1])));
+        // A path, or a read, needs the result.
+        assert!(must_wait(
+            &answers,
+            &push(3, On::Answer(1), &["lead", "value"], &[])
+        ));
+        let mut read = push(3, On::Answer(1), &["name"], &[]);
+        read.args = None;
+        assert!(must_wait(&answers, &read));
+        // Anything naming a waiting push.
+        assert!(must_wait(
+            &answers,
+            &push(3, On::Answer(2), &["value"], &[])
+        ));
+        assert!(must_wait(&answers, &push(3, root, &["add"], &[2])));
+    }
+
+    #[test]
+    fn a_promise_on_a_later_push_is_not_waited_for() {
+        let answers = answers([(1, Stage::Running), (5, Stage::Waiting)]);
+        let root = On::Export(crate::wire::ROOT_EXPORT);
+        let early = push(3, root, &["add"], &[5]);
+        assert!(!must_wait(&answers, &early));
+        assert!(!early.names(5));
+        let mut waiting = Waiting::default();
+        waiting.push(early);
+        waiting.push(push(6, On::Answer(1), &["a", "b"], &[5]));
+        assert_eq!(waiting.named(), HashSet::from([1, 5]));
+        assert!(waiting.remove(6).is_some());
+        assert_eq!(waiting.named(), HashSet::new());
+    }
+}
