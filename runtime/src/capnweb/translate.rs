@@ -73,6 +73,7 @@ impl Answer {
     }
 }
 
+/// Where a push of the peer's is, from arrival to its result.
 enum Stage {
     /// Waiting here for answers it depends on (it is in `Translator::waiting`); the
     /// actor has not seen it.
