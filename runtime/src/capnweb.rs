@@ -45,8 +45,9 @@
 //! limits and close reasons are farcall's own. A `push` is a call whose question id
 //! is the push's id, `pull` asks for its result, `resolve`/`reject` are returns,
 //! `release` is a `Finish` or a `Release`; the translator keeps only what Cap'n
-//! Web adds (which results were pulled, the numbering of this side's pushes, the
-//! sign of ids). Payloads travel as Cap'n Web expressions (`codec/capnweb.rs`).
+//! Web adds (which results were pulled, each result until its release for property
+//! paths on it, the numbering of this side's pushes, the sign of ids). Payloads
+//! travel as Cap'n Web expressions (`codec/capnweb.rs`).
 //!
 //! Methods are called by name: the translator hashes the name as the macro does
 //! and leaves the signature bits as a wildcard, which the served object resolves
@@ -58,17 +59,30 @@
 //! # Limits and failures
 //!
 //! A message may be at most [`MAX_MESSAGE_SIZE`] bytes and nest at most 256 levels
-//! (Cap'n Web's defaults). A message that is not JSON, breaks the protocol or goes
-//! over a limit ends that session with an `["abort", error]` saying why; other
-//! sessions are not affected. Every other guarantee of a farcall connection holds.
+//! (Cap'n Web's defaults), and at most
+//! [`max_inflight_calls`](crate::Config::max_inflight_calls) pushes may wait for the
+//! results their property paths need. A message that is not JSON, breaks the
+//! protocol or goes over a limit ends that session with an `["abort", error]` saying
+//! why; other sessions are not affected. Every other guarantee of a farcall
+//! connection holds.
 //!
 //! # What is supported
 //!
 //! Calls by method name with positional arguments (trailing ones may be left out
 //! when their type is an `Option`); results and errors; functions and `RpcTarget`s
 //! passed as arguments (as `Callback`s or as client types); client types and
-//! callbacks returned (as stubs); pipelining on results and on stubs; release and
-//! dispose both ways; bytes, big integers, non-finite numbers, `undefined`.
+//! callbacks returned (as stubs); pipelining on results and on stubs; property
+//! paths on results, also pipelined: reads (`await api.team().stats.label`, a
+//! missing property being `undefined`), reads of objects, which arrive as stubs
+//! (`await api.team().lead`), and calls through a path, which go to the object it
+//! reaches (`api.team().lead.increment(1)`; a path ending at a function calls it);
+//! release and dispose both ways; bytes, big integers, non-finite numbers,
+//! `undefined`.
+//!
+//! A call by one name on a result (`api.counter(1).increment(2)`) goes to the
+//! result's object (its first, when it holds several), as farcall pipelines; a
+//! function in a field of a returned struct is called through a longer path, or
+//! once the struct is awaited.
 //!
 //! Streams, both ways: a [`Stream<T>`](crate::Stream) or
 //! [`ByteStream`](crate::ByteStream) sent to the peer is a `ReadableStream` there
@@ -81,11 +95,11 @@
 //! than 1024 open pipes, ends the session with the reason.
 //!
 //! Not supported: `.map()` (remap), a `WritableStream` passed as a value, streams
-//! over HTTP batch, property reads (`await stub.someField`) and property paths longer than a
-//! method name, promises passed as argument values, calls nested inside arguments,
-//! `Date`, `Error` values, `URL`, `Headers`, `Request`, `Response` and `Blob` values.
-//! A push of one of these is rejected with a reason; the session goes on. A
-//! JavaScript exception thrown by a function Rust called arrives as
+//! over HTTP batch, property reads and paths on this side's objects (they have
+//! methods, not properties), promises and property paths passed as argument values,
+//! calls nested inside arguments, `Date`, `Error` values, `URL`, `Headers`,
+//! `Request`, `Response` and `Blob` values. A push of one of these is rejected with a
+//! reason; the session goes on. A JavaScript exception thrown by a function Rust called arrives as
 //! [`RpcError::RemotePanic`](crate::RpcError::RemotePanic) with its message. An
 //! object received from one connection and passed to a Cap'n Web peer is refused
 //! (its payloads are in another codec).
@@ -146,7 +160,12 @@ pub fn connect<M: Messages>(builder: &Builder, messages: M) -> Connection {
 
 fn start<M: Messages>(builder: &Builder, messages: M, on_end: transport::OnEnd) -> Connection {
     let config = session_config(builder);
-    let translator = translate::Translator::new(MAX_MESSAGE_SIZE, config.max_frame_size);
+    // Pushes waiting in the translator for a result are calls waiting to start.
+    let translator = translate::Translator::new(
+        MAX_MESSAGE_SIZE,
+        config.max_frame_size,
+        config.max_inflight_calls,
+    );
     builder
         .clone()
         .config(config)

@@ -35,7 +35,20 @@ pub struct Tables {
     pub streams: usize,
 }
 
-farcall::capnweb::typescript::from_ts_rs!(Point, Tables);
+/// A struct of plain values, a nested struct and objects (the lead counting from
+/// 1, the members from 2 and 3), for property paths on results:
+/// `api.team().lead.increment(1)`, `await api.team().stats.label`.
+#[derive(Serialize, Deserialize, ts_rs::TS)]
+pub struct Team {
+    pub name: String,
+    #[ts(type = "Counter")]
+    pub lead: CounterClient,
+    pub stats: Point,
+    #[ts(type = "Array<Counter>")]
+    pub members: Vec<CounterClient>,
+}
+
+farcall::capnweb::typescript::from_ts_rs!(Point, Tables, Team);
 
 /// A counter served to JavaScript.
 #[farcall::remote]
@@ -66,6 +79,8 @@ pub trait Api {
     async fn subscribe(&self, f: Callback<String>) -> usize;
     async fn publish(&self, text: String) -> usize;
     async fn unsubscribe_all(&self) -> usize;
+    /// A new team (see `Team`).
+    async fn team(&self) -> Team;
     /// Calls `increment(10)` on a counter the caller implements.
     async fn use_counter(&self, c: CounterClient) -> i64;
     /// The tables of the connection this call came on.
@@ -161,6 +176,19 @@ impl Api for Server {
     }
     async fn unsubscribe_all(&self) -> usize {
         std::mem::take(&mut *self.subscribers.lock().unwrap()).len()
+    }
+    async fn team(&self) -> Team {
+        let counter = |n| CounterClient::from_local(Count(AtomicI64::new(n)));
+        Team {
+            name: "core".into(),
+            lead: counter(1),
+            stats: Point {
+                x: 1.0,
+                y: 2.0,
+                label: Some("stats".into()),
+            },
+            members: vec![counter(2), counter(3)],
+        }
     }
     async fn use_counter(&self, c: CounterClient) -> i64 {
         c.increment(10).await.unwrap_or(-1)

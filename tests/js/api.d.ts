@@ -32,6 +32,10 @@ export interface Api extends RpcTarget {
   publish(text: string): Promise<number | bigint>;
   unsubscribe_all(): Promise<number | bigint>;
   /**
+   * A new team (see `Team`).
+   */
+  team(): Promise<Team>;
+  /**
    * Calls `increment(10)` on a counter the caller implements.
    */
   use_counter(c: Counter): Promise<number | bigint>;
@@ -78,6 +82,13 @@ export interface Counter extends RpcTarget {
    */
   child(): Promise<Counter>;
 }
+
+/**
+ * A struct of plain values, a nested struct and objects (the lead counting from
+ * 1, the members from 2 and 3), for property paths on results:
+ * `api.team().lead.increment(1)`, `await api.team().stats.label`.
+ */
+export type Team = { name: string, lead: Counter, stats: Point, members: Array<Counter>, };
 
 /**
  * A connection's tables, as `farcall::Stats` reports them.

@@ -234,6 +234,67 @@ test("streams cross as ReadableStreams both ways", opts, async () => {
   }
 });
 
+test("properties of results are read and called through", opts, async () => {
+  const api = ws();
+  try {
+    const team = api.team();
+    assert.equal(await team.name, "core");
+    assert.deepEqual(await team.stats, { x: 1, y: 2, label: "stats" });
+    assert.equal(await team.stats.label, "stats");
+    assert.equal(await team.nope, undefined);
+    await assert.rejects(async () => await team.nope.deeper, (e) => e instanceof TypeError && /reading 'deeper'/.test(e.message));
+    await assert.rejects(async () => await team.name.toUpperCase(), (e) => e instanceof TypeError && /not a function/.test(e.message));
+    // Calls through a path go to the object it reaches.
+    assert.equal(await team.lead.increment(5), 6);
+    const child = team.members[1].child();
+    assert.equal(await child.value(), 4);
+    // A read of an object is a stub, called and disposed like any other.
+    const lead = await team.lead;
+    assert.equal(await lead.value(), 6);
+    const members = await team.members;
+    assert.equal(await members[0].value(), 2);
+    for (const stub of [lead, ...members]) stub[Symbol.dispose]();
+    // Until the team itself is disposed, its objects stay.
+    assert.equal((await api.stats()).exports, 4, "the lead, the members and a child");
+    child[Symbol.dispose]();
+    team[Symbol.dispose]();
+    assert.deepEqual(await api.stats(), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
+test("property paths on results cost one round trip", opts, async () => {
+  // Over HTTP batch a round trip is a request: reads and calls through paths, all
+  // pipelined on a team not yet returned, go in one.
+  const before = await batch().requests();
+  const api = batch();
+  const team = api.team();
+  const [name, label, incremented, deep] = await Promise.all([
+    team.name,
+    team.stats.label,
+    team.lead.increment(5),
+    team.members[0].child().child().value(),
+  ]);
+  assert.deepEqual([name, label, incremented, deep], ["core", "stats", 6, 4]);
+  const after = await batch().requests();
+  assert.equal(after - before, 2, "the chain's request and this one");
+
+  // Over WebSocket too, before the team returns, leaving nothing behind.
+  const live = ws();
+  try {
+    const team = live.team();
+    const child = team.lead.child();
+    const [value, label] = await Promise.all([child.increment(10), team.stats.label]);
+    assert.deepEqual([value, label], [12, "stats"]);
+    child[Symbol.dispose]();
+    team[Symbol.dispose]();
+    assert.deepEqual(await live.stats(), ZERO);
+  } finally {
+    live[Symbol.dispose]();
+  }
+});
+
 test("malformed input aborts that session only", opts, async () => {
   const socket = new WebSocket(`ws://127.0.0.1:${port}/rpc`);
   const abort = await new Promise((resolve, reject) => {

@@ -1,27 +1,32 @@
 //! The translator: Cap'n Web messages in, farcall frames out, and back.
 //!
 //! The connection actor keeps every table; this keeps only what the dialect adds:
-//! - which of the peer's pushes were pulled: a result is held until its pull (or
-//!   dropped, with what it carried, on release), and which still wait for one (an
-//!   HTTP batch ends when none do);
+//! - the peer's pushes: which were pulled (an HTTP batch ends when none waits for its
+//!   result), and each result until the peer releases it, so that property paths
+//!   on it (`api.team().lead`) are answered here (`pushes.rs`, `paths.rs`);
+//! - pushes waiting for a result they read or call through, and those that name a
+//!   waiting push, which the actor must not see before it (`pushes.rs`);
 //! - the ids of this side's pushes (positive, in push order) against the actor's
 //!   question ids;
-//! - the sign convention of exports: each time the actor hands the peer an object,
+//! - the sign convention of exports: each time the actor's object reaches the peer,
 //!   the peer gets a fresh negative id. The `capnweb` package releases each import
 //!   with a count of one however many times it was introduced, so a fresh id per
-//!   introduction keeps the actor's reference counts exact (and identity still
-//!   holds on the Rust side, where the ids resolve to the same export).
+//!   introduction, with the actor's references pooled per object (`holds.rs`), keeps
+//!   the actor's reference counts exact (and identity still holds on the Rust side,
+//!   where the ids resolve to the same export).
 //!
 //! Mapping: a `push` of `["pipeline", id, [name], args]` is a `Call` whose question
 //! is the push's id (Cap'n Web numbers pushes 1, 2, ... as the answer table's
 //! question ids); target 0 is the root, a negative id an export, a positive one a
 //! pipelined answer; the method is the name's hash with wildcard signature bits
-//! (`interface::by_name`), and an empty path calls a `Callback`. `release` of a push
-//! is a `Finish` (when the actor still keeps that answer), of an export a `Release`.
-//! In expressions `["export", -n]` is `SenderHosted(n)`, `["import", -n]`
-//! `ReceiverHosted`, `["pipeline", n]` `ReceiverAnswer(n)`; payloads carry them as
-//! `["$cap", i]` placeholders (see `codec/capnweb.rs`). Streams, both ways, are in
-//! `streams.rs`.
+//! (`interface::by_name`), and an empty path calls a `Callback`. A longer path, or
+//! none (a property read), on an answer is followed here through its result: to a
+//! value, which answers the push here, or to a capability, which the call goes to.
+//! `release` of a push is a `Finish` (when the actor still keeps that answer), of
+//! an export a `Release`. In expressions `["export", -n]` is `SenderHosted(n)`,
+//! `["import", -n]` `ReceiverHosted`, `["pipeline", n]` `ReceiverAnswer(n)`;
+//! payloads carry them as `["$cap", i]` placeholders (see `codec/capnweb.rs`).
+//! Streams, both ways, are in `streams.rs`.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -35,44 +40,152 @@ use crate::interface::by_name;
 
 mod from_actor;
 mod from_peer;
+mod holds;
+mod paths;
+mod pushes;
 mod streams;
 use crate::wire::{
     decode_frame, encode_frame, encode_payload, finish_frame, CapDescriptor, ExportId, Header,
     Hello, Outcome, QuestionId, Target, PROTOCOL_VERSION,
 };
+use holds::Holds;
+use pushes::Waiting;
 
 /// The method id of a `Callback` (calling a function: an empty property path).
 const CALLBACK_METHOD: u32 = 1;
 
 /// A push of the peer's (an answer of ours) as the translator tracks it.
-enum Answer {
+struct Answer {
+    stage: Stage,
+    /// The peer pulled it: its resolve or reject is sent once it is done (and not
+    /// after the peer released it).
+    pulled: bool,
+    /// The peer released it while waiting pushes name it: it goes once they have
+    /// run (see `Translator::released`).
+    released: bool,
+    /// It came as a stream message (a pipe's `close()` or `abort()`): pulled at
+    /// once, and gone once answered (the peer sends no release).
+    streamed: bool,
+}
+
+impl Answer {
+    fn new(stage: Stage) -> Self {
+        Answer {
+            stage,
+            pulled: false,
+            released: false,
+            streamed: false,
+        }
+    }
+}
+
+/// Where a push of the peer's is, from arrival to its result.
+enum Stage {
+    /// Waiting here for answers it depends on (it is in `Translator::waiting`); the
+    /// actor has not seen it.
+    Waiting,
     /// The actor is working on it.
-    Running { pulled: bool },
-    /// Its result, held until the peer pulls it.
-    Returned {
-        outcome: Outcome,
-        payload: Bytes,
-        caps: Vec<CapDescriptor>,
-    },
-    /// Its resolve or reject is sent; waiting for the peer's release.
-    Sent { needs_finish: bool },
-    /// Not something this server does (a property read, `.map()`...): it rejects
-    /// with this reason when pulled. The actor never saw it.
-    Refused { reason: String },
-    /// Answered by the translator itself (a pipe's `close()` or `abort()`): the
-    /// outcome once known, sent when pulled. The actor never saw it.
-    Local {
-        outcome: Option<Result<Value, String>>,
-        pulled: bool,
-        /// Came as a stream message: pulled, and released once answered.
-        streamed: bool,
-    },
+    Running,
+    /// Worked out here, not known yet: a pipe's `close()` or `abort()`, answered
+    /// once the reader has had the writes before it (`streams.rs`).
+    Local,
+    /// Its result, kept until the peer releases it, for property paths on it: the
+    /// actor's (`actor`: calls by one name on it go to the actor, which may keep it
+    /// too), or worked out here (a property read, a push refused).
+    Done { held: Held, actor: bool },
+}
+
+/// A result as the translator keeps it: a payload expression (see
+/// `codec/capnweb.rs`), parsed only when it is sent or a path reads it.
+#[derive(Clone)]
+struct Held {
+    outcome: Outcome,
+    payload: Bytes,
+    caps: Vec<CapDescriptor>,
+}
+
+impl Held {
+    /// A value worked out here, with the capabilities its placeholders index.
+    fn value(value: &Value, caps: Vec<CapDescriptor>) -> Self {
+        Held {
+            outcome: Outcome::Value,
+            payload: serde_json::to_vec(value).unwrap_or_default().into(),
+            caps,
+        }
+    }
+
+    /// A rejection decided here, with this Cap'n Web error expression.
+    fn rejection(error: Value) -> Self {
+        let payload = capnweb_special(ERR, [error, Value::Null]);
+        Held::value(&payload, Vec::new())
+    }
+
+    /// Whether the actor keeps the answer too, until a `Finish` (see
+    /// `Reply::needs_finish`).
+    fn needs_finish(&self) -> bool {
+        self.outcome != Outcome::Value || !self.caps.is_empty()
+    }
+
+    /// What the push resolves to (with its placeholders), or the error expression
+    /// it rejects with.
+    fn resolution(&self) -> Result<Value, Value> {
+        let value = match self.outcome {
+            Outcome::Failed => {
+                let text = match AnyCodec::CapnWeb.decode::<WireError>(&self.payload) {
+                    Ok(error) => wire_error_text(error),
+                    Err(e) => format!("the call failed (undecodable error: {e})"),
+                };
+                return Err(error_expr(&text));
+            }
+            Outcome::Value | Outcome::AppError => match capnweb::parse(&self.payload) {
+                Ok(value) => value,
+                Err(e) => {
+                    return Err(error_expr(&format!(
+                        "the result could not be translated: {e}"
+                    )))
+                }
+            },
+        };
+        match value {
+            Value::Array(mut items) => match items.as_slice() {
+                [Value::String(code), error, text] if code == ERR => Err(match (error, text) {
+                    // The translator's own rejections carry their error as it is sent.
+                    (Value::Array(e), _) if e.first().is_some_and(|c| c == "error") => {
+                        error.clone()
+                    }
+                    (_, Value::String(text)) => error_expr(text),
+                    (error, _) => error_expr(&error_text(error)),
+                }),
+                [Value::String(code), _] if code == OK => Ok(items.swap_remove(1)),
+                [Value::String(code), Value::Array(_)] if code == ARGS => {
+                    match items.swap_remove(1) {
+                        Value::Array(list) => Ok(capnweb::array(list)),
+                        _ => unreachable!("matched above"),
+                    }
+                }
+                _ => Ok(Value::Array(items)),
+            },
+            value => Ok(value),
+        }
+    }
 }
 
 /// Why an incoming message could not be taken.
 enum Bad {
     /// The peer broke the protocol: the session ends with this reason.
     Malformed(String),
+    /// The peer went over a limit: the session ends with this reason.
+    OverLimit(String),
+}
+
+impl Bad {
+    /// The reason the session ends with; `shown` is the message, or its start.
+    fn reason(self, shown: &str) -> String {
+        match self {
+            Bad::Malformed(why) => format!("bad RPC message ({why}): {shown}"),
+            Bad::OverLimit(why) => why,
+        }
+    }
 }
 
 type Checked<T> = Result<T, Bad>;
@@ -96,6 +209,11 @@ fn int(value: &Value) -> Checked<i64> {
 
 fn error_expr(text: &str) -> Value {
     capnweb_special("error", [Value::from("Error"), Value::from(text)])
+}
+
+/// A `TypeError`, as JavaScript throws for a property path that goes nowhere.
+fn type_error(text: &str) -> Value {
+    capnweb_special("error", [Value::from("TypeError"), Value::from(text)])
 }
 
 /// The message of a rejection or abort sent by the peer: an error's `type: message`,
@@ -125,9 +243,16 @@ pub(crate) struct Translator {
     answers: HashMap<u64, Answer>,
     /// Pulled answers whose resolve or reject has not been sent.
     awaited: usize,
+    /// Pushes waiting for answers they depend on, and how many may.
+    waiting: Waiting,
+    max_waiting: usize,
+    /// Answers the peer released while waiting pushes named them.
+    released: Vec<QuestionId>,
     /// Exports as the peer holds them: Cap'n Web id (negated) to the actor's id.
     next_export: u64,
     exported: HashMap<u64, ExportId>,
+    /// The actor's references to those, and to the objects of kept results.
+    holds: Holds,
     /// Pushes made to the peer: Cap'n Web import id to question (none: one-way).
     next_push: u64,
     asked: HashMap<u64, QuestionId>,
@@ -141,9 +266,10 @@ pub(crate) struct Translator {
 }
 
 impl Translator {
-    /// A translator whose peer may send messages of up to `max_message` bytes; the
+    /// A translator whose peer may send messages of up to `max_message` bytes, and
+    /// have up to `max_waiting` pushes wait for the results they depend on; the
     /// actor's first frame, the peer's opening message, is already queued.
-    pub(crate) fn new(max_message: usize, max_frame_size: usize) -> Self {
+    pub(crate) fn new(max_message: usize, max_frame_size: usize, max_waiting: usize) -> Self {
         let codec = AnyCodec::CapnWeb;
         let hello = Hello {
             version: PROTOCOL_VERSION,
@@ -157,8 +283,12 @@ impl Translator {
             pushes: 0,
             answers: HashMap::new(),
             awaited: 0,
+            waiting: Waiting::default(),
+            max_waiting,
+            released: Vec::new(),
             next_export: 0,
             exported: HashMap::new(),
+            holds: Holds::default(),
             next_push: 0,
             asked: HashMap::new(),
             by_question: HashMap::new(),
@@ -233,6 +363,42 @@ impl Translator {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Takes the references the actor sent with these capabilities, each with a
+    /// holder (see `holds.rs`).
+    fn take_caps(&mut self, caps: &[CapDescriptor]) {
+        for cap in caps {
+            if let CapDescriptor::SenderHosted(id) = cap {
+                self.holds.take(*id);
+            }
+        }
+    }
+
+    /// One more holder of each of the actor's objects among these capabilities.
+    fn hold_caps(&mut self, caps: &[CapDescriptor]) {
+        for cap in caps {
+            if let CapDescriptor::SenderHosted(id) = cap {
+                self.holds.hold(*id);
+            }
+        }
+    }
+
+    /// One holder fewer of each of the actor's objects among these capabilities.
+    fn unhold_caps(&mut self, caps: &[CapDescriptor]) {
+        for cap in caps {
+            if let CapDescriptor::SenderHosted(id) = cap {
+                self.unhold(*id);
+            }
+        }
+    }
+
+    /// One holder fewer of the actor's object `id`: its references go back with
+    /// the last.
+    fn unhold(&mut self, id: ExportId) {
+        if let Some(count) = self.holds.unhold(id) {
+            self.control(&Header::Release { id, count });
         }
     }
 }

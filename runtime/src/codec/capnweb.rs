@@ -30,7 +30,8 @@
 //! capability (written only: the translator makes it a `ReadableStream`);
 //! `["$args", [e1, ...]]` is a call's argument list (a top-level tuple); `["$ok", v]`
 //! and `["$err", e, text]` are a top-level `Result`, which becomes a resolve or a
-//! reject with the error's text.
+//! reject with the error's text (a rejection the translator decides itself has a
+//! Cap'n Web `["error", type, message]` as `e`, sent as it is).
 //!
 //! Reading is bounded like every codec: the text is parsed into a tree within the
 //! decoding budget (at most [`MAX_DEPTH`] levels, which is Cap'n Web's own limit, and

@@ -94,89 +94,49 @@ impl Translator {
         payload: Bytes,
         caps: Vec<CapDescriptor>,
     ) {
-        match self.answers.remove(&question) {
-            Some(Answer::Running { pulled: true }) => {
-                self.awaited -= 1;
-                self.settle(question, outcome, payload, caps);
-            }
-            Some(Answer::Running { pulled: false }) => {
-                self.answers.insert(
-                    question,
-                    Answer::Returned {
-                        outcome,
-                        payload,
-                        caps,
-                    },
-                );
-            }
-            other => {
-                // Released before it returned.
-                if let Some(other) = other {
-                    self.answers.insert(question, other);
-                }
-                self.undescribe(&caps);
-            }
+        let running = matches!(
+            self.answers.get(&question),
+            Some(Answer {
+                stage: Stage::Running,
+                ..
+            })
+        );
+        if !running {
+            // Released before it returned.
+            self.undescribe(&caps);
+            return;
         }
+        // Kept until the peer releases it, for property paths on it.
+        self.take_caps(&caps);
+        let held = Held {
+            outcome,
+            payload,
+            caps,
+        };
+        self.done(question, held, true);
+        self.drain_waiting(false);
     }
 
     /// Sends a pulled result as a resolve or a reject.
-    pub(super) fn settle(
-        &mut self,
-        question: QuestionId,
-        outcome: Outcome,
-        payload: Bytes,
-        caps: Vec<CapDescriptor>,
-    ) {
-        let needs_finish = outcome != Outcome::Value || !caps.is_empty();
-        self.answers.insert(question, Answer::Sent { needs_finish });
-        let value = match outcome {
-            Outcome::Failed => {
-                self.undescribe(&caps);
-                let text = match self.codec.decode::<WireError>(&payload) {
-                    Ok(error) => wire_error_text(error),
-                    Err(e) => format!("the call failed (undecodable error: {e})"),
-                };
-                self.send(serde_json::json!(["reject", question, error_expr(&text)]));
-                return;
-            }
-            Outcome::Value | Outcome::AppError => match capnweb::parse(&payload) {
-                Ok(value) => value,
-                Err(e) => {
-                    self.undescribe(&caps);
-                    let text = format!("the result could not be translated: {e}");
-                    self.send(serde_json::json!(["reject", question, error_expr(&text)]));
-                    return;
-                }
-            },
+    pub(super) fn send_result(&mut self, question: QuestionId) {
+        let Some(Answer {
+            stage: Stage::Done { held, .. },
+            ..
+        }) = self.answers.get(&question)
+        else {
+            return;
         };
-        if let Some([Value::String(code), error, text]) = value.as_array().map(Vec::as_slice) {
-            if code == ERR {
-                let text = match text {
-                    Value::String(text) => text.clone(),
-                    _ => error_text(error),
-                };
-                self.undescribe(&caps);
-                self.send(serde_json::json!(["reject", question, error_expr(&text)]));
-                return;
+        let message = match held.resolution() {
+            // Without capabilities there are no placeholders to replace.
+            Ok(value) if held.caps.is_empty() => serde_json::json!(["resolve", question, value]),
+            Ok(value) => {
+                let caps = held.caps.clone();
+                let value = self.export(value, &caps);
+                serde_json::json!(["resolve", question, value])
             }
-        }
-        let value = match value {
-            Value::Array(mut pair) if pair.len() == 2 && pair[0] == OK => pair.swap_remove(1),
-            Value::Array(mut pair) if pair.len() == 2 && pair[0] == ARGS && pair[1].is_array() => {
-                match pair.swap_remove(1) {
-                    Value::Array(items) => capnweb::array(items),
-                    _ => unreachable!("checked above"),
-                }
-            }
-            value => value,
+            Err(error) => serde_json::json!(["reject", question, error]),
         };
-        // Without capabilities there are no placeholders to replace.
-        let value = if caps.is_empty() {
-            value
-        } else {
-            self.export(value, &caps)
-        };
-        self.send(serde_json::json!(["resolve", question, value]));
+        self.send(message);
     }
 
     /// Replaces `["$cap", i]` placeholders with the peer's view of `caps[i]`.
@@ -211,6 +171,7 @@ impl Translator {
             CapDescriptor::SenderHosted(id) => {
                 self.next_export += 1;
                 self.exported.insert(self.next_export, id);
+                self.holds.hold(id);
                 serde_json::json!(["export", -(self.next_export as i64)])
             }
             CapDescriptor::ReceiverHosted(id) => serde_json::json!(["import", -(id as i64)]),
@@ -269,7 +230,11 @@ impl Translator {
         let args: Vec<Value> = if caps.is_empty() {
             args
         } else {
-            args.into_iter().map(|a| self.export(a, &caps)).collect()
+            // Held while the ids the peer gets for them are made.
+            self.take_caps(&caps);
+            let args = args.into_iter().map(|a| self.export(a, &caps)).collect();
+            self.unhold_caps(&caps);
+            args
         };
         self.next_push += 1;
         let k = self.next_push;

@@ -1,6 +1,8 @@
 //! Messages from the Cap'n Web peer, turned into frames for the actor: pushes (calls
-//! by name), pulls, releases, resolves and rejects, and the expressions inside them.
+//! by name, property reads; see `pushes.rs` for where they go), pulls, releases,
+//! resolves and rejects, and the expressions inside them.
 
+use super::pushes::{Args, On, Push};
 use super::*;
 
 /// Converts the peer's expressions into payload expressions, collecting the
@@ -105,6 +107,18 @@ impl Importing<'_> {
     }
 }
 
+/// A property name of a path: a string, or a number (JavaScript's property keys
+/// are text: `a[1]` is `a["1"]`).
+fn key(value: &Value) -> Checked<String> {
+    match value {
+        Value::String(name) => Ok(name.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        other => malformed(format!(
+            "a property path holding {other}, which is neither a name nor a number"
+        )),
+    }
+}
+
 impl Translator {
     /// Takes one message from the peer. An error ends the session with its reason.
     pub(crate) fn take_peer_message(&mut self, text: &str) -> Result<(), String> {
@@ -123,7 +137,7 @@ impl Translator {
         }
         let message =
             capnweb::parse(text.as_bytes()).map_err(|e| format!("malformed message: {e}"))?;
-        self.message(&message).map_err(|Bad::Malformed(why)| {
+        self.message(&message).map_err(|bad| {
             let mut shown = text.to_owned();
             if shown.len() > 200 {
                 let mut end = 200;
@@ -133,7 +147,7 @@ impl Translator {
                 shown.truncate(end);
                 shown.push('…');
             }
-            format!("bad RPC message ({why}): {shown}")
+            bad.reason(&shown)
         })
     }
 
@@ -159,7 +173,7 @@ impl Translator {
         } else {
             return None;
         };
-        Some(checked.map_err(|Bad::Malformed(why)| format!("bad RPC message ({why}): {text}")))
+        Some(checked.map_err(|bad| bad.reason(text)))
     }
 
     pub(super) fn importing(&mut self) -> Importing<'_> {
@@ -207,32 +221,28 @@ impl Translator {
             }
         }
         let mut importing = self.importing();
-        let call = match expr.as_array().map(Vec::as_slice) {
-            Some([Value::String(code), id, Value::Array(path), Value::Array(args)])
-                if code == "pipeline" || code == "import" =>
+        let push = match expr.as_array().map(Vec::as_slice) {
+            // A call, or (without arguments) a property read.
+            Some([Value::String(code), id, Value::Array(path), args @ ..])
+                if (code == "pipeline" || code == "import")
+                    && matches!(args, [] | [Value::Array(_)]) =>
             {
-                let target = match int(id)? {
-                    0 => Target::Export(crate::wire::ROOT_EXPORT),
-                    n if n < 0 => Target::Export(importing.our_export(n)?),
-                    n if (n as u64) < question => Target::Answer(n as u64),
+                let on = match int(id)? {
+                    0 => On::Export(crate::wire::ROOT_EXPORT),
+                    n if n < 0 => On::Export(importing.our_export(n)?),
+                    n if (n as u64) < question => On::Answer(n as u64),
                     n => return malformed(format!("a call on push {n}, which is not made yet")),
                 };
-                let method = match path.as_slice() {
-                    [] => Some(CALLBACK_METHOD),
-                    [Value::String(name)] => Some(by_name::method_id(name)),
-                    [_] => malformed("a property name that is not a string")?,
-                    _ => {
-                        importing.refuse(
-                            "property paths longer than one name are not supported by this server",
-                        );
-                        None
-                    }
+                let path = path.iter().map(key).collect::<Checked<Vec<_>>>()?;
+                let args = match args {
+                    [Value::Array(args)] => Some(
+                        args.iter()
+                            .map(|a| importing.expr(a))
+                            .collect::<Checked<Vec<_>>>()?,
+                    ),
+                    _ => None,
                 };
-                let args = args
-                    .iter()
-                    .map(|a| importing.expr(a))
-                    .collect::<Checked<Vec<_>>>()?;
-                method.map(|method| (target, method, args))
+                Some((on, path, args))
             }
             Some(
                 [Value::String(code), _, Value::Array(_), Value::Array(captures), Value::Array(_)],
@@ -243,107 +253,51 @@ impl Translator {
                 importing.refuse("`.map()` (remap) is not supported by this server");
                 None
             }
-            Some([Value::String(code), _, Value::Array(_)])
-                if code == "pipeline" || code == "import" =>
-            {
-                importing
-                    .refuse("reading properties is not supported by this server; call methods");
-                None
-            }
             _ => {
                 importing.expr(expr)?;
-                importing.refuse("only method calls may be pushed to this server");
+                importing
+                    .refuse("only method calls and property reads may be pushed to this server");
                 None
             }
         };
         let Importing {
             caps, unsupported, ..
         } = importing;
-        match (call, unsupported) {
-            (Some((target, method, args)), None) => {
-                let header = Header::Call {
-                    question: Some(question),
-                    target,
-                    method,
-                    caps,
-                };
-                let payload = capnweb_special(ARGS, [Value::Array(args)]);
-                self.frame(&header, &payload);
-                self.answers
-                    .insert(question, Answer::Running { pulled: false });
-            }
+        match (push, unsupported) {
+            (Some((on, path, args)), None) => self.take_push(Push {
+                question,
+                on,
+                path,
+                args: args.map(|values| Args { values, caps }),
+            }),
             (_, reason) => {
                 self.release_imports(&caps);
-                let reason = reason.unwrap_or_default();
-                self.answers.insert(question, Answer::Refused { reason });
+                let reason = error_expr(&reason.unwrap_or_default());
+                self.done(question, Held::rejection(reason), false);
+                Ok(())
             }
         }
-        Ok(())
     }
 
     fn on_pull(&mut self, id: i64) -> Checked<()> {
         let question = id as u64;
-        let Some(answer) = self.answers.get_mut(&question).filter(|_| id > 0) else {
+        let pending = self
+            .answers
+            .get_mut(&question)
+            .filter(|a| id > 0 && !a.released);
+        let Some(answer) = pending else {
             return malformed(format!("pull of {id}, which is not a pending push"));
         };
-        match answer {
-            Answer::Running { pulled: true } | Answer::Sent { .. } => {
-                malformed(format!("a second pull of {id}"))
-            }
-            Answer::Running { pulled } => {
-                *pulled = true;
-                self.awaited += 1;
-                Ok(())
-            }
-            Answer::Local {
-                outcome: None,
-                pulled: true,
-                ..
-            } => malformed(format!("a second pull of {id}")),
-            Answer::Local {
-                outcome: None,
-                pulled,
-                ..
-            } => {
-                *pulled = true;
-                self.awaited += 1;
-                Ok(())
-            }
-            Answer::Local { outcome, .. } => {
-                let outcome = outcome.take().expect("matched above");
-                self.answers.insert(
-                    question,
-                    Answer::Sent {
-                        needs_finish: false,
-                    },
-                );
-                self.send_local(question, outcome);
-                Ok(())
-            }
-            Answer::Refused { reason, .. } => {
-                let reason = std::mem::take(reason);
-                self.answers.insert(
-                    question,
-                    Answer::Sent {
-                        needs_finish: false,
-                    },
-                );
-                self.send(serde_json::json!(["reject", id, error_expr(&reason)]));
-                Ok(())
-            }
-            Answer::Returned { .. } => {
-                let Some(Answer::Returned {
-                    outcome,
-                    payload,
-                    caps,
-                }) = self.answers.remove(&question)
-                else {
-                    unreachable!("matched above")
-                };
-                self.settle(question, outcome, payload, caps);
-                Ok(())
-            }
+        if answer.pulled {
+            return malformed(format!("a second pull of {id}"));
         }
+        answer.pulled = true;
+        if matches!(answer.stage, Stage::Done { .. }) {
+            self.send_result(question);
+        } else {
+            self.awaited += 1;
+        }
+        Ok(())
     }
 
     fn on_release(&mut self, id: i64, count: i64) -> Checked<()> {
@@ -358,46 +312,15 @@ impl Translator {
             let Some(export) = self.exported.remove(&id.unsigned_abs()) else {
                 return malformed(format!("release of {id}, which is not exported"));
             };
-            // One id per introduction: it stands for one reference.
-            self.control(&Header::Release {
-                id: export,
-                count: 1,
-            });
+            // One id per introduction: it is one holder.
+            self.unhold(export);
             return Ok(());
         }
         let question = id as u64;
         if self.on_pipe_release(question) {
             return Ok(());
         }
-        let Some(answer) = self.answers.remove(&question) else {
-            return malformed(format!("release of {id}, which is not a pending push"));
-        };
-        match answer {
-            Answer::Running { pulled } => {
-                if pulled {
-                    self.awaited -= 1;
-                }
-                self.control(&Header::Finish { question });
-            }
-            Answer::Returned { outcome, caps, .. } => {
-                self.undescribe(&caps);
-                if outcome != Outcome::Value || !caps.is_empty() {
-                    self.control(&Header::Finish { question });
-                }
-            }
-            Answer::Sent { needs_finish } => {
-                if needs_finish {
-                    self.control(&Header::Finish { question });
-                }
-            }
-            Answer::Local { pulled, .. } => {
-                if pulled {
-                    self.awaited -= 1;
-                }
-            }
-            Answer::Refused { .. } => {}
-        }
-        Ok(())
+        self.release_answer(question)
     }
 
     /// A resolve (`Ok`) or reject (`Err`) of one of our pushes.

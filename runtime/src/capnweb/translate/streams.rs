@@ -209,6 +209,8 @@ impl Translator {
         let CapDescriptor::SenderHosted(source) = cap else {
             return error_expr("a stream received from this peer cannot be sent back to it");
         };
+        // The stream holds its source until it ends (see `holds.rs`).
+        self.holds.hold(source);
         self.send(serde_json::json!(["pipe"]));
         self.next_push += 1;
         let pipe = self.next_push;
@@ -266,6 +268,7 @@ impl Translator {
                     self.undescribe(&caps);
                     return self.end_out(sink, Some("a batch that could not be read".into()));
                 };
+                self.take_caps(&caps);
                 for item in items {
                     let item = if caps.is_empty() {
                         item
@@ -279,6 +282,7 @@ impl Translator {
                         ["pipeline", pipe, ["write"], [item]]
                     ]));
                 }
+                self.unhold_caps(&caps);
             }
             END => {
                 self.undescribe(&caps);
@@ -306,10 +310,7 @@ impl Translator {
         self.streams.writes.insert(self.next_push, (sink, false));
         self.send(serde_json::json!(["stream", call]));
         self.send(serde_json::json!(["release", pipe, 1]));
-        self.control(&Header::Release {
-            id: source,
-            count: 1,
-        });
+        self.unhold(source);
     }
 
     /// The peer's result for one of the messages to its pipes, if `id` is one.
@@ -459,14 +460,10 @@ impl Translator {
         if streamed {
             self.awaited += 1;
         }
-        self.answers.insert(
-            question,
-            Answer::Local {
-                outcome: None,
-                pulled: streamed,
-                streamed,
-            },
-        );
+        let mut answer = Answer::new(Stage::Local);
+        answer.pulled = streamed;
+        answer.streamed = streamed;
+        self.answers.insert(question, answer);
         self.flush(p);
         true
     }
@@ -474,10 +471,9 @@ impl Translator {
     /// Refuses a push (rejected when pulled) or a stream message (at once).
     fn refuse_local(&mut self, question: u64, why: &str, streamed: bool) {
         if streamed {
-            self.send_local(question, Err(why.into()));
+            self.send(serde_json::json!(["reject", question, error_expr(why)]));
         } else {
-            let reason = why.into();
-            self.answers.insert(question, Answer::Refused { reason });
+            self.done(question, Held::rejection(error_expr(why)), false);
         }
     }
 
@@ -623,41 +619,18 @@ impl Translator {
         let Some(question) = pipe.ending.as_mut().and_then(|(_, q)| q.take()) else {
             return;
         };
-        let outcome = outcome.map(|()| capnweb_special("undefined", []));
-        match self.answers.get_mut(&question) {
-            Some(Answer::Local {
-                outcome: slot,
-                pulled: false,
-                ..
-            }) => *slot = Some(outcome),
-            Some(Answer::Local {
-                pulled: true,
-                streamed,
-                ..
-            }) => {
-                let streamed = *streamed;
-                self.awaited -= 1;
-                if streamed {
-                    self.answers.remove(&question);
-                } else {
-                    self.answers.insert(
-                        question,
-                        Answer::Sent {
-                            needs_finish: false,
-                        },
-                    );
-                }
-                self.send_local(question, outcome);
-            }
-            _ => {}
-        }
-    }
-
-    /// Sends a result the translator made.
-    pub(super) fn send_local(&mut self, question: u64, outcome: Result<Value, String>) {
-        match outcome {
-            Ok(value) => self.send(serde_json::json!(["resolve", question, value])),
-            Err(why) => self.send(serde_json::json!(["reject", question, error_expr(&why)])),
+        let streamed = match self.answers.get(&question) {
+            Some(answer) if matches!(answer.stage, Stage::Local) => answer.streamed,
+            // Released already: nobody wants the answer.
+            _ => return,
+        };
+        let held = match outcome {
+            Ok(()) => Held::value(&capnweb_special("undefined", []), Vec::new()),
+            Err(why) => Held::rejection(error_expr(&why)),
+        };
+        self.done(question, held, false);
+        if streamed {
+            self.answers.remove(&question);
         }
     }
 
