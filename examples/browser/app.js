@@ -21,6 +21,37 @@ async function greet(name) {
   return greeting;
 }
 
+// Streams: the server spells a word into a ReadableStream the page reads, and
+// shouts back the words of a ReadableStream the page writes.
+async function spell(word) {
+  $("letters").textContent = "";
+  const letters = [];
+  for await (const letter of await api.spell(word)) {
+    letters.push(letter);
+    $("letters").textContent = letters.join(" ");
+  }
+  return letters.join(",");
+}
+
+async function shout(text) {
+  const words = text.split(/\s+/).filter(Boolean);
+  const stream = new ReadableStream({
+    pull(controller) {
+      if (words.length) controller.enqueue(words.shift());
+      else controller.close();
+    },
+  });
+  const shouted = await api.shout(stream);
+  $("shouted").textContent = shouted;
+  return shouted;
+}
+
+$("spell").addEventListener("submit", (event) => {
+  event.preventDefault();
+  spell($("word").value).catch((e) => { $("letters").textContent = `error: ${e.message}`; });
+  shout($("word").value).catch((e) => { $("shouted").textContent = `error: ${e.message}`; });
+});
+
 $("greet").addEventListener("submit", (event) => {
   event.preventDefault();
   greet($("name").value).catch((e) => { $("greeting").textContent = `error: ${e.message}`; });
@@ -32,11 +63,13 @@ if (new URLSearchParams(location.search).has("test")) {
   window.farcallTest = (async () => {
     try {
       const greeting = await greet("Chromium");
+      const spelled = await spell("Rust");
+      const shouted = await shout("streams both ways");
       await new Promise((resolve) => {
         onCount = () => { if (counted >= 3) resolve(); };
         onCount();
       });
-      const result = `PASS greeting=${greeting} count=${$("count").textContent}`;
+      const result = `PASS greeting=${greeting} spelled=${spelled} shouted=${shouted} count=${$("count").textContent}`;
       $("status").textContent = result;
       return result;
     } catch (e) {

@@ -19,7 +19,8 @@ use std::time::Duration;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use farcall::{Callback, Connection};
+use farcall::{Callback, Connection, Stream};
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -30,6 +31,10 @@ pub trait Demo {
     async fn watch(&self, on_count: Callback<u32>);
     /// A user, to ask for a greeting.
     async fn user(&self, name: String) -> UserClient;
+    /// The letters of `word`, one every `TICK / 5`: a `ReadableStream` in the page.
+    async fn spell(&self, word: String) -> Stream<String>;
+    /// The words the page streams, in capitals, joined with spaces.
+    async fn shout(&self, words: Stream<String>) -> Result<String, String>;
 }
 
 /// Someone to greet.
@@ -61,6 +66,28 @@ impl Demo for Server {
 
     async fn user(&self, name: String) -> UserClient {
         UserClient::from_local(Named(name))
+    }
+
+    async fn spell(&self, word: String) -> Stream<String> {
+        let (letters, stream) = Stream::channel(4);
+        tokio::spawn(async move {
+            for letter in word.chars() {
+                tokio::time::sleep(TICK / 5).await;
+                // The page stopped reading: stop.
+                if letters.send(letter.to_string()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        stream
+    }
+
+    async fn shout(&self, mut words: Stream<String>) -> Result<String, String> {
+        let mut shouted = Vec::new();
+        while let Some(word) = words.next().await {
+            shouted.push(word.map_err(|e| e.to_string())?.to_uppercase());
+        }
+        Ok(shouted.join(" "))
     }
 }
 
