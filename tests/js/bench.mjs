@@ -2,7 +2,8 @@
 // (a) a capnweb server in Node (server.mjs) and (b) the farcall server
 // (tests/bin/capnweb_server.rs, release build), over loopback WebSocket: sequential
 // calls per second, and calls per second with 64 in flight, with the CPU time the
-// server and the client spent per call (from /proc, on Linux). Each server runs in a
+// server and the client spent per call (from /proc, on Linux); then streams: items
+// per second read from the server, and MB/s of bytes read from it and written to it. Each server runs in a
 // process of its own; rounds alternate between them and the best round counts.
 //
 //   cargo build --release --bin farcall-capnweb-test-server
@@ -182,6 +183,44 @@ for (const server of Object.values(servers)) {
 
 const modes = { sequential: 1, [`${inFlight} in flight`]: inFlight };
 const best = {};
+const streamBest = {};
+
+// Items per second of a stream of numbers read from the server (`count`), and MB/s
+// of bytes read from it (`download`) and written to it (`upload`), on one session.
+async function measureStreams(url) {
+  const items = quick ? 20_000 : 200_000;
+  const bytes = (quick ? 8 : 64) << 20;
+  const api = newWebSocketRpcSession(url);
+  try {
+    let t = performance.now();
+    let n = 0;
+    for await (const _ of await api.count(items)) n++;
+    if (n !== items) throw new Error(`count(${items}) gave ${n} items`);
+    const itemRate = items / ((performance.now() - t) / 1000);
+
+    t = performance.now();
+    let got = 0;
+    for await (const chunk of await api.download(bytes)) got += chunk.length;
+    if (got !== bytes) throw new Error(`download(${bytes}) gave ${got} bytes`);
+    const downRate = bytes / 1e6 / ((performance.now() - t) / 1000);
+
+    const chunk = new Uint8Array(64 << 10).fill(7);
+    let sent = 0;
+    const source = new ReadableStream({
+      pull(c) {
+        if (sent >= bytes) return c.close();
+        sent += chunk.length;
+        c.enqueue(chunk);
+      },
+    });
+    t = performance.now();
+    await api.upload(source);
+    const upRate = bytes / 1e6 / ((performance.now() - t) / 1000);
+    return { "stream items/s": itemRate, "download MB/s": downRate, "upload MB/s": upRate };
+  } finally {
+    api[Symbol.dispose]();
+  }
+}
 try {
   // Warm every server up (the JIT of Node's, the allocators of all) before measuring.
   for (const server of Object.values(servers)) {
@@ -194,6 +233,18 @@ try {
       for (const [key, server] of Object.entries(servers)) {
         const m = await measure(server.url, server.child.pid, width, seconds, width > 1 ? clients : 1);
         if (!(best[mode][key]?.rate >= m.rate)) best[mode][key] = m;
+      }
+    }
+  }
+  // Streams: items and bytes from the server, bytes to it, on the Node server and
+  // farcall's default runtime; the best of the rounds.
+  for (const key of ["node", "farcall"]) {
+    const url = servers[key].url;
+    for (let round = 0; round < rounds; round++) {
+      const m = await measureStreams(url);
+      for (const [what, rate] of Object.entries(m)) {
+        streamBest[what] ??= {};
+        if (!(streamBest[what][key] >= rate)) streamBest[what][key] = rate;
       }
     }
   }
@@ -234,9 +285,20 @@ for (const [mode, byServer] of Object.entries(best)) {
     });
   }
 }
+console.log("");
+console.log("| streams | Node capnweb | farcall | vs Node |");
+console.log("|---|---:|---:|---:|");
+const streams = [];
+for (const [what, byServer] of Object.entries(streamBest)) {
+  const ratio = byServer.farcall / byServer.node;
+  const shown = (n) => (what.includes("MB") ? n.toFixed(1) : fmt(n));
+  console.log(`| ${what} | ${shown(byServer.node)} | ${shown(byServer.farcall)} | ${ratio.toFixed(2)} |`);
+  streams.push({ what, node: round3(byServer.node), farcall: round3(byServer.farcall), vs_node: round3(ratio) });
+}
 console.log(
   JSON.stringify({
     bench: "capnweb-server",
+    streams,
     quick,
     seconds,
     rounds,
