@@ -317,6 +317,8 @@ impl Translator {
             }
             return Ok(());
         };
+        // Released already (by `on_settle`).
+        args.promises.retain(|&p| p != id);
         let (added, error) = match settled {
             Settled::Resolved(parts) => {
                 let added = (parts.promises.clone(), exports_in(&parts.caps));
@@ -358,6 +360,8 @@ impl Translator {
             }
             return Ok(());
         };
+        // Released already (by `on_settle`).
+        parked.parts.promises.retain(|&p| p != id);
         let settled = match settled {
             Settled::Resolved(parts) => {
                 let added = parts.promises.clone();
