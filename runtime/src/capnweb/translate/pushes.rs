@@ -438,14 +438,14 @@ impl Translator {
 mod tests {
     use super::*;
 
-    fn push(question: QuestionId, on: On, path: &[&str], promises: &[QuestionId]) -> Push {
+    fn push(question: QuestionId, on: On, path: &[&str], pipelined: &[QuestionId]) -> Push {
         Push {
             question,
             on,
             path: path.iter().map(|k| k.to_string()).collect(),
             args: Some(Parts {
                 values: Vec::new(),
-                caps: promises
+                caps: pipelined
                     .iter()
                     .map(|&q| CapDescriptor::ReceiverAnswer(q))
                     .collect(),
@@ -485,6 +485,19 @@ mod tests {
             &push(3, On::Answer(2), &["value"], &[])
         ));
         assert!(must_wait(&answers, &push(3, root, &["add"], &[2])));
+    }
+
+    #[test]
+    fn a_push_with_an_unsettled_promise_of_the_peer_waits_whatever_its_target() {
+        let answers = answers([(1, Stage::Running), (2, Stage::Waiting)]);
+        let root = On::Export(crate::wire::ROOT_EXPORT);
+        let mut call = push(3, root, &["add"], &[]);
+        assert!(!must_wait(&answers, &call));
+        call.args.as_mut().unwrap().promises.push(7);
+        assert!(must_wait(&answers, &call));
+        let mut by_name = push(3, On::Answer(1), &["value"], &[]);
+        by_name.args.as_mut().unwrap().promises.push(8);
+        assert!(must_wait(&answers, &by_name));
     }
 
     #[test]
