@@ -295,3 +295,33 @@ async fn a_flood_of_promises_ends_the_session() {
     let reason = peer.aborted().await;
     assert!(reason.contains(over), "{reason}");
 }
+
+#[tokio::test]
+async fn an_http_batch_refuses_at_once_what_waits_for_a_promise_it_never_settled() {
+    let builder = Connection::builder().root(CalcServer::new(C::new(0)));
+    let request = [
+        call(0, "add", json!([promise(-1), 2])),
+        json!(["pull", 1]),
+        call(0, "add", json!([promise(-2), 2])),
+        json!(["pull", 2]),
+        json!(["resolve", -1, 1]),
+    ]
+    .map(|m| m.to_string())
+    .join("\n");
+    // Long enough that a response within it shows nothing waited for it.
+    let wait = std::time::Duration::from_secs(60);
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        crate::capnweb::batch(&builder, &request, wait),
+    )
+    .await
+    .expect("the batch answers without waiting for its timeout");
+    let mut lines: Vec<Value> = response
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    lines.sort_by_key(Value::to_string);
+    assert_eq!(lines.len(), 4, "{response}");
+    assert_eq!(lines[0], json!(["reject", 2, ["error", "Error", "the request ended before promise -2 settled"]]));
+    assert_eq!(&lines[1..], [json!(["release", -1, 1]), json!(["release", -2, 1]), json!(["resolve", 1, 3])]);
+}

@@ -185,7 +185,8 @@ enum Settled {
     Resolved(Parts),
     /// Rejected by the peer with this error expression.
     Rejected(Value),
-    /// Resolved to what this server does not take, for this reason.
+    /// Not taken, for this reason: resolved to what this server does not take, or
+    /// never to settle.
     Refused(String),
 }
 
@@ -268,6 +269,24 @@ impl Translator {
             }
             Err(error) => Settled::Rejected(error.clone()),
         };
+        self.settle(id, settled)
+    }
+
+    /// The peer sends nothing more (an HTTP batch's request is all read): its
+    /// unsettled promises never settle, and what waits for them is refused now
+    /// rather than when the batch times out.
+    pub(crate) fn peer_ended(&mut self) {
+        let mut ids: Vec<u64> = self.promises.pending.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let why = format!("the request ended before promise -{id} settled");
+            // A refusal adds no promises, so it cannot go over the limit.
+            let _ = self.settle(id, Settled::Refused(why));
+        }
+    }
+
+    /// Settles promise `id` for what waits for it, if anything does.
+    fn settle(&mut self, id: u64, settled: Settled) -> Checked<()> {
         let Some(owner) = self.promises.pending.remove(&id) else {
             // Released by this side, or settled already: nothing waits for it.
             if let Settled::Resolved(parts) = &settled {
