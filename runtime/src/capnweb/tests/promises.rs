@@ -120,7 +120,11 @@ async fn objects_arrive_through_promises_and_are_released_once() {
     peer.expect(json!(["resolve", 2, ["export", -1]])).await;
     peer.send(json!(["release", 2, 1]));
     peer.send(call(0, "team_later", json!([])));
-    peer.send(path_call(3, json!(["lead", "value_of"]), json!([promise(-3)])));
+    peer.send(path_call(
+        3,
+        json!(["lead", "value_of"]),
+        json!([promise(-3)]),
+    ));
     peer.send(json!(["pull", 4]));
     peer.send(json!(["resolve", -3, ["import", -1]]));
     peer.expect(json!(["release", -3, 1])).await;
@@ -249,9 +253,18 @@ async fn settling_a_promise_twice_or_one_never_sent() {
     peer.assert_zero().await;
 
     for (bad, says) in [
-        (json!(["resolve", -9, 1]), "a settlement of -9, which is no promise"),
-        (json!(["reject", -9, "x"]), "a settlement of -9, which is no promise"),
-        (json!(["resolve", 9, 1]), "a settlement of 9, which is no push of ours"),
+        (
+            json!(["resolve", -9, 1]),
+            "a settlement of -9, which is no promise",
+        ),
+        (
+            json!(["reject", -9, "x"]),
+            "a settlement of -9, which is no promise",
+        ),
+        (
+            json!(["resolve", 9, 1]),
+            "a settlement of 9, which is no push of ours",
+        ),
         (call(0, "add", json!([promise(1), 1])), "non-negative id"),
     ] {
         let mut peer = Peer::new();
@@ -322,6 +335,24 @@ async fn an_http_batch_refuses_at_once_what_waits_for_a_promise_it_never_settled
         .collect();
     lines.sort_by_key(Value::to_string);
     assert_eq!(lines.len(), 4, "{response}");
-    assert_eq!(lines[0], json!(["reject", 2, ["error", "Error", "the request ended before promise -2 settled"]]));
-    assert_eq!(&lines[1..], [json!(["release", -1, 1]), json!(["release", -2, 1]), json!(["resolve", 1, 3])]);
+    assert_eq!(
+        lines[0],
+        json!([
+            "reject",
+            2,
+            [
+                "error",
+                "Error",
+                "the request ended before promise -2 settled"
+            ]
+        ])
+    );
+    assert_eq!(
+        &lines[1..],
+        [
+            json!(["release", -1, 1]),
+            json!(["release", -2, 1]),
+            json!(["resolve", 1, 3])
+        ]
+    );
 }

@@ -76,7 +76,9 @@ impl Importing<'_> {
             ("promise", [id]) => {
                 let id = int(id)?;
                 if id >= 0 {
-                    return malformed("a promise with a non-negative id (exporters pick negative ids)");
+                    return malformed(
+                        "a promise with a non-negative id (exporters pick negative ids)",
+                    );
                 }
                 let id = id.unsigned_abs();
                 self.table.introduce(id)?;

@@ -79,7 +79,9 @@ impl Parts {
         }
         let mut value = values.into_iter().next().unwrap_or(Value::Null);
         let Some((slot, depth)) = self.values.iter_mut().find_map(|v| find(v, id, 1)) else {
-            return Err(format!("promise -{id} is missing from the value it belongs to"));
+            return Err(format!(
+                "promise -{id} is missing from the value it belongs to"
+            ));
         };
         if depth + nesting(&value) - 1 > MAX_DEPTH as usize {
             return Err(format!(
@@ -341,7 +343,10 @@ impl Translator {
         let (added, error) = match settled {
             Settled::Resolved(parts) => {
                 let added = (parts.promises.clone(), exports_in(&parts.caps));
-                let error = args.settle(id, parts, max_size).err().map(|e| error_expr(&e));
+                let error = args
+                    .settle(id, parts, max_size)
+                    .err()
+                    .map(|e| error_expr(&e));
                 (added, error)
             }
             Settled::Rejected(error) => (Default::default(), Some(error)),
