@@ -28,7 +28,9 @@
 //! an export a `Release`. In expressions `["export", -n]` is `SenderHosted(n)`,
 //! `["import", -n]` `ReceiverHosted`, `["pipeline", n]` `ReceiverAnswer(n)`;
 //! payloads carry them as `["$cap", i]` placeholders (see `codec/capnweb.rs`).
-//! Streams, both ways, are in `streams.rs`.
+//! `["promise", -n]` is a `["$promise", n]` placeholder that never reaches the
+//! actor: what carries it waits here until its resolution takes its place
+//! (`promises.rs`). Streams, both ways, are in `streams.rs`.
 
 use std::collections::{HashMap, VecDeque};
 
