@@ -31,6 +31,13 @@ pub struct Point {
 
 /// The JavaScript session's tables (`RpcSession.getStats()`, the main objects both
 /// ways included) and its counters not yet disposed.
+/// What `promised` returns: both fields arrive as promises JavaScript settles.
+#[derive(Serialize, Deserialize)]
+pub struct Promised {
+    pub n: f64,
+    pub counter: CounterClient,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JsStats {
     pub imports: u64,
@@ -67,6 +74,9 @@ pub trait Api {
     async fn counter(&self, start: i64) -> CounterClient;
     /// Calls `increment(10)` on the counter it is given.
     async fn use_counter(&self, c: CounterClient) -> i64;
+    /// `n` after a moment (or a rejection with `message`) and a counter at `n`,
+    /// each put in the result as a promise.
+    async fn promised(&self, n: f64, message: Option<String>) -> Promised;
     async fn stats(&self) -> JsStats;
     /// Calls `log(text)` on this side's root.
     async fn ask_client(&self, text: String) -> usize;
@@ -309,6 +319,34 @@ async fn javascript_calls_rust_callbacks_and_objects() {
     );
     assert_eq!(bounded("value", client.value()).await.unwrap(), 15);
     drop(client);
+
+    assert_released(&conn, &api, &baseline).await;
+}
+
+#[tokio::test]
+async fn promises_in_javascript_results_are_awaited() {
+    let Some((_server, conn, api)) = connect().await else {
+        return;
+    };
+    let baseline = bounded("stats", api.stats()).await.unwrap();
+
+    let got = bounded("promised", api.promised(4.0, None)).await.unwrap();
+    assert_eq!(got.n, 4.0);
+    assert_eq!(bounded("value", got.counter.value()).await.unwrap(), 4);
+    drop(got);
+    match bounded("promised", api.promised(1.0, Some("no number".into()))).await {
+        Err(RpcError::RemotePanic(Some(text))) => {
+            assert!(text.contains("RangeError: no number"), "{text}")
+        }
+        other => panic!("expected the rejection, got {:?}", other.map(|p| p.n)),
+    }
+    // The counter's promise may settle after the rejection, its counter released
+    // then: a few round trips let JavaScript get there.
+    for _ in 0..50 {
+        if bounded("stats", api.stats()).await.unwrap() == baseline {
+            break;
+        }
+    }
 
     assert_released(&conn, &api, &baseline).await;
 }

@@ -60,8 +60,11 @@
 //!
 //! A message may be at most [`MAX_MESSAGE_SIZE`] bytes and nest at most 256 levels
 //! (Cap'n Web's defaults), and at most
-//! [`max_inflight_calls`](crate::Config::max_inflight_calls) pushes may wait for the
-//! results their property paths need. A message that is not JSON, breaks the
+//! [`max_inflight_calls`](crate::Config::max_inflight_calls) pushes and promises
+//! together may wait: pushes for the results their property paths need or for the
+//! promises among their arguments, and each unsettled promise of the peer's. A value
+//! with the resolutions of its promises put in stays within a message's size and
+//! nesting (else its call is rejected saying so). A message that is not JSON, breaks the
 //! protocol or goes over a limit ends that session with an `["abort", error]` saying
 //! why; other sessions are not affected. Every other guarantee of a farcall
 //! connection holds.
@@ -78,6 +81,22 @@
 //! reaches (`api.team().lead.increment(1)`; a path ending at a function calls it);
 //! release and dispose both ways; bytes, big integers, non-finite numbers,
 //! `undefined`.
+//!
+//! Promises passed as values: a `capnweb` client passes one (`["promise", id]`) for
+//! an `RpcPromise` that is not this side's (a call on a local `RpcStub`, or on
+//! another session) and settles it by itself. A call with such promises among its
+//! arguments, at any depth, waits until each has resolved (a resolution may hold
+//! objects, or further promises, awaited alike), then runs with the values in their
+//! place; one rejecting rejects the call with its error, and what the call carried
+//! is released. A promise inside a result JavaScript returns to a call Rust made is
+//! awaited the same way: the result reaches Rust once its promises resolve, and one
+//! rejecting fails the call as a throw does. Nothing else waits. Each promise is
+//! released once settled, or with the push that carried it. A settlement of an id
+//! the peer never used for a promise ends the session; of a promise released or
+//! settled already, it is ignored. Over HTTP batch, a promise the request does not
+//! settle rejects what waits for it when the request ends. (The `capnweb` 0.12
+//! client cannot send a native `Promise` at all: it throws "Cannot serialize value";
+//! await it first.)
 //!
 //! A call by one name on a result (`api.counter(1).increment(2)`) goes to the
 //! result's object (its first, when it holds several), as farcall pipelines; a
@@ -96,8 +115,8 @@
 //!
 //! Not supported: `.map()` (remap), a `WritableStream` passed as a value, streams
 //! over HTTP batch, property reads and paths on this side's objects (they have
-//! methods, not properties), promises and property paths passed as argument values,
-//! calls nested inside arguments, `Date`, `Error` values, `URL`, `Headers`,
+//! methods, not properties), property paths passed as argument values, promises
+//! written to a stream, calls nested inside arguments, `Date`, `Error` values, `URL`, `Headers`,
 //! `Request`, `Response` and `Blob` values. A push of one of these is rejected with a
 //! reason; the session goes on. A JavaScript exception thrown by a function Rust called arrives as
 //! [`RpcError::RemotePanic`](crate::RpcError::RemotePanic) with its message. An

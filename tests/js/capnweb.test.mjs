@@ -4,7 +4,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { newWebSocketRpcSession, newHttpBatchRpcSession, RpcTarget } from "capnweb";
+import { newWebSocketRpcSession, newHttpBatchRpcSession, RpcTarget, RpcStub } from "capnweb";
 
 // Where cargo put the test server: `CARGO_TARGET_DIR` (absolute) when set, else the
 // repository's `target/`; `FARCALL_CAPNWEB_SERVER` names the binary outright.
@@ -292,6 +292,37 @@ test("property paths on results cost one round trip", opts, async () => {
     assert.deepEqual(await live.stats(), ZERO);
   } finally {
     live[Symbol.dispose]();
+  }
+});
+
+test("promises passed as arguments are awaited by the server", opts, async () => {
+  // The client passes a promise as a value when it holds an `RpcPromise` that is not
+  // the server's: a call on a local object (as here) or on another session. It
+  // exports it and settles it by itself; the server runs the call once it has.
+  class Later extends RpcTarget {
+    now(value) { return value; }
+    after(ms, value) { return new Promise((resolve) => setTimeout(() => resolve(value), ms)); }
+    fail(message) { throw new Error(message); }
+    counter() {
+      return new (class extends RpcTarget { increment(by) { return by + 100; } })();
+    }
+  }
+  const local = new RpcStub(new Later());
+  const api = ws();
+  try {
+    assert.equal(await api.add(local.now(1), local.after(50, 2)), 3);
+    await assert.rejects(
+      async () => await api.add(local.after(20, 1), local.fail("no number")),
+      (e) => e instanceof Error && e.message === "no number",
+    );
+    // An object arriving through a promise is a `CounterClient` there.
+    assert.equal(await api.use_counter(local.counter()), 110);
+    // capnweb 0.12 cannot send a native `Promise` at all: it throws before sending.
+    await assert.rejects(async () => await api.add(Promise.resolve(1), 2), /Cannot serialize value/);
+    assert.deepEqual(await settledStats(api), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+    local[Symbol.dispose]();
   }
 });
 

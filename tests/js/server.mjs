@@ -6,7 +6,7 @@
 //
 // Method names are the Rust trait's (snake_case): Rust calls methods by name.
 import { WebSocketServer, WebSocket } from "ws";
-import { RpcTarget, RpcSession, WebSocketTransport } from "capnweb";
+import { RpcTarget, RpcSession, RpcStub, WebSocketTransport } from "capnweb";
 
 // capnweb's WebSocket transport reads `WebSocket.CONNECTING`; Node 20 has no global
 // WebSocket without a flag, and `ws` sockets are compatible.
@@ -32,6 +32,25 @@ class Counter extends RpcTarget {
   // Called by capnweb when the peer releases its last reference.
   [Symbol.dispose]() {
     this.tally.live -= 1;
+  }
+}
+
+// An object whose calls `promised` puts in its results: each is an `RpcPromise` of
+// this side's, which capnweb sends as a promise and settles by itself.
+class Later extends RpcTarget {
+  constructor(tally) {
+    super();
+    this.tally = tally;
+  }
+  async after(n) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    return n;
+  }
+  counter(n) {
+    return new Counter(n, this.tally);
+  }
+  fail(message) {
+    throw new RangeError(message);
   }
 }
 
@@ -78,6 +97,17 @@ class Api extends RpcTarget {
   }
   counter(start) {
     return new Counter(start, this.tally);
+  }
+  // A result holding promises: `n` after a moment (or, with `message`, one that
+  // rejects with it) and a counter starting at `n`.
+  promised(n, message) {
+    const later = new RpcStub(new Later(this.tally));
+    const result = {
+      n: message == null ? later.after(n) : later.fail(message),
+      counter: later.counter(n),
+    };
+    later[Symbol.dispose]();
+    return result;
   }
   async use_counter(c) {
     return await c.increment(10);

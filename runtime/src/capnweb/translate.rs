@@ -6,6 +6,8 @@
 //!   on it (`api.team().lead`) are answered here (`pushes.rs`, `paths.rs`);
 //! - pushes waiting for a result they read or call through, and those that name a
 //!   waiting push, which the actor must not see before it (`pushes.rs`);
+//! - the peer's promises passed as values, with the pushes and the resolutions of
+//!   this side's pushes waiting for them to settle (`promises.rs`);
 //! - the ids of this side's pushes (positive, in push order) against the actor's
 //!   question ids;
 //! - the sign convention of exports: each time the actor's object reaches the peer,
@@ -26,7 +28,9 @@
 //! an export a `Release`. In expressions `["export", -n]` is `SenderHosted(n)`,
 //! `["import", -n]` `ReceiverHosted`, `["pipeline", n]` `ReceiverAnswer(n)`;
 //! payloads carry them as `["$cap", i]` placeholders (see `codec/capnweb.rs`).
-//! Streams, both ways, are in `streams.rs`.
+//! `["promise", -n]` is a `["$promise", n]` placeholder that never reaches the
+//! actor: what carries it waits here until its resolution takes its place
+//! (`promises.rs`). Streams, both ways, are in `streams.rs`.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -42,6 +46,7 @@ mod from_actor;
 mod from_peer;
 mod holds;
 mod paths;
+mod promises;
 mod pushes;
 mod streams;
 use crate::wire::{
@@ -243,9 +248,12 @@ pub(crate) struct Translator {
     answers: HashMap<u64, Answer>,
     /// Pulled answers whose resolve or reject has not been sent.
     awaited: usize,
-    /// Pushes waiting for answers they depend on, and how many may.
+    /// Pushes waiting for answers or promises they depend on, and how many
+    /// (with the unsettled promises) may.
     waiting: Waiting,
     max_waiting: usize,
+    /// The peer's promises passed as values, not settled yet.
+    promises: promises::Promises,
     /// Answers the peer released while waiting pushes named them.
     released: Vec<QuestionId>,
     /// Exports as the peer holds them: Cap'n Web id (negated) to the actor's id.
@@ -267,7 +275,8 @@ pub(crate) struct Translator {
 
 impl Translator {
     /// A translator whose peer may send messages of up to `max_message` bytes, and
-    /// have up to `max_waiting` pushes wait for the results they depend on; the
+    /// have up to `max_waiting` pushes wait for the results they depend on and
+    /// promises unsettled, together; the
     /// actor's first frame, the peer's opening message, is already queued.
     pub(crate) fn new(max_message: usize, max_frame_size: usize, max_waiting: usize) -> Self {
         let codec = AnyCodec::CapnWeb;
@@ -285,6 +294,7 @@ impl Translator {
             awaited: 0,
             waiting: Waiting::default(),
             max_waiting,
+            promises: promises::Promises::default(),
             released: Vec::new(),
             next_export: 0,
             exported: HashMap::new(),

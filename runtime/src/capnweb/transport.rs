@@ -113,7 +113,10 @@ impl<M: Messages> Stream for Translating<M> {
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => match this.on_end {
                     OnEnd::Close => return Poll::Ready(None),
-                    OnEnd::Settle(_) => this.ended = true,
+                    OnEnd::Settle(_) => {
+                        this.ended = true;
+                        this.translator.peer_ended();
+                    }
                 },
                 Poll::Pending => {
                     if let Poll::Ready(Err(e)) = Pin::new(&mut this.inner).poll_flush(cx) {

@@ -32,6 +32,7 @@ impl Translator {
             Header::Finish { question } => {
                 if let Some(k) = self.by_question.remove(&question) {
                     self.asked.remove(&k);
+                    self.unpark(k);
                     self.send(serde_json::json!(["release", k, 1]));
                 }
             }

@@ -1,8 +1,10 @@
 //! Messages from the Cap'n Web peer, turned into frames for the actor: pushes (calls
 //! by name, property reads; see `pushes.rs` for where they go), pulls, releases,
-//! resolves and rejects, and the expressions inside them.
+//! resolves and rejects (of this side's pushes, or of the peer's promises: see
+//! `promises.rs`), and the expressions inside them.
 
-use super::pushes::{Args, On, Push};
+use super::promises::{self, Parts, Promises};
+use super::pushes::{On, Push};
 use super::*;
 
 /// Converts the peer's expressions into payload expressions, collecting the
@@ -10,7 +12,11 @@ use super::*;
 pub(super) struct Importing<'t> {
     exported: &'t HashMap<u64, ExportId>,
     streams: &'t mut streams::Streams,
+    table: &'t mut Promises,
     pub(super) caps: Vec<CapDescriptor>,
+    /// The peer's promises met (ids negated), when this message may carry them;
+    /// else they are refused.
+    pub(super) promises: Option<Vec<u64>>,
     /// The first form met that this server does not support.
     pub(super) unsupported: Option<String>,
 }
@@ -68,12 +74,22 @@ impl Importing<'_> {
                 Ok(self.cap(CapDescriptor::SenderHosted(id.unsigned_abs())))
             }
             ("promise", [id]) => {
-                // Released at once by the refusal: the session goes on.
                 let id = int(id)?;
-                self.caps
-                    .push(CapDescriptor::SenderHosted(id.unsigned_abs()));
+                if id >= 0 {
+                    return malformed(
+                        "a promise with a non-negative id (exporters pick negative ids)",
+                    );
+                }
+                let id = id.unsigned_abs();
+                self.table.introduce(id)?;
+                if let Some(promises) = &mut self.promises {
+                    promises.push(id);
+                    return Ok(promises::placeholder(id));
+                }
+                // Released at once by the refusal: the session goes on.
+                self.caps.push(CapDescriptor::SenderHosted(id));
                 Ok(self.refuse(
-                    "promises passed as values are not supported by this server; await them first",
+                    "promises are taken among call arguments and results only; await them first",
                 ))
             }
             ("import" | "pipeline", [id]) => {
@@ -176,13 +192,23 @@ impl Translator {
         Some(checked.map_err(|bad| bad.reason(text)))
     }
 
+    /// Imports the peer's expressions, refusing promises among them.
     pub(super) fn importing(&mut self) -> Importing<'_> {
         Importing {
             exported: &self.exported,
             streams: &mut self.streams,
+            table: &mut self.promises,
             caps: Vec::new(),
+            promises: None,
             unsupported: None,
         }
+    }
+
+    /// Imports the peer's expressions, taking promises among them.
+    pub(super) fn importing_promises(&mut self) -> Importing<'_> {
+        let mut importing = self.importing();
+        importing.promises = Some(Vec::new());
+        importing
     }
 
     fn message(&mut self, message: &Value) -> Checked<()> {
@@ -220,7 +246,7 @@ impl Translator {
                 return Ok(());
             }
         }
-        let mut importing = self.importing();
+        let mut importing = self.importing_promises();
         let push = match expr.as_array().map(Vec::as_slice) {
             // A call, or (without arguments) a property read.
             Some([Value::String(code), id, Value::Array(path), args @ ..])
@@ -261,17 +287,26 @@ impl Translator {
             }
         };
         let Importing {
-            caps, unsupported, ..
+            caps,
+            promises,
+            unsupported,
+            ..
         } = importing;
+        let parts = Parts {
+            values: Vec::new(),
+            caps,
+            promises: promises.unwrap_or_default(),
+            size: self.message_size,
+        };
         match (push, unsupported) {
             (Some((on, path, args)), None) => self.take_push(Push {
                 question,
                 on,
                 path,
-                args: args.map(|values| Args { values, caps }),
+                args: args.map(|values| Parts { values, ..parts }),
             }),
             (_, reason) => {
-                self.release_imports(&caps);
+                self.release_parts(&parts);
                 let reason = error_expr(&reason.unwrap_or_default());
                 self.done(question, Held::rejection(reason), false);
                 Ok(())
@@ -323,57 +358,45 @@ impl Translator {
         self.release_answer(question)
     }
 
-    /// A resolve (`Ok`) or reject (`Err`) of one of our pushes.
+    /// A resolve (`Ok`) or reject (`Err`) of one of our pushes, or (a negative id)
+    /// of one of the peer's promises.
     fn on_resolve(&mut self, id: i64, expr: Result<&Value, &Value>) -> Checked<()> {
-        let mut importing = self.importing();
-        let value = match expr {
-            Ok(value) => Some(importing.expr(value)?),
-            Err(_) => None,
+        if id < 0 {
+            return self.on_settle(id.unsigned_abs(), expr);
+        }
+        let k = id as u64;
+        if k == 0 || k > self.next_push {
+            return malformed(format!("a settlement of {id}, which is no push of ours"));
+        }
+        let (parts, unsupported) = match expr {
+            Ok(value) => self.import_parts(value)?,
+            Err(_) => (Parts::default(), None),
         };
-        let Importing {
-            caps, unsupported, ..
-        } = importing;
-        if u64::try_from(id).is_ok_and(|k| self.on_write_result(k, expr.is_ok())) {
-            self.release_imports(&caps);
+        if self.on_write_result(k, expr.is_ok()) {
+            self.release_parts(&parts);
             return Ok(());
         }
-        let known = u64::try_from(id)
-            .ok()
-            .and_then(|k| self.asked.get(&k).map(|&q| (k, q)));
-        let Some((k, question)) = known else {
-            // Released already (or a promise we never took): drop what it carried.
-            self.release_imports(&caps);
+        let question = self.asked.get(&k).copied();
+        let Some(question) = question.filter(|_| !self.is_parked(k)) else {
+            // Released already, or settled already: drop what it carried.
+            self.release_parts(&parts);
             return Ok(());
         };
-        let needs_finish = match (value, unsupported) {
-            (Some(value), None) => {
-                let needs_finish = !caps.is_empty();
-                let header = Header::Return {
-                    question,
-                    outcome: Outcome::Value,
-                    caps,
-                };
-                self.frame(&header, &value);
-                needs_finish
-            }
-            (Some(_), Some(why)) => {
-                self.release_imports(&caps);
+        match (expr, unsupported) {
+            (Ok(_), None) if parts.promises.is_empty() => self.returned(k, question, parts),
+            // Delivered once the promises in it settle.
+            (Ok(_), None) => self.park(k, question, parts)?,
+            (Ok(_), Some(why)) => {
+                self.release_parts(&parts);
                 self.failed(question, &WireError::Undecodable(why));
-                true
             }
-            (None, _) => {
-                let text = expr.err().map(error_text).unwrap_or_default();
+            (Err(error), _) => {
+                let text = error_text(error);
                 self.failed(
                     question,
                     &WireError::Panic(Some(format!("the JavaScript peer threw {text}"))),
                 );
-                true
             }
-        };
-        if !needs_finish {
-            self.asked.remove(&k);
-            self.by_question.remove(&question);
-            self.send(serde_json::json!(["release", k, 1]));
         }
         Ok(())
     }

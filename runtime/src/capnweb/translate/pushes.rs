@@ -8,9 +8,11 @@
 //! the capability the path reaches, as a `Call` on that export. A push naming a
 //! waiting push, as its target or among its arguments, waits too: the actor takes
 //! an answer named before it exists as not found, while it does take question ids
-//! out of order. Nothing else waits, as on a `capnweb` server (which delivers a
-//! call with a promise among its arguments once the promise resolves, and calls
-//! without at once), so a handler awaiting a later push cannot deadlock.
+//! out of order. A push with the peer's own promises among its arguments waits
+//! until they settle (`promises.rs`). Nothing else waits, as on a `capnweb` server
+//! (which delivers a call with a promise among its arguments once the promise
+//! resolves, and calls without at once), so a handler awaiting a later push cannot
+//! deadlock.
 //!
 //! The peer may release a push while waiting pushes still name it (`using` a
 //! promise only to pipeline on it); it is then kept until they have run.
@@ -18,6 +20,7 @@
 use std::collections::HashSet;
 
 use super::paths::{self, Walked};
+use super::promises::{Owner, Parts};
 use super::*;
 
 /// Why a read of an object of ours is refused.
@@ -39,19 +42,13 @@ pub(super) enum On {
     Answer(QuestionId),
 }
 
-/// A call's arguments: payload expressions, with the capabilities they carry.
-pub(super) struct Args {
-    pub(super) values: Vec<Value>,
-    pub(super) caps: Vec<CapDescriptor>,
-}
-
 /// A push of the peer's: a call or a property read on one of our objects or answers.
 pub(super) struct Push {
     pub(super) question: QuestionId,
     pub(super) on: On,
     pub(super) path: Vec<String>,
     /// A call's arguments; none for a property read.
-    pub(super) args: Option<Args>,
+    pub(super) args: Option<Parts>,
 }
 
 impl Push {
@@ -61,10 +58,10 @@ impl Push {
         self.args.is_some() && self.path.len() <= 1
     }
 
-    /// Promises among its arguments, on earlier pushes (one on a later push, or
-    /// on itself, is not waited for: the actor finds no such answer, and no pushes
-    /// can wait on each other in a cycle).
-    fn promises(&self) -> impl Iterator<Item = QuestionId> + '_ {
+    /// Answers among its arguments (`["pipeline", n]`), of earlier pushes (one of
+    /// a later push, or of itself, is not waited for: the actor finds no such
+    /// answer, and no pushes can wait on each other in a cycle).
+    fn pipelined(&self) -> impl Iterator<Item = QuestionId> + '_ {
         self.args
             .iter()
             .flat_map(|a| &a.caps)
@@ -76,12 +73,17 @@ impl Push {
 
     /// Whether it names answer `question`, as its target or among its arguments.
     fn names(&self, question: QuestionId) -> bool {
-        self.on == On::Answer(question) || self.promises().any(|q| q == question)
+        self.on == On::Answer(question) || self.pipelined().any(|q| q == question)
+    }
+
+    /// The peer's promises among its arguments, still unsettled.
+    fn unsettled(&self) -> &[u64] {
+        self.args.as_ref().map_or(&[], |a| &a.promises)
     }
 
     /// Our objects it names, held while it waits (the peer may release them
     /// meanwhile; the call still carries them).
-    fn exports(&self) -> Vec<ExportId> {
+    pub(super) fn exports(&self) -> Vec<ExportId> {
         let target = match self.on {
             On::Export(id) => Some(id),
             On::Answer(_) => None,
@@ -128,21 +130,29 @@ impl Waiting {
             On::Answer(q) => Some(q),
             On::Export(_) => None,
         });
-        let promises = self.pushes.iter().flat_map(Push::promises);
-        targets.chain(promises).collect()
+        let pipelined = self.pushes.iter().flat_map(Push::pipelined);
+        targets.chain(pipelined).collect()
+    }
+
+    /// The waiting push `question`.
+    pub(super) fn get_mut(&mut self, question: QuestionId) -> Option<&mut Push> {
+        self.pushes.iter_mut().find(|p| p.question == question)
     }
 
     /// Takes out the waiting push `question`.
-    fn remove(&mut self, question: QuestionId) -> Option<Push> {
+    pub(super) fn remove(&mut self, question: QuestionId) -> Option<Push> {
         let at = self.pushes.iter().position(|p| p.question == question)?;
         Some(self.pushes.remove(at))
     }
 }
 
-/// Whether `push` must wait for an answer: its target is a waiting push, or an
-/// answer without its result when the path needs it; or a promise among its
-/// arguments is a waiting push.
+/// Whether `push` must wait: its target is a waiting push, or an answer without
+/// its result when the path needs it; or an answer among its arguments is a
+/// waiting push; or a promise of the peer's among them is unsettled.
 fn must_wait(answers: &HashMap<QuestionId, Answer>, push: &Push) -> bool {
+    if !push.unsettled().is_empty() {
+        return true;
+    }
     let stage = |q: QuestionId| answers.get(&q).map(|a| &a.stage);
     if let On::Answer(target) = push.on {
         match stage(target) {
@@ -151,7 +161,7 @@ fn must_wait(answers: &HashMap<QuestionId, Answer>, push: &Push) -> bool {
             _ => {}
         }
     }
-    push.promises()
+    push.pipelined()
         .any(|q| matches!(stage(q), Some(Stage::Waiting)))
 }
 
@@ -162,12 +172,9 @@ impl Translator {
             self.run(push);
             return Ok(());
         }
-        if self.waiting.len() >= self.max_waiting {
-            return Err(Bad::OverLimit(format!(
-                "more than {} pushes waiting for the results they depend on",
-                self.max_waiting
-            )));
-        }
+        self.room_for(1 + push.unsettled().len())?;
+        let unsettled = push.unsettled().to_vec();
+        self.await_promises(&unsettled, Owner::Push(push.question))?;
         for id in push.exports() {
             self.holds.hold(id);
         }
@@ -250,14 +257,14 @@ impl Translator {
     /// Sends a push to the actor as a call on `target`, named by `path` (empty: a
     /// `Callback`); a read, or a longer path, is refused (objects have no
     /// properties here).
-    fn call(&mut self, question: QuestionId, target: Target, path: &[String], args: Option<Args>) {
+    fn call(&mut self, question: QuestionId, target: Target, path: &[String], args: Option<Parts>) {
         let method = match path {
             [] => Some(CALLBACK_METHOD),
             [name] => Some(by_name::method_id(name)),
             _ => None,
         };
         match (method, args) {
-            (Some(method), Some(Args { values, caps })) => {
+            (Some(method), Some(Parts { values, caps, .. })) => {
                 let header = Header::Call {
                     question: Some(question),
                     target,
@@ -277,9 +284,9 @@ impl Translator {
     }
 
     /// Answers a push here with a rejection, giving back what its arguments carried.
-    fn refuse(&mut self, question: QuestionId, args: Option<Args>, error: Value) {
+    pub(super) fn refuse(&mut self, question: QuestionId, args: Option<Parts>, error: Value) {
         if let Some(args) = args {
-            self.release_imports(&args.caps);
+            self.release_parts(&args);
         }
         self.done(question, Held::rejection(error), false);
     }
@@ -344,7 +351,7 @@ impl Translator {
                         self.unhold(id);
                     }
                     if let Some(args) = push.args {
-                        self.release_imports(&args.caps);
+                        self.release_parts(&args);
                     }
                 }
                 return true;
@@ -431,17 +438,18 @@ impl Translator {
 mod tests {
     use super::*;
 
-    fn push(question: QuestionId, on: On, path: &[&str], promises: &[QuestionId]) -> Push {
+    fn push(question: QuestionId, on: On, path: &[&str], pipelined: &[QuestionId]) -> Push {
         Push {
             question,
             on,
             path: path.iter().map(|k| k.to_string()).collect(),
-            args: Some(Args {
+            args: Some(Parts {
                 values: Vec::new(),
-                caps: promises
+                caps: pipelined
                     .iter()
                     .map(|&q| CapDescriptor::ReceiverAnswer(q))
                     .collect(),
+                ..Parts::default()
             }),
         }
     }
@@ -477,6 +485,19 @@ mod tests {
             &push(3, On::Answer(2), &["value"], &[])
         ));
         assert!(must_wait(&answers, &push(3, root, &["add"], &[2])));
+    }
+
+    #[test]
+    fn a_push_with_an_unsettled_promise_of_the_peer_waits_whatever_its_target() {
+        let answers = answers([(1, Stage::Running), (2, Stage::Waiting)]);
+        let root = On::Export(crate::wire::ROOT_EXPORT);
+        let mut call = push(3, root, &["add"], &[]);
+        assert!(!must_wait(&answers, &call));
+        call.args.as_mut().unwrap().promises.push(7);
+        assert!(must_wait(&answers, &call));
+        let mut by_name = push(3, On::Answer(1), &["value"], &[]);
+        by_name.args.as_mut().unwrap().promises.push(8);
+        assert!(must_wait(&answers, &by_name));
     }
 
     #[test]
