@@ -159,6 +159,16 @@ pub fn connect<M: Messages>(builder: &Builder, messages: M) -> Connection {
 }
 
 fn start<M: Messages>(builder: &Builder, messages: M, on_end: transport::OnEnd) -> Connection {
+    start_translating(builder, messages, on_end, |_| {})
+}
+
+/// Starts a session, letting `inspect` see its translator first.
+fn start_translating<M: Messages>(
+    builder: &Builder,
+    messages: M,
+    on_end: transport::OnEnd,
+    inspect: impl FnOnce(&translate::Translator),
+) -> Connection {
     let config = session_config(builder);
     // Pushes waiting in the translator for a result are calls waiting to start.
     let translator = translate::Translator::new(
@@ -166,10 +176,25 @@ fn start<M: Messages>(builder: &Builder, messages: M, on_end: transport::OnEnd) 
         config.max_frame_size,
         config.max_inflight_calls,
     );
+    inspect(&translator);
     builder
         .clone()
         .config(config)
         .connect(transport::Translating::new(messages, translator, on_end))
+}
+
+/// [`connect`], and where the translator's residue (see `Translator::residue`)
+/// is kept up to date.
+#[cfg(test)]
+fn connect_observed<M: Messages>(
+    builder: &Builder,
+    messages: M,
+) -> (Connection, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let mut observed = None;
+    let conn = start_translating(builder, messages, transport::OnEnd::Close, |t| {
+        observed = Some(t.observed.clone())
+    });
+    (conn, observed.expect("inspected"))
 }
 
 #[cfg(test)]

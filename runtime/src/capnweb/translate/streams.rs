@@ -71,24 +71,47 @@ struct Out {
 }
 
 /// A pipe the peer opened: a stream coming in.
-#[derive(Default)]
 struct Pipe {
-    /// The source this side stands for, once the readable end was handed over.
-    source: Option<ExportId>,
-    /// The reader's sink on the actor's export table (one reference held), once
-    /// the reader started the stream.
-    sink: Option<ExportId>,
+    reader: Reader,
+    /// Items the reader may still be sent.
     credit: i64,
     queued: VecDeque<Queued>,
     /// How the writer ended it (`close()`, `abort()` or a release), waiting for
-    /// the queue to drain, and the push to answer when it is delivered.
+    /// the queue to drain, and the push to answer when it is delivered. Nothing
+    /// can be written after it.
     ending: Option<(Ending, Option<u64>)>,
-    /// The end was delivered to the reader.
-    ended: bool,
-    /// The reader is gone: writes fail.
-    reader_gone: bool,
     /// The peer released its pipe.
     released: bool,
+}
+
+impl Pipe {
+    fn new() -> Self {
+        Pipe {
+            reader: Reader::Unclaimed,
+            credit: 0,
+            queued: VecDeque::new(),
+            ending: None,
+            released: false,
+        }
+    }
+}
+
+/// Where the reader of a pipe is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// The readable end was not handed over yet.
+    Unclaimed,
+    /// Handed over, as the source this side stands for (`["readable", p]` can be
+    /// used once per pipe); the reader has not started it.
+    Claimed { source: ExportId },
+    /// Started: the reader's sink on the actor's export table, of which this side
+    /// holds one reference until it delivers the end (`None` after).
+    Reading {
+        source: ExportId,
+        sink: Option<ExportId>,
+    },
+    /// The reader let go of the source: writes fail.
+    Gone,
 }
 
 enum Ending {
@@ -110,6 +133,28 @@ impl Streams {
         PSEUDO_BASE + self.next_id
     }
 
+    /// The tables that still hold something (for the tests).
+    #[cfg(test)]
+    pub(super) fn residue(&self) -> Vec<String> {
+        let mut residue = Vec::new();
+        if !self.out.is_empty() {
+            residue.push(format!("{} streams going out", self.out.len()));
+        }
+        if !self.writes.is_empty() {
+            residue.push(format!("{} writes unanswered", self.writes.len()));
+        }
+        if !self.pipes.is_empty() {
+            residue.push(format!("pipes {:?}", self.pipes.keys().collect::<Vec<_>>()));
+        }
+        if !self.sources.is_empty() {
+            residue.push(format!("{} sources", self.sources.len()));
+        }
+        if self.queued_bytes != 0 {
+            residue.push(format!("{} bytes queued", self.queued_bytes));
+        }
+        residue
+    }
+
     /// Whether `id` (an id the actor uses for an object of the peer's) is one the
     /// translator stands for.
     pub(super) fn stands_for(id: ExportId) -> bool {
@@ -124,17 +169,18 @@ impl Streams {
     /// `["readable", p]` in one of the peer's messages: the id of the source that
     /// stands for the pipe's readable end.
     pub(super) fn readable(&mut self, p: i64) -> Checked<ExportId> {
-        let id = self.new_id();
-        match u64::try_from(p).ok().and_then(|p| self.pipes.get_mut(&p)) {
-            Some(pipe) if pipe.source.is_none() => {
-                pipe.source = Some(id);
-                self.sources.insert(id, p as u64);
-                Ok(id)
-            }
-            _ => malformed(format!(
+        let unclaimed = u64::try_from(p).ok().filter(
+            |p| matches!(self.pipes.get(p), Some(pipe) if pipe.reader == Reader::Unclaimed),
+        );
+        let Some(p) = unclaimed else {
+            return malformed(format!(
                 "`readable` of {p}, which is not a pipe or whose readable end was taken"
-            )),
-        }
+            ));
+        };
+        let source = self.new_id();
+        self.pipes.get_mut(&p).expect("checked above").reader = Reader::Claimed { source };
+        self.sources.insert(source, p);
+        Ok(source)
     }
 }
 
@@ -258,7 +304,12 @@ impl Translator {
         payload: &[u8],
         caps: Vec<CapDescriptor>,
     ) {
-        let Some(pipe) = self.streams.out.get(&sink).map(|o| o.pipe) else {
+        // After the end (the peer's reader cancelled, say) the pipe is released:
+        // a write to it would break the session. The producer may still send
+        // what its credit allowed while something else holds the source (a kept
+        // result it is a field of): that goes nowhere.
+        let live = self.streams.out.get(&sink).filter(|o| o.source.is_some());
+        let Some(pipe) = live.map(|o| o.pipe) else {
             self.undescribe(&caps);
             return;
         };
@@ -348,7 +399,7 @@ impl Translator {
             return malformed(format!("more than {MAX_PIPES} pipes open at once"));
         }
         self.pushes += 1;
-        self.streams.pipes.insert(self.pushes, Pipe::default());
+        self.streams.pipes.insert(self.pushes, Pipe::new());
         Ok(())
     }
 
@@ -377,6 +428,20 @@ impl Translator {
             _ => None,
         };
         let Some((p, chunk)) = pipe else {
+            // What the message carried goes back, as for a refused push.
+            let mut importing = self.importing();
+            match target {
+                Some((_, _, args)) => {
+                    for arg in args {
+                        importing.expr(arg)?;
+                    }
+                }
+                None => {
+                    importing.expr(expr)?;
+                }
+            }
+            let caps = importing.caps;
+            self.release_imports(&caps);
             let why = "only writes to pipes may be streamed to this server";
             self.send(serde_json::json!(["reject", write, error_expr(why)]));
             return Ok(());
@@ -389,9 +454,9 @@ impl Translator {
         let state = &self.streams.pipes[&p];
         let refused = if let Some(why) = unsupported {
             Some(why)
-        } else if state.reader_gone {
+        } else if state.reader == Reader::Gone {
             Some("the stream's reader is gone".to_owned())
-        } else if state.ending.is_some() || state.ended {
+        } else if state.ending.is_some() {
             Some("a write after the stream was closed".to_owned())
         } else {
             None
@@ -445,6 +510,11 @@ impl Translator {
                 "the writer aborted the stream: {}",
                 error_text(reason)
             )),
+            ([Value::String(m)], _) if m == "write" => {
+                let why = "writes to a pipe must be `stream` messages";
+                self.refuse_local(question, why, streamed);
+                return true;
+            }
             _ => {
                 let why = "a pipe's writable end has `write`, `close` and `abort` only";
                 self.refuse_local(question, why, streamed);
@@ -452,7 +522,7 @@ impl Translator {
             }
         };
         let pipe = self.streams.pipes.get_mut(&p).expect("checked above");
-        if pipe.ending.is_some() || pipe.ended {
+        if pipe.ending.is_some() {
             self.refuse_local(question, "the stream was already closed", streamed);
             return true;
         }
@@ -483,7 +553,7 @@ impl Translator {
             return false;
         };
         pipe.released = true;
-        if pipe.ending.is_none() && !pipe.ended {
+        if pipe.ending.is_none() {
             let why = "the writer went away without closing the stream".to_owned();
             pipe.ending = Some((Ending::Aborted(why), None));
         }
@@ -516,12 +586,15 @@ impl Translator {
                     .pipes
                     .get_mut(&p)
                     .expect("sources map to pipes");
-                if pipe.sink.is_some() || pipe.reader_gone {
+                let Reader::Claimed { source } = pipe.reader else {
                     let refused = serde_json::json!({"Refused": "the stream was already started"});
                     self.stream_call(sink, END, Vec::new(), refused);
                     return self.control(&Header::Release { id: sink, count: 1 });
-                }
-                pipe.sink = Some(sink);
+                };
+                pipe.reader = Reader::Reading {
+                    source,
+                    sink: Some(sink),
+                };
                 pipe.credit = i64::try_from(window).unwrap_or(i64::MAX);
                 self.flush(p);
             }
@@ -550,18 +623,23 @@ impl Translator {
         let Some(pipe) = self.streams.pipes.get_mut(&p) else {
             return;
         };
-        if pipe.reader_gone {
-            let queued: Vec<_> = pipe.queued.drain(..).collect();
-            for q in queued {
-                self.streams.queued_bytes -= q.size;
-                self.release_imports(&q.caps);
-                let why = error_expr("the stream's reader is gone");
-                self.send(serde_json::json!(["reject", q.write, why]));
+        let (source, sink) = match pipe.reader {
+            Reader::Reading {
+                source,
+                sink: Some(sink),
+            } => (source, sink),
+            Reader::Gone => {
+                let queued: Vec<_> = pipe.queued.drain(..).collect();
+                for q in queued {
+                    self.streams.queued_bytes -= q.size;
+                    self.release_imports(&q.caps);
+                    let why = error_expr("the stream's reader is gone");
+                    self.send(serde_json::json!(["reject", q.write, why]));
+                }
+                return self.answer_ending(p, Err("the stream's reader is gone".into()));
             }
-            return self.answer_ending(p, Err("the stream's reader is gone".into()));
-        }
-        let Some(sink) = pipe.sink else {
-            return;
+            // Not started, or the end was delivered.
+            _ => return,
         };
         let mut items = Vec::new();
         let mut caps = Vec::new();
@@ -582,8 +660,8 @@ impl Translator {
         let drained = pipe.queued.is_empty();
         let blocked = pipe.credit <= 0;
         let end = match &pipe.ending {
-            Some((ending, _)) if drained && !pipe.ended => {
-                pipe.ended = true;
+            Some((ending, _)) if drained => {
+                pipe.reader = Reader::Reading { source, sink: None };
                 Some(match ending {
                     Ending::Closed => Value::from("Done"),
                     Ending::Aborted(why) => serde_json::json!({ "Failed": why }),
@@ -647,9 +725,11 @@ impl Translator {
         } else if let Some(p) = self.streams.sources.remove(&id) {
             // The reader dropped the stream (or never read it).
             if let Some(pipe) = self.streams.pipes.get_mut(&p) {
-                pipe.reader_gone = true;
-                pipe.source = None;
-                if let Some(sink) = pipe.sink.take().filter(|_| !pipe.ended) {
+                let reader = std::mem::replace(&mut pipe.reader, Reader::Gone);
+                if let Reader::Reading {
+                    sink: Some(sink), ..
+                } = reader
+                {
                     self.control(&Header::Release { id: sink, count: 1 });
                 }
             }
@@ -667,7 +747,8 @@ impl Translator {
     /// Drops pipe `p` once neither side can use it.
     fn forget_pipe(&mut self, p: u64) {
         if let Some(pipe) = self.streams.pipes.get(&p) {
-            if pipe.released && pipe.source.is_none() && pipe.queued.is_empty() {
+            let unread = matches!(pipe.reader, Reader::Unclaimed | Reader::Gone);
+            if pipe.released && unread && pipe.queued.is_empty() {
                 self.streams.pipes.remove(&p);
             }
         }
