@@ -43,6 +43,10 @@ trait Pipes {
     async fn give(&self, f: Callback<Stream<u64>, u64>, n: u64) -> u64;
     /// Sums the stream on a task of its own, which reports to the test.
     async fn sum_later(&self, numbers: Stream<u64>);
+    /// `count(n)` of a server on a farcall connection of its own, passed on.
+    async fn relay(&self, n: u64) -> Stream<u64>;
+    /// `sum` on a server on a farcall connection of its own, of this stream.
+    async fn relay_sum(&self, numbers: Stream<u64>) -> Result<u64, String>;
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -57,10 +61,27 @@ struct Shared {
     held: Mutex<Option<Stream<u64>>>,
     feeding: Mutex<Option<StreamSender<u64>>>,
     sums: Mutex<Option<mpsc::UnboundedSender<Result<u64, String>>>>,
+    /// Both ends of the connections to `backend`s.
+    backends: Mutex<Vec<Connection>>,
 }
 
 #[derive(Default, Clone)]
 struct P(Arc<Shared>);
+
+impl P {
+    /// A server on a farcall connection of its own, in the codec farcall picks by
+    /// default (not Cap'n Web's).
+    async fn backend(&self) -> PipesClient {
+        let (a, b) = crate::transport::memory();
+        let server = Connection::builder()
+            .root(PipesServer::new(P::default()))
+            .connect(a);
+        let client = Connection::builder().connect(b);
+        let root = client.root().await.expect("the backend's root");
+        self.0.backends.lock().unwrap().extend([server, client]);
+        root
+    }
+}
 
 async fn sum_of(mut numbers: Stream<u64>) -> Result<u64, String> {
     let mut sum = 0;
@@ -144,6 +165,20 @@ impl Pipes for P {
                 let _ = sums.send(sum);
             }
         });
+    }
+    async fn relay(&self, n: u64) -> Stream<u64> {
+        self.backend()
+            .await
+            .count(n)
+            .await
+            .expect("the backend's stream")
+    }
+    async fn relay_sum(&self, numbers: Stream<u64>) -> Result<u64, String> {
+        self.backend()
+            .await
+            .sum(numbers)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -852,4 +887,37 @@ async fn a_session_that_ends_mid_stream_ends_both_ways() {
     tokio::time::timeout(within, feeding.closed())
         .await
         .expect("the producer learns its consumer is gone");
+}
+
+#[tokio::test]
+async fn a_stream_relayed_from_a_connection_in_another_codec_ends_rather_than_hangs() {
+    // The stream's own calls (`start`, `credit`) are made here in Cap'n Web's
+    // codec, which no other connection reads: the source there refuses them and
+    // lets go of the sink, and the page's stream is aborted.
+    let mut peer = peer();
+    peer.send(call(0, "relay", json!([1000])));
+    peer.send(json!(["pull", 1]));
+    let got = read_pipes(&mut peer, 1).await;
+    assert_eq!(got.others, [json!(["resolve", 1, ["readable", 1]])]);
+    assert_eq!(got.items[&1], numbers(0..0));
+    assert!(got.reason(1).contains("went away"), "{got:?}");
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+
+    // The other way, the reader there is told the stream's producer is gone,
+    // and the page's writes and close fail.
+    peer.send(json!(["pipe"]));
+    let pipe = peer.pushes;
+    peer.send(call(0, "relay_sum", json!([["readable", pipe]])));
+    let sum = peer.pushes;
+    peer.send(json!(["pull", sum]));
+    peer.send(write(pipe, json!(5)));
+    peer.send(json!(["stream", ["pipeline", pipe, ["close"], []]]));
+    let got = peer.recv_set(3).await;
+    assert!(got.iter().all(|m| m[0] == "reject"), "{got:?}");
+    let summed = got.iter().find(|m| m[1] == sum).unwrap();
+    assert!(reject_text(summed).contains("disconnected"), "{summed}");
+    peer.send(json!(["release", pipe, 1]));
+    peer.send(json!(["release", sum, 1]));
+    peer.assert_zero().await;
 }
