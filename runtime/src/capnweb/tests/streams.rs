@@ -43,6 +43,10 @@ trait Pipes {
     async fn give(&self, f: Callback<Stream<u64>, u64>, n: u64) -> u64;
     /// Sums the stream on a task of its own, which reports to the test.
     async fn sum_later(&self, numbers: Stream<u64>);
+    /// The stream `hold` kept, unread, passed on.
+    async fn pass(&self) -> Option<Stream<u64>>;
+    /// The numbers below `n`, then a failure.
+    async fn broken(&self, n: u64) -> Stream<u64>;
     /// `count(n)` of a server on a farcall connection of its own, passed on.
     async fn relay(&self, n: u64) -> Stream<u64>;
     /// `sum` on a server on a farcall connection of its own, of this stream.
@@ -165,6 +169,13 @@ impl Pipes for P {
                 let _ = sums.send(sum);
             }
         });
+    }
+    async fn pass(&self) -> Option<Stream<u64>> {
+        self.0.held.lock().unwrap().take()
+    }
+    async fn broken(&self, n: u64) -> Stream<u64> {
+        let items = (0..n).map(Ok).chain([Err("disk on fire")]);
+        Stream::try_new(futures_util::stream::iter(items))
     }
     async fn relay(&self, n: u64) -> Stream<u64> {
         self.backend()
@@ -920,4 +931,49 @@ async fn a_stream_relayed_from_a_connection_in_another_codec_ends_rather_than_ha
     peer.send(json!(["release", pipe, 1]));
     peer.send(json!(["release", sum, 1]));
     peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_producer_that_fails_aborts_the_pipe_after_its_items() {
+    let mut peer = peer();
+    peer.send(call(0, "broken", json!([2])));
+    peer.send(json!(["pull", 1]));
+    let got = read_pipes(&mut peer, 1).await;
+    assert_eq!(got.items[&1], numbers(0..2));
+    assert_eq!(got.ended[&1][0], "abort");
+    assert!(got.reason(1).contains("disk on fire"), "{got:?}");
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_stream_from_one_page_is_passed_on_to_another() {
+    let p = P::default();
+    let mut writer = peer_of(p.clone());
+    let mut reader = peer_of(p);
+    writer.send(json!(["pipe"]));
+    writer.send(call(0, "hold", json!([["readable", 1]])));
+    writer.send(json!(["pull", 2]));
+    writer.expect(json!(["resolve", 2, ["undefined"]])).await;
+    writer.send(json!(["release", 2, 1]));
+    reader.send(call(0, "pass", json!([])));
+    reader.send(json!(["pull", 1]));
+    // Written before the other page reads, and after.
+    writer.send(write(1, json!(1)));
+    let reading = tokio::spawn(async move {
+        let got = read_pipes(&mut reader, 1).await;
+        (reader, got)
+    });
+    writer.send(write(1, json!(2)));
+    writer.send(json!(["stream", ["pipeline", 1, ["close"], []]]));
+    let got = writer.recv_set(3).await;
+    assert!(got.iter().all(|m| m[0] == "resolve"), "{got:?}");
+    writer.send(json!(["release", 1, 1]));
+    let (mut reader, got) = reading.await.unwrap();
+    assert_eq!(got.others, [json!(["resolve", 1, ["readable", 1]])]);
+    assert_eq!(got.items[&1], [json!(1), json!(2)]);
+    assert_eq!(got.ended[&1], json!(["close", []]));
+    reader.send(json!(["release", 1, 1]));
+    reader.assert_zero().await;
+    writer.assert_zero().await;
 }
