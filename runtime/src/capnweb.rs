@@ -92,7 +92,11 @@
 //! do); at most 64 writes wait for the peer's reader, and the peer's writes are
 //! acknowledged only as the Rust reader's window lets them through (64 items,
 //! growing to 1024). A writer that ignores acknowledgements beyond 32 MiB, or more
-//! than 1024 open pipes, ends the session with the reason.
+//! than 1024 open pipes, ends the session with the reason. Streams may sit anywhere
+//! in a value, and a property path may reach one (`await api.pair().numbers`); a
+//! stream is read once, so read again it arrives aborted, saying so. A stream
+//! passed on between a Cap'n Web session and a connection in another codec ends at
+//! once (its own `start` and `credit` calls cannot be read there).
 //!
 //! Not supported: `.map()` (remap), a `WritableStream` passed as a value, streams
 //! over HTTP batch, property reads and paths on this side's objects (they have
