@@ -361,6 +361,26 @@ test("a stream closed before the Rust reader starts is read whole", opts, async 
   }
 });
 
+test("a chunk of megabytes crosses whole", opts, async () => {
+  const api = ws();
+  try {
+    const big = new Uint8Array(8 << 20).map((_, i) => i % 256);
+    let sum = 0;
+    for (const b of big) sum += b;
+    const upload = new ReadableStream({
+      start(c) {
+        c.enqueue(new Uint8Array([1]));
+        c.enqueue(big);
+        c.close();
+      },
+    });
+    assert.deepEqual(await api.upload(upload), [(8 << 20) + 1, (sum + 1) % 2 ** 32]);
+    assert.deepEqual(await settledStats(api), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
 test("properties of results are read and called through", opts, async () => {
   const api = ws();
   try {
