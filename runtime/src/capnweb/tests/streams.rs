@@ -722,6 +722,11 @@ async fn a_close_before_the_reader_starts_is_answered_once_it_has_read() {
     peer.send(write(1, json!(1)));
     peer.send(write(1, json!(2)));
     peer.send(json!(["stream", ["pipeline", 1, ["close"], []]]));
+    // A second end is refused at once.
+    peer.send(json!(["stream", ["pipeline", 1, ["abort"], []]]));
+    let reject = peer.recv().await;
+    assert_eq!(reject[1], 6);
+    assert!(reject_text(&reject).contains("already closed"), "{reject}");
     // Nothing read yet: nothing acknowledged, the close not answered.
     probe(&mut peer).await;
     peer.send(call(0, "drain", json!([])));
