@@ -88,6 +88,14 @@ pub trait Api {
     async fn download(&self, n: u64) -> ByteStream;
     /// Counts the bytes of a `ReadableStream` of `Uint8Array`s.
     async fn upload(&self, data: ByteStream) -> u64;
+    /// A `ReadableStream` of the numbers from 0 on, made as they are read.
+    async fn ticks(&self) -> Stream<u64>;
+    /// How many numbers the last `ticks` made.
+    async fn produced_count(&self) -> u64;
+    /// Reads `n` numbers and keeps the stream, unread, until `cancel_kept`.
+    async fn take(&self, numbers: Stream<u64>, n: u64) -> Vec<u64>;
+    /// Cancels the stream `take` kept.
+    async fn cancel_kept(&self);
 }
 
 /// The root this side offers the JavaScript server.
@@ -457,6 +465,76 @@ async fn streams_cross_both_ways() {
 
     // JavaScript forgets the writes it had in flight as their rejections reach it:
     // read its tables until they are back (at most 50 round trips).
+    for _ in 0..50 {
+        if bounded("stats", api.stats()).await.unwrap() == baseline {
+            break;
+        }
+    }
+    assert_released(&conn, &api, &baseline).await;
+    assert_eq!(conn.stats().await.unwrap().streams, 0);
+}
+
+/// Reads `read` until it gives the same number 5 times running (at most 100
+/// times): how far something the session drives got once it stopped.
+async fn when_steady<F: std::future::Future<Output = u64>>(mut read: impl FnMut() -> F) -> u64 {
+    let mut last = read().await;
+    let mut same = 0;
+    for _ in 0..100 {
+        let now = read().await;
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+        if same == 5 {
+            break;
+        }
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_slow_reader_on_either_side_holds_the_producer_back() {
+    let Some((_server, conn, api)) = connect().await else {
+        return;
+    };
+    let baseline = bounded("stats", api.stats()).await.unwrap();
+
+    // A Rust reader that stops reading: the page's writer waits for
+    // acknowledgements, which come only as the reader takes items, so the
+    // JavaScript stream is read only as far as capnweb's own window (of bytes).
+    let mut ticks = bounded("ticks", api.ticks()).await.unwrap();
+    for k in 0..3 {
+        assert_eq!(bounded("a tick", ticks.next()).await.unwrap().unwrap(), k);
+    }
+    let made =
+        when_steady(|| async { bounded("produced", api.produced_count()).await.unwrap() }).await;
+    assert!((3..50_000).contains(&made), "{made} made for 3 read");
+    drop(ticks);
+
+    // A page that stops reading: the Rust producer is held to the window of 64
+    // writes (plus what the page's pipe and the channel hold).
+    let (tx, numbers) = Stream::channel(1);
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let producer = tokio::spawn({
+        let made = made.clone();
+        async move {
+            let mut n = 0;
+            while tx.send(n).await.is_ok() {
+                n += 1;
+                made.store(n, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let taken = bounded("take", api.take(numbers, 3)).await.unwrap();
+    assert_eq!(taken, [0, 1, 2]);
+    let sent = when_steady(|| async {
+        bounded("a round trip", api.add(0.0, 0.0)).await.unwrap();
+        made.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    assert!((64..=3 + 64 + 4).contains(&sent), "{sent} sent for 3 read");
+    // Cancelled there, it stops here.
+    bounded("cancel", api.cancel_kept()).await.unwrap();
+    bounded("the producer stops", producer).await.unwrap();
+
     for _ in 0..50 {
         if bounded("stats", api.stats()).await.unwrap() == baseline {
             break;

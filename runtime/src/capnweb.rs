@@ -111,7 +111,11 @@
 //! do); at most 64 writes wait for the peer's reader, and the peer's writes are
 //! acknowledged only as the Rust reader's window lets them through (64 items,
 //! growing to 1024). A writer that ignores acknowledgements beyond 32 MiB, or more
-//! than 1024 open pipes, ends the session with the reason.
+//! than 1024 open pipes, ends the session with the reason. Streams may sit anywhere
+//! in a value, and a property path may reach one (`await api.pair().numbers`); a
+//! stream is read once, so read again it arrives aborted, saying so. A stream
+//! passed on between a Cap'n Web session and a connection in another codec ends at
+//! once (its own `start` and `credit` calls cannot be read there).
 //!
 //! Not supported: `.map()` (remap), a `WritableStream` passed as a value, streams
 //! over HTTP batch, property reads and paths on this side's objects (they have
@@ -178,6 +182,16 @@ pub fn connect<M: Messages>(builder: &Builder, messages: M) -> Connection {
 }
 
 fn start<M: Messages>(builder: &Builder, messages: M, on_end: transport::OnEnd) -> Connection {
+    start_translating(builder, messages, on_end, |_| {})
+}
+
+/// Starts a session, letting `inspect` see its translator first.
+fn start_translating<M: Messages>(
+    builder: &Builder,
+    messages: M,
+    on_end: transport::OnEnd,
+    inspect: impl FnOnce(&translate::Translator),
+) -> Connection {
     let config = session_config(builder);
     // Pushes waiting in the translator for a result are calls waiting to start.
     let translator = translate::Translator::new(
@@ -185,10 +199,25 @@ fn start<M: Messages>(builder: &Builder, messages: M, on_end: transport::OnEnd) 
         config.max_frame_size,
         config.max_inflight_calls,
     );
+    inspect(&translator);
     builder
         .clone()
         .config(config)
         .connect(transport::Translating::new(messages, translator, on_end))
+}
+
+/// [`connect`], and where the translator's residue (see `Translator::residue`)
+/// is kept up to date.
+#[cfg(test)]
+fn connect_observed<M: Messages>(
+    builder: &Builder,
+    messages: M,
+) -> (Connection, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let mut observed = None;
+    let conn = start_translating(builder, messages, transport::OnEnd::Close, |t| {
+        observed = Some(t.observed.clone())
+    });
+    (conn, observed.expect("inspected"))
 }
 
 #[cfg(test)]

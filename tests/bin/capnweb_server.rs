@@ -48,7 +48,16 @@ pub struct Team {
     pub members: Vec<CounterClient>,
 }
 
-farcall::capnweb::typescript::from_ts_rs!(Point, Tables, Team);
+/// A name and a stream, for property paths reaching a stream:
+/// `await api.pair(3).numbers`.
+#[derive(Serialize, Deserialize, ts_rs::TS)]
+pub struct Pair {
+    pub name: String,
+    #[ts(type = "ReadableStream<number | bigint>")]
+    pub numbers: Stream<u64>,
+}
+
+farcall::capnweb::typescript::from_ts_rs!(Point, Tables, Team, Pair);
 
 /// A counter served to JavaScript.
 #[farcall::remote]
@@ -95,6 +104,18 @@ pub trait Api {
     async fn download(&self, n: u64) -> ByteStream;
     /// How many bytes the caller streamed, and their sum modulo 2^32.
     async fn upload(&self, data: ByteStream) -> Result<(u64, u32), String>;
+    /// The numbers from 0 on, without end, made as they are read.
+    async fn ticks(&self) -> Stream<u64>;
+    /// How many numbers the last `ticks` made so far.
+    async fn produced(&self) -> u64;
+    /// Keeps the stream, unread, until `drain`.
+    async fn hold(&self, numbers: Stream<i64>);
+    /// Reads the stream `hold` kept to its end: how many numbers it carried.
+    async fn drain(&self) -> Result<u64, String>;
+    /// Reads one number, then drops the stream.
+    async fn first(&self, numbers: Stream<i64>) -> Option<i64>;
+    /// A pair named "pair" with the numbers from 0 below `n`.
+    async fn pair(&self, n: u64) -> Pair;
 }
 
 struct Count(AtomicI64);
@@ -115,6 +136,8 @@ impl Counter for Count {
 struct Server {
     subscribers: Mutex<Vec<Callback<String>>>,
     requests: Arc<AtomicU64>,
+    produced: Arc<AtomicU64>,
+    held: Mutex<Option<Stream<i64>>>,
 }
 
 impl Api for Server {
@@ -249,6 +272,44 @@ impl Api for Server {
             sum = buf[..n]
                 .iter()
                 .fold(sum, |s, &b| s.wrapping_add(u32::from(b)));
+        }
+    }
+    async fn ticks(&self) -> Stream<u64> {
+        let produced = Arc::new(AtomicU64::new(0));
+        self.produced.store(0, Ordering::SeqCst);
+        let made = self.produced.clone();
+        // Lazily: a number is made only when the stream's pump asks for one.
+        Stream::new(futures_util::stream::poll_fn(move |_| {
+            let n = produced.fetch_add(1, Ordering::SeqCst);
+            made.store(n + 1, Ordering::SeqCst);
+            std::task::Poll::Ready(Some(n))
+        }))
+    }
+    async fn produced(&self) -> u64 {
+        self.produced.load(Ordering::SeqCst)
+    }
+    async fn hold(&self, numbers: Stream<i64>) {
+        *self.held.lock().unwrap() = Some(numbers);
+    }
+    async fn drain(&self) -> Result<u64, String> {
+        let held = self.held.lock().unwrap().take();
+        let Some(mut numbers) = held else {
+            return Err("nothing held".into());
+        };
+        let mut count = 0;
+        while let Some(n) = numbers.next().await {
+            n.map_err(|e| e.to_string())?;
+            count += 1;
+        }
+        Ok(count)
+    }
+    async fn first(&self, mut numbers: Stream<i64>) -> Option<i64> {
+        numbers.next().await.and_then(Result::ok)
+    }
+    async fn pair(&self, n: u64) -> Pair {
+        Pair {
+            name: "pair".into(),
+            numbers: Stream::iter(0..n),
         }
     }
 }

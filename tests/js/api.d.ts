@@ -67,6 +67,32 @@ export interface Api extends RpcTarget {
    * Rejects with an `Error` carrying the text of the Rust error.
    */
   upload(data: ReadableStream<Uint8Array>): Promise<[number | bigint, number]>;
+  /**
+   * The numbers from 0 on, without end, made as they are read.
+   */
+  ticks(): Promise<ReadableStream<number | bigint>>;
+  /**
+   * How many numbers the last `ticks` made so far.
+   */
+  produced(): Promise<number | bigint>;
+  /**
+   * Keeps the stream, unread, until `drain`.
+   */
+  hold(numbers: ReadableStream<number | bigint>): Promise<void>;
+  /**
+   * Reads the stream `hold` kept to its end: how many numbers it carried.
+   *
+   * Rejects with an `Error` carrying the text of the Rust error.
+   */
+  drain(): Promise<number | bigint>;
+  /**
+   * Reads one number, then drops the stream.
+   */
+  first(numbers: ReadableStream<number | bigint>): Promise<number | bigint | null>;
+  /**
+   * A pair named "pair" with the numbers from 0 below `n`.
+   */
+  pair(n: number | bigint): Promise<Pair>;
 }
 
 export type Point = { x: number, y: number, label: string | null, };
@@ -102,3 +128,9 @@ answers: number, exports: number, imports: number,
  * Streams open on the connection.
  */
 streams: number, };
+
+/**
+ * A name and a stream, for property paths reaching a stream:
+ * `await api.pair(3).numbers`.
+ */
+export type Pair = { name: string, numbers: ReadableStream<number | bigint>, };

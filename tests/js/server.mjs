@@ -61,6 +61,8 @@ class Api extends RpcTarget {
     this.session = undefined;
     this.tally = { live: 0 };
     this.subscribers = [];
+    this.produced = 0;
+    this.kept = undefined;
   }
   add(a, b) {
     return a + b;
@@ -150,6 +152,30 @@ class Api extends RpcTarget {
     let len = 0;
     for await (const chunk of data) len += chunk.length;
     return len;
+  }
+  // The numbers from 0 on, without end, made as they are read; `produced` says
+  // how many were made.
+  ticks() {
+    this.produced = 0;
+    return new ReadableStream({
+      pull: (c) => { c.enqueue(this.produced++); },
+    }, { highWaterMark: 0 });
+  }
+  produced_count() {
+    return this.produced;
+  }
+  // Reads `n` numbers of the stream and keeps its reader, not reading further,
+  // until `cancel_kept`.
+  async take(numbers, n) {
+    const reader = numbers.getReader();
+    const got = [];
+    for (let i = 0; i < n; i++) got.push((await reader.read()).value);
+    this.kept = reader;
+    return got;
+  }
+  async cancel_kept() {
+    await this.kept?.cancel();
+    this.kept = undefined;
   }
   // This session's tables (the main objects both ways included) and the counters
   // made here and not yet disposed.

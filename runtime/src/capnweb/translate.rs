@@ -271,6 +271,9 @@ pub(crate) struct Translator {
     pub(super) to_peer: VecDeque<String>,
     /// Frames for the actor.
     pub(super) to_actor: VecDeque<Bytes>,
+    /// What `residue` said after the last message or frame, for the tests.
+    #[cfg(test)]
+    pub(crate) observed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Translator {
@@ -305,7 +308,27 @@ impl Translator {
             streams: streams::Streams::default(),
             to_peer: VecDeque::new(),
             to_actor: VecDeque::from([hello.encode()]),
+            #[cfg(test)]
+            observed: Default::default(),
         }
+    }
+
+    /// The tables that hold something though every stream ended and every kept
+    /// result was released (tests check they come back empty).
+    #[cfg(test)]
+    pub(crate) fn residue(&self) -> Vec<String> {
+        let mut residue = self.streams.residue();
+        if !self.holds.is_empty() {
+            residue.push(format!("holds: {:?}", self.holds));
+        }
+        residue
+    }
+
+    /// Records `residue` where the tests read it.
+    #[cfg(test)]
+    pub(crate) fn observe(&self) {
+        let residue = self.residue();
+        *self.observed.lock().unwrap_or_else(|e| e.into_inner()) = residue;
     }
 
     /// Whether every pulled result has been sent.

@@ -103,7 +103,10 @@ impl<M: Messages> Stream for Translating<M> {
             }
             match Pin::new(&mut this.inner).poll_next(cx) {
                 Poll::Ready(Some(Ok(text))) => {
-                    if let Err(reason) = this.translator.take_peer_message(&text) {
+                    let taken = this.translator.take_peer_message(&text);
+                    #[cfg(test)]
+                    this.translator.observe();
+                    if let Err(reason) = taken {
                         return Poll::Ready(Some(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             reason,
@@ -140,6 +143,8 @@ impl<M: Messages> Sink<Bytes> for Translating<M> {
     fn start_send(self: Pin<&mut Self>, frame: Bytes) -> io::Result<()> {
         let this = self.get_mut();
         this.translator.take_actor_frame(frame);
+        #[cfg(test)]
+        this.translator.observe();
         if !this.translator.to_actor.is_empty() {
             if let Some(reader) = this.reader.take() {
                 reader.wake();

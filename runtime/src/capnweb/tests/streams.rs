@@ -3,13 +3,16 @@
 //! pipe the peer opens is read as a `Stream`, its writes acknowledged as the reader
 //! takes them.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
-use super::{call, reject_text, Peer};
-use crate::{ByteStream, Connection, Stream};
+use super::{call, read, reject_text, Peer};
+use crate::{ByteStream, Callback, Connection, Stream, StreamSender};
 
 #[crate::remote]
 trait Pipes {
@@ -22,12 +25,74 @@ trait Pipes {
     async fn first(&self, numbers: Stream<u64>) -> Option<u64>;
     /// Keeps the stream unread until `drain`.
     async fn hold(&self, numbers: Stream<u64>);
-    async fn drain(&self) -> u64;
+    async fn drain(&self) -> Result<u64, String>;
+    /// Drops the stream unread.
+    async fn ignore(&self, numbers: Stream<u64>);
+    /// A stream of what `put` puts, one item at a time.
+    async fn feed(&self) -> Stream<u64>;
+    /// Puts `n` into the stream `feed` made (waiting for room); false once its
+    /// consumer is gone.
+    async fn put(&self, n: u64) -> bool;
+    /// A struct holding a stream of the numbers below `n`, for property paths.
+    async fn pair(&self, n: u64) -> Pair;
+    /// `k` streams of the numbers below `n`.
+    async fn many(&self, k: u64, n: u64) -> Vec<Stream<u64>>;
+    /// A stream of `k` streams, the `i`th of the numbers below `i + 1`.
+    async fn nested(&self, k: u64) -> Stream<Stream<u64>>;
+    /// Gives `f` a stream of the numbers below `n`; returns what it answered.
+    async fn give(&self, f: Callback<Stream<u64>, u64>, n: u64) -> u64;
+    /// Sums the stream on a task of its own, which reports to the test.
+    async fn sum_later(&self, numbers: Stream<u64>);
+    /// The stream `hold` kept, unread, passed on.
+    async fn pass(&self) -> Option<Stream<u64>>;
+    /// The numbers below `n`, then a failure.
+    async fn broken(&self, n: u64) -> Stream<u64>;
+    /// `count(n)` of a server on a farcall connection of its own, passed on.
+    async fn relay(&self, n: u64) -> Stream<u64>;
+    /// `sum` on a server on a farcall connection of its own, of this stream.
+    async fn relay_sum(&self, numbers: Stream<u64>) -> Result<u64, String>;
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Pair {
+    name: String,
+    numbers: Stream<u64>,
+}
+
+/// What the server's methods share with the test.
 #[derive(Default)]
-struct P {
+struct Shared {
     held: Mutex<Option<Stream<u64>>>,
+    feeding: Mutex<Option<StreamSender<u64>>>,
+    sums: Mutex<Option<mpsc::UnboundedSender<Result<u64, String>>>>,
+    /// Both ends of the connections to `backend`s.
+    backends: Mutex<Vec<Connection>>,
+}
+
+#[derive(Default, Clone)]
+struct P(Arc<Shared>);
+
+impl P {
+    /// A server on a farcall connection of its own, in the codec farcall picks by
+    /// default (not Cap'n Web's).
+    async fn backend(&self) -> PipesClient {
+        let (a, b) = crate::transport::memory();
+        let server = Connection::builder()
+            .root(PipesServer::new(P::default()))
+            .connect(a);
+        let client = Connection::builder().connect(b);
+        let root = client.root().await.expect("the backend's root");
+        self.0.backends.lock().unwrap().extend([server, client]);
+        root
+    }
+}
+
+async fn sum_of(mut numbers: Stream<u64>) -> Result<u64, String> {
+    let mut sum = 0;
+    while let Some(n) = numbers.next().await {
+        sum += n.map_err(|e| e.to_string())?;
+    }
+    Ok(sum)
 }
 
 impl Pipes for P {
@@ -37,12 +102,8 @@ impl Pipes for P {
     async fn count(&self, n: u64) -> Stream<u64> {
         Stream::iter(0..n)
     }
-    async fn sum(&self, mut numbers: Stream<u64>) -> Result<u64, String> {
-        let mut sum = 0;
-        while let Some(n) = numbers.next().await {
-            sum += n.map_err(|e| e.to_string())?;
-        }
-        Ok(sum)
+    async fn sum(&self, numbers: Stream<u64>) -> Result<u64, String> {
+        sum_of(numbers).await
     }
     async fn length(&self, data: ByteStream) -> Result<usize, String> {
         let mut data = data.into_reader();
@@ -56,21 +117,88 @@ impl Pipes for P {
         numbers.next().await.and_then(Result::ok)
     }
     async fn hold(&self, numbers: Stream<u64>) {
-        *self.held.lock().unwrap() = Some(numbers);
+        *self.0.held.lock().unwrap() = Some(numbers);
     }
-    async fn drain(&self) -> u64 {
-        let held = self.held.lock().unwrap().take();
-        let Some(mut numbers) = held else { return 0 };
+    async fn drain(&self) -> Result<u64, String> {
+        let held = self.0.held.lock().unwrap().take();
+        let Some(mut numbers) = held else {
+            return Ok(0);
+        };
         let mut count = 0;
-        while let Some(Ok(_)) = numbers.next().await {
+        while let Some(n) = numbers.next().await {
+            n.map_err(|e| format!("after {count}: {e}"))?;
             count += 1;
         }
-        count
+        Ok(count)
+    }
+    async fn ignore(&self, numbers: Stream<u64>) {
+        drop(numbers);
+    }
+    async fn feed(&self) -> Stream<u64> {
+        let (tx, stream) = Stream::channel(1);
+        *self.0.feeding.lock().unwrap() = Some(tx);
+        stream
+    }
+    async fn put(&self, n: u64) -> bool {
+        let tx = self.0.feeding.lock().unwrap().clone();
+        match tx {
+            Some(tx) => tx.send(n).await.is_ok(),
+            None => false,
+        }
+    }
+    async fn pair(&self, n: u64) -> Pair {
+        Pair {
+            name: "pair".into(),
+            numbers: Stream::iter(0..n),
+        }
+    }
+    async fn many(&self, k: u64, n: u64) -> Vec<Stream<u64>> {
+        (0..k).map(|_| Stream::iter(0..n)).collect()
+    }
+    async fn nested(&self, k: u64) -> Stream<Stream<u64>> {
+        Stream::iter((0..k).map(|i| Stream::iter(0..=i)))
+    }
+    async fn give(&self, f: Callback<Stream<u64>, u64>, n: u64) -> u64 {
+        f.call(Stream::iter(0..n)).await.unwrap_or(u64::MAX)
+    }
+    async fn sum_later(&self, numbers: Stream<u64>) {
+        let sums = self.0.sums.lock().unwrap().clone();
+        tokio::spawn(async move {
+            let sum = sum_of(numbers).await;
+            if let Some(sums) = sums {
+                let _ = sums.send(sum);
+            }
+        });
+    }
+    async fn pass(&self) -> Option<Stream<u64>> {
+        self.0.held.lock().unwrap().take()
+    }
+    async fn broken(&self, n: u64) -> Stream<u64> {
+        let items = (0..n).map(Ok).chain([Err("disk on fire")]);
+        Stream::try_new(futures_util::stream::iter(items))
+    }
+    async fn relay(&self, n: u64) -> Stream<u64> {
+        self.backend()
+            .await
+            .count(n)
+            .await
+            .expect("the backend's stream")
+    }
+    async fn relay_sum(&self, numbers: Stream<u64>) -> Result<u64, String> {
+        self.backend()
+            .await
+            .sum(numbers)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
 fn peer() -> Peer {
-    Peer::with(Connection::builder().root(PipesServer::new(P::default())))
+    peer_of(P::default())
+}
+
+fn peer_of(p: P) -> Peer {
+    Peer::with(Connection::builder().root(PipesServer::new(p)))
 }
 
 fn write(pipe: i64, chunk: Value) -> Value {
@@ -148,6 +276,11 @@ async fn a_stream_going_out_waits_for_the_peer_to_acknowledge_its_writes() {
     assert_eq!(abort[1][2], json!(["abort"]), "{abort}");
     peer.expect(json!(["release", 1, 1])).await;
     peer.send(json!(["release", 1, 1]));
+    // As the page does: the writes it still had fail, the abort is answered.
+    for id in 19..=81 {
+        peer.send(json!(["reject", id, ["error", "Error", "cancelled"]]));
+    }
+    peer.send(json!(["resolve", 82, ["undefined"]]));
     peer.assert_zero().await;
 }
 
@@ -344,4 +477,508 @@ async fn too_many_pipes_end_the_session() {
     let abort = peer.recv().await;
     assert_eq!(abort[0], "abort");
     assert!(abort[1][2].as_str().unwrap().contains("pipes"), "{abort}");
+}
+
+/// What the scripted page read from the pipes the server opened on it.
+#[derive(Debug, Default)]
+struct Read {
+    /// The items written to each pipe, by its id.
+    items: HashMap<i64, Vec<Value>>,
+    /// How each pipe ended: `close`, or `abort` with its reason.
+    ended: HashMap<i64, Value>,
+    /// The server's other messages, in order.
+    others: Vec<Value>,
+}
+
+impl Read {
+    fn reason(&self, pipe: i64) -> &str {
+        self.ended[&pipe][1][0][2].as_str().unwrap_or_default()
+    }
+}
+
+/// Plays a page reading every pipe the server opens, as the `capnweb` package
+/// does: each write and end is acknowledged as it comes, until `n` pipes have
+/// ended and been released.
+async fn read_pipes(peer: &mut Peer, n: usize) -> Read {
+    let mut read = Read::default();
+    let mut released = 0;
+    while read.ended.len() < n || released < n {
+        let message = peer.recv().await;
+        let id = peer.imports;
+        match message[0].as_str() {
+            Some("pipe") => {
+                read.items.insert(id, Vec::new());
+            }
+            Some("stream") => {
+                let [_, pipe, method, args] = message[1].as_array().unwrap().as_slice() else {
+                    panic!("{message}");
+                };
+                let pipe = pipe.as_i64().unwrap();
+                assert!(
+                    read.items.contains_key(&pipe) && !read.ended.contains_key(&pipe),
+                    "{message} to a pipe that is not open"
+                );
+                match method[0].as_str() {
+                    Some("write") => read.items.get_mut(&pipe).unwrap().push(args[0].clone()),
+                    _ => {
+                        read.ended.insert(pipe, json!([method[0], args]));
+                    }
+                }
+                peer.send(json!(["resolve", id, ["undefined"]]));
+            }
+            Some("release") if read.ended.contains_key(&message[1].as_i64().unwrap()) => {
+                released += 1;
+            }
+            _ => read.others.push(message),
+        }
+    }
+    read
+}
+
+fn numbers(range: std::ops::Range<u64>) -> Vec<Value> {
+    range.map(Value::from).collect()
+}
+
+#[tokio::test]
+async fn no_write_follows_the_abort_of_a_stream_whose_reader_cancelled() {
+    let mut peer = peer();
+    // The page keeps the result (a promise it still holds), so the stream's
+    // source outlives the stream: what the producer makes after the reader
+    // cancelled must go nowhere.
+    peer.send(call(0, "feed", json!([])));
+    peer.send(json!(["pull", 1]));
+    peer.expect(json!(["pipe"])).await;
+    peer.expect(json!(["resolve", 1, ["readable", 1]])).await;
+    peer.send(call(0, "put", json!([7])));
+    peer.send(json!(["pull", 2]));
+    let got = peer.recv_set(2).await;
+    assert!(got.contains(&json!(["resolve", 2, true])), "{got:?}");
+    assert!(got.contains(&write(1, json!(7))), "{got:?}");
+    // The page's reader cancels: its pending write fails.
+    peer.send(json!(["reject", 2, ["error", "Error", "cancelled"]]));
+    let abort = peer.recv().await;
+    assert_eq!(abort[1][2], json!(["abort"]), "{abort}");
+    peer.expect(json!(["release", 1, 1])).await;
+    // Two more items: the second is taken once the first has gone to the sink.
+    for (id, n) in [(3, 8), (4, 9)] {
+        peer.send(call(0, "put", json!([n])));
+        peer.send(json!(["pull", id]));
+        peer.expect(json!(["resolve", id, true])).await;
+    }
+    probe(&mut peer).await;
+    peer.send(json!(["resolve", 3, ["undefined"]]));
+    // Once the page lets go of the result, the producer stops.
+    peer.send(json!(["release", 1, 1]));
+    for id in 2..=4 {
+        peer.send(json!(["release", id, 1]));
+    }
+    peer.assert_zero().await;
+    peer.send(call(0, "put", json!([10])));
+    let put = peer.pushes;
+    peer.send(json!(["pull", put]));
+    peer.expect(json!(["resolve", put, false])).await;
+}
+
+#[tokio::test]
+async fn a_stream_read_through_a_property_path_goes_out_as_a_pipe() {
+    let mut peer = peer();
+    peer.send(call(0, "pair", json!([3])));
+    peer.send(read(1, json!(["numbers"])));
+    peer.send(json!(["pull", 2]));
+    let got = read_pipes(&mut peer, 1).await;
+    assert_eq!(got.others, [json!(["resolve", 2, ["readable", 1]])]);
+    assert_eq!(got.items[&1], numbers(0..3));
+    assert_eq!(got.ended[&1], json!(["close", []]));
+    // A stream is read once: read again, it is a pipe aborted with why.
+    peer.send(read(1, json!(["numbers"])));
+    peer.send(json!(["pull", 3]));
+    let got = read_pipes(&mut peer, 1).await;
+    assert_eq!(got.others, [json!(["resolve", 3, ["readable", 6]])]);
+    assert_eq!(got.items[&6], numbers(0..0));
+    assert!(got.reason(6).contains("already started"), "{got:?}");
+    // So is the whole result, pulled now.
+    peer.send(json!(["pull", 1]));
+    let got = read_pipes(&mut peer, 1).await;
+    assert_eq!(
+        got.others,
+        [json!(["resolve", 1, {"name": "pair", "numbers": ["readable", 8]}])]
+    );
+    assert!(got.reason(8).contains("already started"), "{got:?}");
+    for id in [3, 2, 1] {
+        peer.send(json!(["release", id, 1]));
+    }
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn streams_in_a_vec_and_in_a_stream_each_get_a_pipe() {
+    let mut peer = peer();
+    peer.send(call(0, "many", json!([3, 2])));
+    peer.send(json!(["pull", 1]));
+    let got = read_pipes(&mut peer, 3).await;
+    assert_eq!(
+        got.others,
+        [json!([
+            "resolve",
+            1,
+            [[["readable", 1], ["readable", 2], ["readable", 3]]]
+        ])]
+    );
+    for pipe in 1..=3 {
+        assert_eq!(got.items[&pipe], numbers(0..2));
+        assert_eq!(got.ended[&pipe], json!(["close", []]));
+    }
+    peer.send(json!(["release", 1, 1]));
+
+    // A stream of streams: each item's pipe is opened before the write that
+    // carries its readable end.
+    peer.send(call(0, "nested", json!([3])));
+    peer.send(json!(["pull", 2]));
+    let got = read_pipes(&mut peer, 4).await;
+    let [outer] = got.others.as_slice() else {
+        panic!("{got:?}");
+    };
+    let outer = outer[2][1].as_i64().unwrap();
+    let inner = &got.items[&outer];
+    assert_eq!(inner.len(), 3, "{got:?}");
+    for (i, readable) in inner.iter().enumerate() {
+        assert_eq!(readable[0], "readable", "{got:?}");
+        let pipe = readable[1].as_i64().unwrap();
+        assert_eq!(got.items[&pipe], numbers(0..i as u64 + 1));
+        assert_eq!(got.ended[&pipe], json!(["close", []]));
+    }
+    assert_eq!(got.ended[&outer], json!(["close", []]));
+    peer.send(json!(["release", 2, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_stream_argument_of_a_call_to_the_page_is_a_pipe_opened_before_the_call() {
+    let mut peer = peer();
+    peer.send(call(0, "give", json!([["export", -1], 3])));
+    peer.send(json!(["pull", 1]));
+    let got = read_pipes(&mut peer, 1).await;
+    // The pipe is import 1, the call import 2.
+    assert_eq!(
+        got.others,
+        [
+            json!(["push", ["pipeline", -1, [], [["readable", 1]]]]),
+            json!(["pull", 2])
+        ]
+    );
+    assert_eq!(got.items[&1], numbers(0..3));
+    assert_eq!(got.ended[&1], json!(["close", []]));
+    peer.send(json!(["resolve", 2, 3]));
+    let mut rest = vec![peer.recv().await, peer.recv().await, peer.recv().await];
+    rest.sort_by_key(Value::to_string);
+    assert_eq!(
+        rest,
+        [
+            json!(["release", -1, 1]),
+            json!(["release", 2, 1]),
+            json!(["resolve", 1, 3])
+        ]
+    );
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn acknowledgements_out_of_order_still_grant_credit() {
+    let mut peer = peer();
+    peer.send(call(0, "count", json!([100])));
+    peer.send(json!(["pull", 1]));
+    peer.expect(json!(["pipe"])).await;
+    peer.expect(json!(["resolve", 1, ["readable", 1]])).await;
+    peer.send(json!(["release", 1, 1]));
+    let first = recv_n(&mut peer, 64).await;
+    for id in (2..66).rev() {
+        peer.send(json!(["resolve", id, ["undefined"]]));
+    }
+    let rest = recv_n(&mut peer, 36).await;
+    let items: Vec<Value> = first
+        .iter()
+        .chain(&rest)
+        .map(|m| m[1][3][0].clone())
+        .collect();
+    assert_eq!(items, numbers(0..100));
+    peer.expect(json!(["stream", ["pipeline", 1, ["close"], []]]))
+        .await;
+    peer.expect(json!(["release", 1, 1])).await;
+    for id in (66..=102).rev() {
+        peer.send(json!(["resolve", id, ["undefined"]]));
+    }
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_close_before_the_reader_starts_is_answered_once_it_has_read() {
+    let mut peer = peer();
+    peer.send(json!(["pipe"]));
+    peer.send(call(0, "hold", json!([["readable", 1]])));
+    peer.send(json!(["pull", 2]));
+    peer.expect(json!(["resolve", 2, ["undefined"]])).await;
+    peer.send(json!(["release", 2, 1]));
+    peer.send(write(1, json!(1)));
+    peer.send(write(1, json!(2)));
+    peer.send(json!(["stream", ["pipeline", 1, ["close"], []]]));
+    // A second end is refused at once.
+    peer.send(json!(["stream", ["pipeline", 1, ["abort"], []]]));
+    let reject = peer.recv().await;
+    assert_eq!(reject[1], 6);
+    assert!(reject_text(&reject).contains("already closed"), "{reject}");
+    // Nothing read yet: nothing acknowledged, the close not answered.
+    probe(&mut peer).await;
+    peer.send(call(0, "drain", json!([])));
+    let drain = peer.pushes;
+    peer.send(json!(["pull", drain]));
+    let got = peer.recv_set(4).await;
+    assert_eq!(
+        got,
+        super::sorted([
+            json!(["resolve", 3, ["undefined"]]),
+            json!(["resolve", 4, ["undefined"]]),
+            json!(["resolve", 5, ["undefined"]]),
+            json!(["resolve", drain, 2]),
+        ])
+    );
+    peer.send(json!(["release", 1, 1]));
+    peer.send(json!(["release", drain, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_reader_that_never_starts_fails_the_writes_and_the_close() {
+    let mut peer = peer();
+    peer.send(json!(["pipe"]));
+    peer.send(write(1, json!(1)));
+    peer.send(call(0, "ignore", json!([["readable", 1]])));
+    peer.send(json!(["pull", 3]));
+    let got = peer.recv_set(2).await;
+    assert!(
+        got.contains(&json!(["resolve", 3, ["undefined"]])),
+        "{got:?}"
+    );
+    let reject = got.iter().find(|m| m[0] == "reject").unwrap();
+    assert_eq!(reject[1], 2);
+    assert!(reject_text(reject).contains("reader is gone"), "{reject}");
+    peer.send(json!(["stream", ["pipeline", 1, ["close"], []]]));
+    let reject = peer.recv().await;
+    assert_eq!(reject[1], 4);
+    assert!(reject_text(&reject).contains("reader is gone"), "{reject}");
+    peer.send(json!(["release", 3, 1]));
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_writer_gone_without_closing_fails_the_reader_after_its_items() {
+    let mut peer = peer();
+    peer.send(json!(["pipe"]));
+    peer.send(call(0, "hold", json!([["readable", 1]])));
+    peer.send(write(1, json!(1)));
+    peer.send(write(1, json!(2)));
+    peer.send(json!(["release", 1, 1]));
+    // A write after the release (a peer that breaks the rules) is refused.
+    peer.send(write(1, json!(3)));
+    let reject = peer.recv().await;
+    assert_eq!(reject[1], 5);
+    assert!(reject_text(&reject).contains("closed"), "{reject}");
+    peer.send(call(0, "drain", json!([])));
+    peer.send(json!(["pull", 6]));
+    let got = peer.recv_set(3).await;
+    assert!(
+        got.contains(&json!(["resolve", 3, ["undefined"]])),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&json!(["resolve", 4, ["undefined"]])),
+        "{got:?}"
+    );
+    let drained = got.iter().find(|m| m[1] == 6).unwrap();
+    assert_eq!(drained[0], "reject");
+    assert!(reject_text(drained).contains("after 2"), "{drained}");
+    assert!(
+        reject_text(drained).contains("without closing"),
+        "{drained}"
+    );
+    peer.send(json!(["release", 2, 1]));
+    peer.send(json!(["release", 6, 1]));
+    peer.assert_zero().await;
+    // The pipe is gone: a write to it is refused as a write to nothing.
+    peer.send(write(1, json!(4)));
+    let reject = peer.recv().await;
+    assert!(
+        reject_text(&reject).contains("only writes to pipes"),
+        "{reject}"
+    );
+}
+
+#[tokio::test]
+async fn a_readable_end_is_taken_once() {
+    // Even after the first reader let it go.
+    let mut peer = peer();
+    peer.send(json!(["pipe"]));
+    peer.send(call(0, "ignore", json!([["readable", 1]])));
+    peer.send(json!(["pull", 2]));
+    peer.expect(json!(["resolve", 2, ["undefined"]])).await;
+    probe(&mut peer).await;
+    peer.send(call(0, "ignore", json!([["readable", 1]])));
+    assert!(peer.aborted().await.contains("readable"));
+
+    // Twice in one message.
+    let mut peer = peer_of(P::default());
+    peer.send(json!(["pipe"]));
+    peer.send(call(0, "sum", json!([["readable", 1], ["readable", 1]])));
+    assert!(peer.aborted().await.contains("readable"));
+
+    // Of a push.
+    let mut peer = peer_of(P::default());
+    peer.send(call(0, "add", json!([1, 2])));
+    peer.send(call(0, "sum", json!([["readable", 1]])));
+    assert!(peer.aborted().await.contains("readable"));
+}
+
+#[tokio::test]
+async fn a_refused_stream_message_gives_back_what_it_carried() {
+    let mut peer = peer();
+    // A write to the root, carrying an object of the page's.
+    peer.send(json!([
+        "stream",
+        ["pipeline", 0, ["write"], [["export", -1]]]
+    ]));
+    let got = peer.recv_set(2).await;
+    assert!(got.contains(&json!(["release", -1, 1])), "{got:?}");
+    let reject = got.iter().find(|m| m[0] == "reject").unwrap();
+    assert!(reject_text(reject).contains("pipes"), "{reject}");
+    // A write pushed rather than streamed is refused with why.
+    peer.send(json!(["pipe"]));
+    peer.send(json!(["push", ["pipeline", 2, ["write"], [1]]]));
+    peer.send(json!(["pull", 3]));
+    let reject = peer.recv().await;
+    assert!(reject_text(&reject).contains("stream"), "{reject}");
+    peer.send(json!(["release", 3, 1]));
+    peer.send(json!(["release", 2, 1]));
+    // Results for writes the server never made are dropped.
+    peer.send(json!(["resolve", 40, ["undefined"]]));
+    peer.send(json!(["reject", 41, ["error", "Error", "no"]]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_session_that_ends_mid_stream_ends_both_ways() {
+    let p = P::default();
+    let (sums, mut summed) = mpsc::unbounded_channel();
+    *p.0.sums.lock().unwrap() = Some(sums);
+    let mut peer = peer_of(p.clone());
+    // A stream going out, its producer waiting for items.
+    peer.send(call(0, "feed", json!([])));
+    peer.send(json!(["pull", 1]));
+    peer.expect(json!(["pipe"])).await;
+    peer.expect(json!(["resolve", 1, ["readable", 1]])).await;
+    // A stream coming in, read on a task of the server's.
+    peer.send(json!(["pipe"]));
+    peer.send(call(0, "sum_later", json!([["readable", 2]])));
+    peer.send(json!(["pull", 3]));
+    peer.send(write(2, json!(5)));
+    let got = peer.recv_set(2).await;
+    assert!(
+        got.contains(&json!(["resolve", 4, ["undefined"]])),
+        "{got:?}"
+    );
+    let Peer {
+        conn, to_server, ..
+    } = peer;
+    drop(to_server);
+    let within = Duration::from_secs(5);
+    tokio::time::timeout(within, conn.closed())
+        .await
+        .expect("the session ends");
+    let sum = tokio::time::timeout(within, summed.recv())
+        .await
+        .expect("the reader ends")
+        .unwrap();
+    assert!(sum.unwrap_err().contains("disconnected"));
+    let feeding = p.0.feeding.lock().unwrap().take().unwrap();
+    tokio::time::timeout(within, feeding.closed())
+        .await
+        .expect("the producer learns its consumer is gone");
+}
+
+#[tokio::test]
+async fn a_stream_relayed_from_a_connection_in_another_codec_ends_rather_than_hangs() {
+    // The stream's own calls (`start`, `credit`) are made here in Cap'n Web's
+    // codec, which no other connection reads: the source there refuses them and
+    // lets go of the sink, and the page's stream is aborted.
+    let mut peer = peer();
+    peer.send(call(0, "relay", json!([1000])));
+    peer.send(json!(["pull", 1]));
+    let got = read_pipes(&mut peer, 1).await;
+    assert_eq!(got.others, [json!(["resolve", 1, ["readable", 1]])]);
+    assert_eq!(got.items[&1], numbers(0..0));
+    assert!(got.reason(1).contains("went away"), "{got:?}");
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+
+    // The other way, the reader there is told the stream's producer is gone,
+    // and the page's writes and close fail.
+    peer.send(json!(["pipe"]));
+    let pipe = peer.pushes;
+    peer.send(call(0, "relay_sum", json!([["readable", pipe]])));
+    let sum = peer.pushes;
+    peer.send(json!(["pull", sum]));
+    peer.send(write(pipe, json!(5)));
+    peer.send(json!(["stream", ["pipeline", pipe, ["close"], []]]));
+    let got = peer.recv_set(3).await;
+    assert!(got.iter().all(|m| m[0] == "reject"), "{got:?}");
+    let summed = got.iter().find(|m| m[1] == sum).unwrap();
+    assert!(reject_text(summed).contains("disconnected"), "{summed}");
+    peer.send(json!(["release", pipe, 1]));
+    peer.send(json!(["release", sum, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_producer_that_fails_aborts_the_pipe_after_its_items() {
+    let mut peer = peer();
+    peer.send(call(0, "broken", json!([2])));
+    peer.send(json!(["pull", 1]));
+    let got = read_pipes(&mut peer, 1).await;
+    assert_eq!(got.items[&1], numbers(0..2));
+    assert_eq!(got.ended[&1][0], "abort");
+    assert!(got.reason(1).contains("disk on fire"), "{got:?}");
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_stream_from_one_page_is_passed_on_to_another() {
+    let p = P::default();
+    let mut writer = peer_of(p.clone());
+    let mut reader = peer_of(p);
+    writer.send(json!(["pipe"]));
+    writer.send(call(0, "hold", json!([["readable", 1]])));
+    writer.send(json!(["pull", 2]));
+    writer.expect(json!(["resolve", 2, ["undefined"]])).await;
+    writer.send(json!(["release", 2, 1]));
+    reader.send(call(0, "pass", json!([])));
+    reader.send(json!(["pull", 1]));
+    // Written before the other page reads, and after.
+    writer.send(write(1, json!(1)));
+    let reading = tokio::spawn(async move {
+        let got = read_pipes(&mut reader, 1).await;
+        (reader, got)
+    });
+    writer.send(write(1, json!(2)));
+    writer.send(json!(["stream", ["pipeline", 1, ["close"], []]]));
+    let got = writer.recv_set(3).await;
+    assert!(got.iter().all(|m| m[0] == "resolve"), "{got:?}");
+    writer.send(json!(["release", 1, 1]));
+    let (mut reader, got) = reading.await.unwrap();
+    assert_eq!(got.others, [json!(["resolve", 1, ["readable", 1]])]);
+    assert_eq!(got.items[&1], [json!(1), json!(2)]);
+    assert_eq!(got.ended[&1], json!(["close", []]));
+    reader.send(json!(["release", 1, 1]));
+    reader.assert_zero().await;
+    writer.assert_zero().await;
 }

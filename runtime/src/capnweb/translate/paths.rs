@@ -2,12 +2,13 @@
 //! the `capnweb` package's own server follows it (`followPath`): own properties of
 //! objects, indices of arrays, no properties on other values, a `TypeError` when
 //! reading through `undefined`; a capability met on the way takes the rest of the
-//! path. Values are payload expressions (Cap'n Web's, with `["$cap", i]`
-//! placeholders: see `codec/capnweb.rs`).
+//! path. Values are payload expressions (Cap'n Web's, with `["$cap", i]` and
+//! `["$stream", i]` placeholders: see `codec/capnweb.rs`); a stream is a value
+//! without properties, read whole.
 
 use serde_json::Value;
 
-use super::{capnweb_special, error_expr, CAP};
+use super::{capnweb_special, error_expr, CAP, STREAM};
 use crate::wire::CapDescriptor;
 
 /// Where a property path leads in a value.
@@ -86,11 +87,19 @@ pub(super) fn walk(mut value: Value, path: &[String]) -> Walked<'_> {
 /// the capabilities it holds (one per placeholder, as the codec writes them).
 pub(super) fn extract(value: Value, caps: &[CapDescriptor]) -> (Value, Vec<CapDescriptor>) {
     fn renumber(value: Value, from: &[CapDescriptor], to: &mut Vec<CapDescriptor>) -> Value {
-        if let Some(index) = placeholder(&value) {
+        // A stream's placeholder keeps its code: it goes out as a pipe, not a stub.
+        let found = match value.as_array().map(Vec::as_slice) {
+            Some([Value::String(code), index]) if code == CAP || code == STREAM => index
+                .as_u64()
+                .and_then(|i| usize::try_from(i).ok())
+                .map(|i| (code.clone(), i)),
+            _ => None,
+        };
+        if let Some((code, index)) = found {
             return match from.get(index) {
                 Some(cap) => {
                     to.push(*cap);
-                    capnweb_special(CAP, [Value::from(to.len() - 1)])
+                    capnweb_special(&code, [Value::from(to.len() - 1)])
                 }
                 None => error_expr("a capability missing from its message"),
             };
@@ -215,5 +224,31 @@ mod tests {
         let (value, held) = extract(json!(["$cap", 7]), &caps);
         assert_eq!(value[0], "error");
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn a_stream_is_a_value_read_whole_and_keeps_its_placeholder() {
+        let result = json!({"name": "pair", "lead": ["$cap", 0], "numbers": ["$stream", 1]});
+        let caps = [
+            CapDescriptor::SenderHosted(10),
+            CapDescriptor::SenderHosted(11),
+        ];
+        let p = path(&["numbers"]);
+        let Walked::Value(numbers) = walk(result.clone(), &p) else {
+            panic!("a value")
+        };
+        assert_eq!(
+            extract(numbers, &caps),
+            (json!(["$stream", 0]), vec![CapDescriptor::SenderHosted(11)])
+        );
+        let p = path(&["numbers", "locked"]);
+        assert_eq!(walk(result.clone(), &p), Walked::Value(undefined()));
+        assert_eq!(
+            extract(result, &caps[..]),
+            (
+                json!({"name": "pair", "lead": ["$cap", 0], "numbers": ["$stream", 1]}),
+                caps.to_vec()
+            )
+        );
     }
 }

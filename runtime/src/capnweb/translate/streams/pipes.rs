@@ -1,0 +1,456 @@
+//! Streams coming in: a pipe the peer opens is read here as a farcall stream, its
+//! writes queued until the reader's credit lets them through and acknowledged
+//! then.
+
+use super::super::from_peer::Importing;
+use super::*;
+
+/// A pipe the peer opened: a stream coming in.
+pub(super) struct Pipe {
+    reader: Reader,
+    /// Items the reader may still be sent.
+    credit: i64,
+    queued: VecDeque<Queued>,
+    /// How the writer ended it (`close()`, `abort()` or a release), waiting for
+    /// the queue to drain, and the push to answer when it is delivered. Nothing
+    /// can be written after it.
+    ending: Option<(Ending, Option<u64>)>,
+    /// The peer released its pipe.
+    released: bool,
+}
+
+impl Pipe {
+    fn new() -> Self {
+        Pipe {
+            reader: Reader::Unclaimed,
+            credit: 0,
+            queued: VecDeque::new(),
+            ending: None,
+            released: false,
+        }
+    }
+}
+
+/// Where the reader of a pipe is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// The readable end was not handed over yet.
+    Unclaimed,
+    /// Handed over, as the source this side stands for (`["readable", p]` can be
+    /// used once per pipe); the reader has not started it.
+    Claimed { source: ExportId },
+    /// Started: the reader's sink on the actor's export table, of which this side
+    /// holds one reference until it delivers the end (`None` after).
+    Reading {
+        source: ExportId,
+        sink: Option<ExportId>,
+    },
+    /// The reader let go of the source: writes fail.
+    Gone,
+}
+
+enum Ending {
+    Closed,
+    Aborted(String),
+}
+
+/// A write held until the reader grants credit.
+struct Queued {
+    write: u64,
+    chunk: Value,
+    caps: Vec<CapDescriptor>,
+    size: usize,
+}
+
+impl Streams {
+    /// Whether the peer's push id `p` is a pipe.
+    fn is_pipe(&self, p: u64) -> bool {
+        self.pipes.contains_key(&p)
+    }
+
+    /// `["readable", p]` in one of the peer's messages: the id of the source that
+    /// stands for the pipe's readable end.
+    pub(in crate::capnweb::translate) fn readable(&mut self, p: i64) -> Checked<ExportId> {
+        let unclaimed = u64::try_from(p).ok().filter(
+            |p| matches!(self.pipes.get(p), Some(pipe) if pipe.reader == Reader::Unclaimed),
+        );
+        let Some(p) = unclaimed else {
+            return malformed(format!(
+                "`readable` of {p}, which is not a pipe or whose readable end was taken"
+            ));
+        };
+        let source = self.new_id();
+        self.pipes.get_mut(&p).expect("checked above").reader = Reader::Claimed { source };
+        self.sources.insert(source, p);
+        Ok(source)
+    }
+}
+
+/// Adds `offset` to the index of every `["$cap", i]` in `value`.
+fn shift_caps(value: &mut Value, offset: usize) {
+    match value {
+        Value::Array(items) => {
+            if let [Value::String(code), Value::Number(index)] = items.as_slice() {
+                if code == CAP {
+                    if let Some(i) = index.as_u64() {
+                        items[1] = Value::from(i + offset as u64);
+                    }
+                    return;
+                }
+            }
+            items.iter_mut().for_each(|v| shift_caps(v, offset));
+        }
+        Value::Object(map) => map.values_mut().for_each(|v| shift_caps(v, offset)),
+        _ => {}
+    }
+}
+
+impl Translator {
+    /// The peer's `["pipe"]`: a pipe on this side, numbered like a push.
+    pub(in crate::capnweb::translate) fn on_pipe(&mut self) -> Checked<()> {
+        if self.streams.pipes.len() >= MAX_PIPES {
+            return malformed(format!("more than {MAX_PIPES} pipes open at once"));
+        }
+        self.pushes += 1;
+        self.streams.pipes.insert(self.pushes, Pipe::new());
+        Ok(())
+    }
+
+    /// The peer's `["stream", ["pipeline", p, ["write"], [chunk]]]`, numbered like a
+    /// push, pulled and released by itself.
+    pub(in crate::capnweb::translate) fn on_stream_message(
+        &mut self,
+        expr: &Value,
+        size: usize,
+    ) -> Checked<()> {
+        self.pushes += 1;
+        let write = self.pushes;
+        let target = match expr.as_array().map(Vec::as_slice) {
+            Some([Value::String(code), id, Value::Array(path), Value::Array(args)])
+                if code == "pipeline" || code == "import" =>
+            {
+                Some((int(id)?, path.as_slice(), args.as_slice()))
+            }
+            _ => None,
+        };
+        let pipe = match target {
+            Some((p, [Value::String(method)], [chunk]))
+                if method == "write" && p > 0 && self.streams.is_pipe(p as u64) =>
+            {
+                Some((p as u64, chunk))
+            }
+            // `close()` and `abort()` come the same way, pulled and released by
+            // themselves too.
+            Some((p, path, args)) if self.on_pipe_push(write, p, path, args, true) => return Ok(()),
+            _ => None,
+        };
+        let Some((p, chunk)) = pipe else {
+            // What the message carried goes back, as for a refused push.
+            let mut importing = self.importing();
+            match target {
+                Some((_, _, args)) => {
+                    for arg in args {
+                        importing.expr(arg)?;
+                    }
+                }
+                None => {
+                    importing.expr(expr)?;
+                }
+            }
+            let caps = importing.caps;
+            self.release_imports(&caps);
+            let why = "only writes to pipes may be streamed to this server";
+            self.send(serde_json::json!(["reject", write, error_expr(why)]));
+            return Ok(());
+        };
+        let mut importing = self.importing();
+        let chunk = importing.expr(chunk)?;
+        let Importing {
+            caps, unsupported, ..
+        } = importing;
+        let state = &self.streams.pipes[&p];
+        let refused = if let Some(why) = unsupported {
+            Some(why)
+        } else if state.reader == Reader::Gone {
+            Some("the stream's reader is gone".to_owned())
+        } else if state.ending.is_some() {
+            Some("a write after the stream was closed".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            self.release_imports(&caps);
+            self.send(serde_json::json!(["reject", write, error_expr(&why)]));
+            return Ok(());
+        }
+        if self.streams.queued_bytes + size > MAX_QUEUED_BYTES {
+            return malformed(format!(
+                "writes to streams beyond what their readers took exceed {MAX_QUEUED_BYTES} bytes \
+                 (the writer does not wait for acknowledgements)"
+            ));
+        }
+        self.streams.queued_bytes += size;
+        let pipe = self.streams.pipes.get_mut(&p).expect("checked above");
+        pipe.queued.push_back(Queued {
+            write,
+            chunk,
+            caps,
+            size,
+        });
+        self.flush(p);
+        Ok(())
+    }
+
+    /// A push (or, when `streamed`, a stream message: pulled and released by
+    /// itself) on one of the peer's pipes: `close()` or `abort(reason)`. Returns
+    /// whether `target` is a pipe (the push is then answered here).
+    pub(in crate::capnweb::translate) fn on_pipe_push(
+        &mut self,
+        question: u64,
+        target: i64,
+        path: &[Value],
+        args: &[Value],
+        streamed: bool,
+    ) -> bool {
+        let Some(p) = u64::try_from(target)
+            .ok()
+            .filter(|p| self.streams.is_pipe(*p))
+        else {
+            return false;
+        };
+        let ending = match (path, args) {
+            ([Value::String(m)], []) if m == "close" => Ending::Closed,
+            ([Value::String(m)], []) if m == "abort" => {
+                Ending::Aborted("the writer aborted the stream".into())
+            }
+            ([Value::String(m)], [reason, ..]) if m == "abort" => Ending::Aborted(format!(
+                "the writer aborted the stream: {}",
+                error_text(reason)
+            )),
+            ([Value::String(m)], _) if m == "write" => {
+                let why = "writes to a pipe must be `stream` messages";
+                self.refuse_local(question, why, streamed);
+                return true;
+            }
+            _ => {
+                let why = "a pipe's writable end has `write`, `close` and `abort` only";
+                self.refuse_local(question, why, streamed);
+                return true;
+            }
+        };
+        let pipe = self.streams.pipes.get_mut(&p).expect("checked above");
+        if pipe.ending.is_some() {
+            self.refuse_local(question, "the stream was already closed", streamed);
+            return true;
+        }
+        pipe.ending = Some((ending, Some(question)));
+        if streamed {
+            self.awaited += 1;
+        }
+        let mut answer = Answer::new(Stage::Local);
+        answer.pulled = streamed;
+        answer.streamed = streamed;
+        self.answers.insert(question, answer);
+        self.flush(p);
+        true
+    }
+
+    /// Refuses a push (rejected when pulled) or a stream message (at once).
+    fn refuse_local(&mut self, question: u64, why: &str, streamed: bool) {
+        if streamed {
+            self.send(serde_json::json!(["reject", question, error_expr(why)]));
+        } else {
+            self.done(question, Held::rejection(error_expr(why)), false);
+        }
+    }
+
+    /// The peer released its pipe `p`; returns whether `p` is a pipe.
+    pub(in crate::capnweb::translate) fn on_pipe_release(&mut self, p: u64) -> bool {
+        let Some(pipe) = self.streams.pipes.get_mut(&p) else {
+            return false;
+        };
+        pipe.released = true;
+        if pipe.ending.is_none() {
+            let why = "the writer went away without closing the stream".to_owned();
+            pipe.ending = Some((Ending::Aborted(why), None));
+        }
+        self.flush(p);
+        self.forget_pipe(p);
+        true
+    }
+
+    /// A call of the reader on the source this side stands for: `start` or `credit`.
+    pub(super) fn on_source_call(
+        &mut self,
+        source: ExportId,
+        method: u32,
+        payload: &[u8],
+        caps: Vec<CapDescriptor>,
+    ) {
+        let Some(&p) = self.streams.sources.get(&source) else {
+            return self.undescribe(&caps);
+        };
+        match method {
+            START => {
+                let window = capnweb::parse(payload).ok().and_then(|v| v[1][1].as_u64());
+                let (Some(window), [CapDescriptor::SenderHosted(sink)]) = (window, caps.as_slice())
+                else {
+                    return self.undescribe(&caps);
+                };
+                let sink = *sink;
+                let pipe = self
+                    .streams
+                    .pipes
+                    .get_mut(&p)
+                    .expect("sources map to pipes");
+                let Reader::Claimed { source } = pipe.reader else {
+                    let refused = serde_json::json!({"Refused": "the stream was already started"});
+                    self.stream_call(sink, END, Vec::new(), refused);
+                    return self.control(&Header::Release { id: sink, count: 1 });
+                };
+                pipe.reader = Reader::Reading {
+                    source,
+                    sink: Some(sink),
+                };
+                pipe.credit = i64::try_from(window).unwrap_or(i64::MAX);
+                self.flush(p);
+            }
+            CREDIT => {
+                let grant = capnweb::parse(payload).ok().and_then(|v| v.as_u64());
+                let pipe = self
+                    .streams
+                    .pipes
+                    .get_mut(&p)
+                    .expect("sources map to pipes");
+                if let Some(grant) = grant {
+                    pipe.credit = pipe
+                        .credit
+                        .saturating_add(i64::try_from(grant).unwrap_or(i64::MAX));
+                }
+                self.undescribe(&caps);
+                self.flush(p);
+            }
+            _ => self.undescribe(&caps),
+        }
+    }
+
+    /// Forwards what the reader's credit allows, then the end once the queue is
+    /// drained.
+    fn flush(&mut self, p: u64) {
+        let Some(pipe) = self.streams.pipes.get_mut(&p) else {
+            return;
+        };
+        let (source, sink) = match pipe.reader {
+            Reader::Reading {
+                source,
+                sink: Some(sink),
+            } => (source, sink),
+            Reader::Gone => {
+                let queued: Vec<_> = pipe.queued.drain(..).collect();
+                for q in queued {
+                    self.streams.queued_bytes -= q.size;
+                    self.release_imports(&q.caps);
+                    let why = error_expr("the stream's reader is gone");
+                    self.send(serde_json::json!(["reject", q.write, why]));
+                }
+                return self.answer_ending(p, Err("the stream's reader is gone".into()));
+            }
+            // Not started, or the end was delivered.
+            _ => return,
+        };
+        let mut items = Vec::new();
+        let mut caps = Vec::new();
+        let mut writes = Vec::new();
+        while pipe.credit > 0 {
+            let Some(mut q) = pipe.queued.pop_front() else {
+                break;
+            };
+            pipe.credit -= 1;
+            self.streams.queued_bytes -= q.size;
+            if !q.caps.is_empty() {
+                shift_caps(&mut q.chunk, caps.len());
+                caps.append(&mut q.caps);
+            }
+            items.push(q.chunk);
+            writes.push(q.write);
+        }
+        let drained = pipe.queued.is_empty();
+        let blocked = pipe.credit <= 0;
+        let end = match &pipe.ending {
+            Some((ending, _)) if drained => {
+                pipe.reader = Reader::Reading { source, sink: None };
+                Some(match ending {
+                    Ending::Closed => Value::from("Done"),
+                    Ending::Aborted(why) => serde_json::json!({ "Failed": why }),
+                })
+            }
+            _ => None,
+        };
+        if !items.is_empty() {
+            let batch = capnweb_special(
+                ARGS,
+                [Value::Array(vec![
+                    capnweb::array(items),
+                    Value::Bool(blocked),
+                ])],
+            );
+            self.stream_call(sink, ITEMS, caps, batch);
+            for write in writes {
+                self.send(serde_json::json!(["resolve", write, ["undefined"]]));
+            }
+        }
+        if let Some(end) = end {
+            self.stream_call(sink, END, Vec::new(), end);
+            self.control(&Header::Release { id: sink, count: 1 });
+            self.answer_ending(p, Ok(()));
+        }
+    }
+
+    /// Answers the push that closed or aborted pipe `p`.
+    fn answer_ending(&mut self, p: u64, outcome: Result<(), String>) {
+        let Some(pipe) = self.streams.pipes.get_mut(&p) else {
+            return;
+        };
+        let Some(question) = pipe.ending.as_mut().and_then(|(_, q)| q.take()) else {
+            return;
+        };
+        let streamed = match self.answers.get(&question) {
+            Some(answer) if matches!(answer.stage, Stage::Local) => answer.streamed,
+            // Released already: nobody wants the answer.
+            _ => return,
+        };
+        let held = match outcome {
+            Ok(()) => Held::value(&capnweb_special("undefined", []), Vec::new()),
+            Err(why) => Held::rejection(error_expr(&why)),
+        };
+        self.done(question, held, false);
+        if streamed {
+            self.answers.remove(&question);
+        }
+    }
+
+    /// The reader let go of the source of pipe `p` (or never started it).
+    pub(super) fn on_source_release(&mut self, p: u64) {
+        if let Some(pipe) = self.streams.pipes.get_mut(&p) {
+            let reader = std::mem::replace(&mut pipe.reader, Reader::Gone);
+            if let Reader::Reading {
+                sink: Some(sink), ..
+            } = reader
+            {
+                self.control(&Header::Release { id: sink, count: 1 });
+            }
+        }
+        self.flush(p);
+        self.forget_pipe(p);
+    }
+
+    /// Drops pipe `p` once neither side can use it.
+    fn forget_pipe(&mut self, p: u64) {
+        if let Some(pipe) = self.streams.pipes.get(&p) {
+            let unread = matches!(pipe.reader, Reader::Unclaimed | Reader::Gone);
+            if pipe.released && unread && pipe.queued.is_empty() {
+                self.streams.pipes.remove(&p);
+            }
+        }
+    }
+}
