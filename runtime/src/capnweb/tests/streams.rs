@@ -859,10 +859,18 @@ async fn a_refused_stream_message_gives_back_what_it_carried() {
     assert!(reject_text(&reject).contains("stream"), "{reject}");
     peer.send(json!(["release", 3, 1]));
     peer.send(json!(["release", 2, 1]));
-    // Results for writes the server never made are dropped.
-    peer.send(json!(["resolve", 40, ["undefined"]]));
-    peer.send(json!(["reject", 41, ["error", "Error", "no"]]));
     peer.assert_zero().await;
+    // A result for a write (or any push) the server never made ends the session.
+    peer.send(json!(["resolve", 40, ["undefined"]]));
+    let abort = peer.recv().await;
+    assert_eq!(abort[0], "abort", "{abort}");
+    assert!(
+        abort[1][2]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no push of ours"),
+        "{abort}"
+    );
 }
 
 #[tokio::test]
