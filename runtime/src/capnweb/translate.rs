@@ -353,8 +353,13 @@ impl Translator {
         let mut buf = Vec::with_capacity(128 + crate::wire::HEADER_ROOM);
         // Writing a `Value` fails only on an I/O error, and a `Vec` has none.
         let _ = serde_json::to_writer(&mut buf, payload);
-        let payload = Bytes::from(buf);
-        match finish_frame(self.codec, payload, header) {
+        self.frame_raw(header, buf);
+    }
+
+    /// A frame of a payload expression already written as text.
+    fn frame_raw(&mut self, header: &Header, mut payload: Vec<u8>) {
+        payload.reserve(crate::wire::HEADER_ROOM);
+        match finish_frame(self.codec, Bytes::from(payload), header) {
             Ok(frame) => self.to_actor.push_back(frame),
             Err(e) => tracing::error!(error = %e, "cannot encode a frame"),
         }

@@ -179,6 +179,8 @@ impl Translator {
         }
         let checked = if let Some(rest) = text.strip_prefix("[\"pull\",") {
             self.on_pull(small(rest.strip_suffix(']')?)?)
+        } else if text.starts_with("[\"stream\",") {
+            self.quick_write(text)?
         } else if let Some(rest) = text.strip_prefix("[\"release\",") {
             let (id, count) = rest.strip_suffix(']')?.split_once(',')?;
             let id = match id.strip_prefix('-') {

@@ -115,6 +115,23 @@ impl Translator {
         self.frame(&header, &args);
     }
 
+    /// [`stream_call`](Self::stream_call) with its arguments written as text.
+    fn stream_call_raw(
+        &mut self,
+        target: ExportId,
+        method: u32,
+        caps: Vec<CapDescriptor>,
+        args: Vec<u8>,
+    ) {
+        let header = Header::Call {
+            question: None,
+            target: Target::Export(target),
+            method,
+            caps,
+        };
+        self.frame_raw(&header, args);
+    }
+
     /// A call the actor makes on an object this side stands for.
     pub(super) fn on_pseudo_call(
         &mut self,

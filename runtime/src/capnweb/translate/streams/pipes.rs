@@ -57,9 +57,51 @@ enum Ending {
 /// A write held until the reader grants credit.
 struct Queued {
     write: u64,
-    chunk: Value,
+    chunk: Chunk,
     caps: Vec<CapDescriptor>,
     size: usize,
+}
+
+/// What a write carries.
+enum Chunk {
+    /// Any expression, as imported.
+    Value(Value),
+    /// A `Uint8Array`, as the base64 text of its `["bytes", ...]` expression,
+    /// taken without building a tree (see [`Translator::quick_write`]).
+    Bytes(String),
+}
+
+impl Chunk {
+    /// Writes the chunk's payload expression.
+    fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            // Writing a `Value` into a `Vec` cannot fail.
+            Chunk::Value(value) => drop(serde_json::to_writer(&mut *out, value)),
+            Chunk::Bytes(base64) => {
+                out.extend_from_slice(b"[\"bytes\",\"");
+                out.extend_from_slice(base64.as_bytes());
+                out.extend_from_slice(b"\"]");
+            }
+        }
+    }
+}
+
+/// The base64 text of a write of bytes to a pipe as the `capnweb` package writes
+/// it, `["stream",["pipeline",p,["write"],[["bytes","..."]]]]`, and `p`; else
+/// `None` (the message goes the general way).
+fn bytes_write(text: &str) -> Option<(u64, &str)> {
+    let rest = text.strip_prefix(r#"["stream",["pipeline","#)?;
+    let (p, rest) = rest.split_once(',')?;
+    let ok = !p.is_empty()
+        && p.len() <= 15
+        && p.bytes().all(|b| b.is_ascii_digit())
+        && !(p.len() > 1 && p.starts_with('0'));
+    let p = ok.then(|| p.parse::<u64>().ok()).flatten()?;
+    let base64 = rest
+        .strip_prefix(r#"["write"],[["bytes",""#)?
+        .strip_suffix(r#""]]]]"#)?;
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    base64.bytes().all(plain).then_some((p, base64))
 }
 
 impl Streams {
@@ -164,10 +206,38 @@ impl Translator {
             return Ok(());
         };
         let mut importing = self.importing();
-        let chunk = importing.expr(chunk)?;
+        let chunk = Chunk::Value(importing.expr(chunk)?);
         let Importing {
             caps, unsupported, ..
         } = importing;
+        self.queue_write(p, write, chunk, caps, unsupported, size)
+    }
+
+    /// A write of bytes to a pipe, taken from the message's text without parsing
+    /// it into a tree: most of what a large upload costs. `None` when `text` is
+    /// not one (the message then goes the general way, which checks everything).
+    pub(in crate::capnweb::translate) fn quick_write(&mut self, text: &str) -> Option<Checked<()>> {
+        let (p, base64) = bytes_write(text)?;
+        if !self.streams.is_pipe(p) {
+            return None;
+        }
+        self.pushes += 1;
+        let write = self.pushes;
+        let chunk = Chunk::Bytes(base64.to_owned());
+        Some(self.queue_write(p, write, chunk, Vec::new(), None, text.len()))
+    }
+
+    /// Queues a write to pipe `p` (or refuses it), then forwards what the
+    /// reader's credit allows.
+    fn queue_write(
+        &mut self,
+        p: u64,
+        write: u64,
+        chunk: Chunk,
+        caps: Vec<CapDescriptor>,
+        unsupported: Option<String>,
+        size: usize,
+    ) -> Checked<()> {
         let state = &self.streams.pipes[&p];
         let refused = if let Some(why) = unsupported {
             Some(why)
@@ -358,7 +428,9 @@ impl Translator {
             // Not started, or the end was delivered.
             _ => return,
         };
-        let mut items = Vec::new();
+        // The batch's payload, `["$args",[[[item,...]],blocked]]`, written as text:
+        // a byte chunk goes in as it came.
+        let mut items = b"[\"$args\",[[[".to_vec();
         let mut caps = Vec::new();
         let mut writes = Vec::new();
         while pipe.credit > 0 {
@@ -368,10 +440,15 @@ impl Translator {
             pipe.credit -= 1;
             self.streams.queued_bytes -= q.size;
             if !q.caps.is_empty() {
-                shift_caps(&mut q.chunk, caps.len());
+                if let Chunk::Value(value) = &mut q.chunk {
+                    shift_caps(value, caps.len());
+                }
                 caps.append(&mut q.caps);
             }
-            items.push(q.chunk);
+            if !writes.is_empty() {
+                items.push(b',');
+            }
+            q.chunk.write_to(&mut items);
             writes.push(q.write);
         }
         let drained = pipe.queued.is_empty();
@@ -386,15 +463,9 @@ impl Translator {
             }
             _ => None,
         };
-        if !items.is_empty() {
-            let batch = capnweb_special(
-                ARGS,
-                [Value::Array(vec![
-                    capnweb::array(items),
-                    Value::Bool(blocked),
-                ])],
-            );
-            self.stream_call(sink, ITEMS, caps, batch);
+        if !writes.is_empty() {
+            items.extend_from_slice(if blocked { b"]],true]]" } else { b"]],false]]" });
+            self.stream_call_raw(sink, ITEMS, caps, items);
             for write in writes {
                 self.send(serde_json::json!(["resolve", write, ["undefined"]]));
             }
@@ -451,6 +522,35 @@ impl Translator {
             if pipe.released && unread && pipe.queued.is_empty() {
                 self.streams.pipes.remove(&p);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bytes_write;
+
+    #[test]
+    fn only_compact_writes_of_plain_base64_take_the_quick_way() {
+        let write = |rest: &str| format!(r#"["stream",["pipeline",{rest}"]]]]"#);
+        assert_eq!(
+            bytes_write(&write(r#"7,["write"],[["bytes","aGk+/w=="#)),
+            Some((7, "aGk+/w=="))
+        );
+        assert_eq!(
+            bytes_write(&write(r#"7,["write"],[["bytes",""#)),
+            Some((7, ""))
+        );
+        for other in [
+            // An escape, another method, a leading zero, spaces, a second argument.
+            write(r#"7,["write"],[["bytes","aG\u0041"#),
+            write(r#"7,["close"],[["bytes","aGk="#),
+            write(r#"07,["write"],[["bytes","aGk="#),
+            r#"["stream", ["pipeline",7,["write"],[["bytes","aGk="]]]]"#.to_owned(),
+            r#"["stream",["pipeline",7,["write"],[["bytes","aGk="],1]]]"#.to_owned(),
+            r#"["stream",["pipeline",-7,["write"],[["bytes","aGk="]]]]"#.to_owned(),
+        ] {
+            assert_eq!(bytes_write(&other), None, "{other}");
         }
     }
 }
