@@ -120,9 +120,10 @@
 //! Not supported: `.map()` (remap), a `WritableStream` passed as a value, streams
 //! over HTTP batch, property reads and paths on this side's objects (they have
 //! methods, not properties), property paths passed as argument values, promises
-//! written to a stream, calls nested inside arguments, `Date`, `Error` values, `URL`, `Headers`,
-//! `Request`, `Response` and `Blob` values. A push of one of these is rejected with a
-//! reason; the session goes on. A JavaScript exception thrown by a function Rust called arrives as
+//! written to a stream, calls nested inside arguments, `Date`, `Error` values,
+//! `URL`, `Headers`, `Request`, `Response` and `Blob` values. A push of one of these
+//! is rejected with a reason; the session goes on. A JavaScript exception thrown by
+//! a function Rust called arrives as
 //! [`RpcError::RemotePanic`](crate::RpcError::RemotePanic) with its message. An
 //! object received from one connection and passed to a Cap'n Web peer is refused
 //! (its payloads are in another codec).
