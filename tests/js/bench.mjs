@@ -187,22 +187,29 @@ const streamBest = {};
 
 // Items per second of a stream of numbers read from the server (`count`), and MB/s
 // of bytes read from it (`download`) and written to it (`upload`), on one session.
-async function measureStreams(url) {
+async function measureStreams(url, pid) {
   const items = quick ? 20_000 : 200_000;
   const bytes = (quick ? 8 : 64) << 20;
   const api = newWebSocketRpcSession(url);
   try {
-    let t = performance.now();
-    let n = 0;
-    for await (const _ of await api.count(items)) n++;
-    if (n !== items) throw new Error(`count(${items}) gave ${n} items`);
-    const itemRate = items / ((performance.now() - t) / 1000);
-
-    t = performance.now();
-    let got = 0;
-    for await (const chunk of await api.download(bytes)) got += chunk.length;
-    if (got !== bytes) throw new Error(`download(${bytes}) gave ${got} bytes`);
-    const downRate = bytes / 1e6 / ((performance.now() - t) / 1000);
+    // The rate of `units` done by `run`, and the server's CPU µs per unit.
+    const timed = async (units, run) => {
+      const t = performance.now();
+      const cpu = cpuSeconds(pid);
+      await run();
+      const seconds = (performance.now() - t) / 1000;
+      return { rate: units / seconds, serverUs: ((cpuSeconds(pid) - cpu) * 1e6) / units };
+    };
+    const itemRate = await timed(items, async () => {
+      let n = 0;
+      for await (const _ of await api.count(items)) n++;
+      if (n !== items) throw new Error(`count(${items}) gave ${n} items`);
+    });
+    const downRate = await timed(bytes / 1e6, async () => {
+      let got = 0;
+      for await (const chunk of await api.download(bytes)) got += chunk.length;
+      if (got !== bytes) throw new Error(`download(${bytes}) gave ${got} bytes`);
+    });
 
     const chunk = new Uint8Array(64 << 10).fill(7);
     let sent = 0;
@@ -213,9 +220,7 @@ async function measureStreams(url) {
         c.enqueue(chunk);
       },
     });
-    t = performance.now();
-    await api.upload(source);
-    const upRate = bytes / 1e6 / ((performance.now() - t) / 1000);
+    const upRate = await timed(bytes / 1e6, () => api.upload(source));
     return { "stream items/s": itemRate, "download MB/s": downRate, "upload MB/s": upRate };
   } finally {
     api[Symbol.dispose]();
@@ -241,10 +246,10 @@ try {
   for (const key of ["node", "farcall"]) {
     const url = servers[key].url;
     for (let round = 0; round < rounds; round++) {
-      const m = await measureStreams(url);
-      for (const [what, rate] of Object.entries(m)) {
+      const m = await measureStreams(url, servers[key].child.pid);
+      for (const [what, r] of Object.entries(m)) {
         streamBest[what] ??= {};
-        if (!(streamBest[what][key] >= rate)) streamBest[what][key] = rate;
+        if (!(streamBest[what][key]?.rate >= r.rate)) streamBest[what][key] = r;
       }
     }
   }
@@ -286,14 +291,26 @@ for (const [mode, byServer] of Object.entries(best)) {
   }
 }
 console.log("");
-console.log("| streams | Node capnweb | farcall | vs Node |");
-console.log("|---|---:|---:|---:|");
+console.log(
+  "| streams | Node capnweb | farcall | vs Node | server CPU µs per item or MB, Node / farcall |",
+);
+console.log("|---|---:|---:|---:|---:|");
 const streams = [];
-for (const [what, byServer] of Object.entries(streamBest)) {
-  const ratio = byServer.farcall / byServer.node;
+for (const [what, { node, farcall }] of Object.entries(streamBest)) {
+  const ratio = farcall.rate / node.rate;
   const shown = (n) => (what.includes("MB") ? n.toFixed(1) : fmt(n));
-  console.log(`| ${what} | ${shown(byServer.node)} | ${shown(byServer.farcall)} | ${ratio.toFixed(2)} |`);
-  streams.push({ what, node: round3(byServer.node), farcall: round3(byServer.farcall), vs_node: round3(ratio) });
+  console.log(
+    `| ${what} | ${shown(node.rate)} | ${shown(farcall.rate)} | ${ratio.toFixed(2)} ` +
+      `| ${us(node.serverUs)} / ${us(farcall.serverUs)} |`,
+  );
+  streams.push({
+    what,
+    node: round3(node.rate),
+    farcall: round3(farcall.rate),
+    vs_node: round3(ratio),
+    node_server_cpu_us: round3(node.serverUs),
+    farcall_server_cpu_us: round3(farcall.serverUs),
+  });
 }
 console.log(
   JSON.stringify({
