@@ -321,6 +321,25 @@ impl Translator {
         if !self.holds.is_empty() {
             residue.push(format!("holds: {:?}", self.holds));
         }
+        let mut answers: Vec<_> = self.answers.keys().collect();
+        answers.sort_unstable();
+        for (what, count) in [
+            ("answers", self.answers.len()),
+            ("pulled answers unsent", self.awaited),
+            ("waiting pushes", self.waiting.len()),
+            ("released answers kept", self.released.len()),
+            ("exports", self.exported.len()),
+            ("pushes to the peer", self.asked.len()),
+            ("questions to the peer", self.by_question.len()),
+        ] {
+            if count > 0 {
+                residue.push(format!("{what}: {count}"));
+            }
+        }
+        if !self.answers.is_empty() {
+            residue.push(format!("answers kept: {answers:?}"));
+        }
+        residue.extend(self.promises.residue());
         residue
     }
 

@@ -169,6 +169,19 @@ impl Promises {
         self.pending.len()
     }
 
+    /// The tables that still hold something (for the tests).
+    #[cfg(test)]
+    pub(super) fn residue(&self) -> Vec<String> {
+        let mut residue = Vec::new();
+        if !self.pending.is_empty() {
+            residue.push(format!("{} promises unsettled", self.pending.len()));
+        }
+        if !self.parked.is_empty() {
+            residue.push(format!("{} resolutions parked", self.parked.len()));
+        }
+        residue
+    }
+
     /// The peer introduces promise `id` (negated); reusing a pending one's id is a
     /// protocol error.
     pub(super) fn introduce(&mut self, id: u64) -> Checked<()> {
