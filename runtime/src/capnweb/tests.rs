@@ -269,6 +269,7 @@ fn reject_text(message: &Value) -> &str {
     message[2][2].as_str().unwrap_or_default()
 }
 
+mod hostile;
 mod promises;
 mod streams;
 
