@@ -5,7 +5,8 @@
 
 use serde_json::{json, Value};
 
-use super::{call, path_call, read, reject_text, sorted, Peer};
+use super::{call, path_call, read, reject_text, sorted, CalcServer, Peer, C};
+use crate::Connection;
 
 fn promise(id: i64) -> Value {
     json!(["promise", id])
@@ -162,5 +163,73 @@ async fn reads_of_a_whole_result_and_through_a_read_stub() {
         peer.send(json!(["release", id, 1]));
     }
     peer.send(json!(["release", -1, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn pushes_never_released_end_the_session_at_the_answers_limit() {
+    let limited = || {
+        Peer::with(
+            Connection::builder()
+                .max_answers(4)
+                .root(CalcServer::new(C::new(0))),
+        )
+    };
+    // Plain results, which the actor itself keeps no longer: the translator does.
+    let mut peer = limited();
+    for id in 1..=4 {
+        peer.send(call(0, "add", json!([id, 0])));
+        peer.send(json!(["pull", id]));
+        peer.expect(json!(["resolve", id, id])).await;
+    }
+    peer.send(call(0, "add", json!([5, 0])));
+    let reason = peer.aborted().await;
+    assert!(reason.contains("more than 4 pushes held"), "{reason}");
+    // Released as they come, any number goes.
+    let mut peer = limited();
+    for id in 1..=8 {
+        peer.send(call(0, "add", json!([id, 0])));
+        peer.send(json!(["pull", id]));
+        peer.expect(json!(["resolve", id, id])).await;
+        peer.send(json!(["release", id, 1]));
+    }
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn reading_one_object_over_and_over_stops_at_the_exports_limit() {
+    let mut peer = Peer::with(
+        Connection::builder()
+            .max_exports(3)
+            .root(CalcServer::new(C::new(0))),
+    );
+    peer.send(call(0, "child", json!([1])));
+    // Each read gives the peer a fresh id for the same object, which the actor
+    // counts once: the translator counts the ids.
+    for id in 2..=4 {
+        peer.send(read(1, json!([])));
+        peer.send(json!(["pull", id]));
+        peer.expect(json!(["resolve", id, ["export", -(id - 1)]]))
+            .await;
+    }
+    peer.send(read(1, json!([])));
+    peer.send(json!(["pull", 5]));
+    let reject = peer.recv().await;
+    assert_eq!(reject[0], "reject", "{reject}");
+    assert!(
+        reject_text(&reject).contains("more than 3 objects exported"),
+        "{reject}"
+    );
+    // Once the peer lets go of one, it may have another.
+    peer.send(json!(["release", -1, 1]));
+    peer.send(read(1, json!([])));
+    peer.send(json!(["pull", 6]));
+    peer.expect(json!(["resolve", 6, ["export", -4]])).await;
+    for id in 1..=6 {
+        peer.send(json!(["release", id, 1]));
+    }
+    for id in 2..=4 {
+        peer.send(json!(["release", -id, 1]));
+    }
     peer.assert_zero().await;
 }

@@ -235,6 +235,14 @@ impl Translator {
     }
 
     fn on_push(&mut self, expr: &Value) -> Checked<()> {
+        // Kept until released, a push's result holds memory and objects of ours as
+        // an answer kept for the actor's `Finish` does: the actor's limit holds.
+        if self.answers.len() >= self.max_answers {
+            return Err(Bad::OverLimit(format!(
+                "more than {} pushes held (waiting, running, or done and not released)",
+                self.max_answers
+            )));
+        }
         self.pushes += 1;
         let question = self.pushes;
         if let Some([Value::String(code), id, Value::Array(path), Value::Array(args)]) =
