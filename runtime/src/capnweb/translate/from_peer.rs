@@ -300,18 +300,22 @@ impl Translator {
             unsupported,
             ..
         } = importing;
-        let parts = Parts {
-            values: Vec::new(),
+        let parts = Parts::new(
+            Vec::new(),
             caps,
-            promises: promises.unwrap_or_default(),
-            size: self.message_size,
-        };
+            promises.unwrap_or_default(),
+            self.message_size,
+        );
         match (push, unsupported) {
             (Some((on, path, args)), None) => self.take_push(Push {
                 question,
                 on,
                 path,
-                args: args.map(|values| Parts { values, ..parts }),
+                args: args.map(|values| {
+                    let mut parts = parts;
+                    parts.values = values;
+                    parts
+                }),
             }),
             (_, reason) => {
                 self.release_parts(&parts);
