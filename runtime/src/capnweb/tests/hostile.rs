@@ -233,3 +233,35 @@ async fn reading_one_object_over_and_over_stops_at_the_exports_limit() {
     }
     peer.assert_zero().await;
 }
+
+#[tokio::test]
+async fn objects_in_a_rejection_are_given_back() {
+    let mut peer = Peer::new();
+    // A promise of the peer's rejecting with a value that holds one of its objects.
+    peer.send(call(0, "add", json!([promise(-1), 1])));
+    peer.send(json!(["pull", 1]));
+    peer.send(json!(["reject", -1, {"cause": ["export", -2]}]));
+    let got = peer.recv_set(3).await;
+    assert!(got.contains(&json!(["release", -1, 1])), "{got:?}");
+    assert!(got.contains(&json!(["release", -2, 1])), "{got:?}");
+    // A function Rust called throwing one (`call_me` answers -1 then).
+    peer.send(call(0, "call_me", json!([["export", -3]])));
+    peer.send(json!(["pull", 2]));
+    peer.expect(json!(["push", ["pipeline", -3, [], [5]]]))
+        .await;
+    peer.expect(json!(["pull", 1])).await;
+    peer.send(json!(["reject", 1, ["export", -4]]));
+    assert_eq!(
+        peer.recv_set(4).await,
+        sorted([
+            json!(["release", -4, 1]),
+            json!(["release", -3, 1]),
+            json!(["release", 1, 1]),
+            json!(["resolve", 2, -2]),
+        ])
+    );
+    for id in [1, 2] {
+        peer.send(json!(["release", id, 1]));
+    }
+    peer.assert_zero().await;
+}

@@ -136,6 +136,15 @@ fn key(value: &Value) -> Checked<String> {
 }
 
 impl Translator {
+    /// Gives back the objects and promises of the peer's that an expression
+    /// carries which this side only reads (an error it rejects with), as a
+    /// `capnweb` peer evaluates and disposes one.
+    pub(super) fn release_carried(&mut self, expr: &Value) -> Checked<()> {
+        let (parts, _) = self.import_parts(expr)?;
+        self.release_parts(&parts);
+        Ok(())
+    }
+
     /// Takes one message from the peer. An error ends the session with its reason.
     pub(crate) fn take_peer_message(&mut self, text: &str) -> Result<(), String> {
         if text.len() > self.max_message {
@@ -382,7 +391,10 @@ impl Translator {
         }
         let (parts, unsupported) = match expr {
             Ok(value) => self.import_parts(value)?,
-            Err(_) => (Parts::default(), None),
+            Err(error) => {
+                self.release_carried(error)?;
+                (Parts::default(), None)
+            }
         };
         if self.on_write_result(k, expr.is_ok()) {
             self.release_parts(&parts);

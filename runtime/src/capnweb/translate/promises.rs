@@ -306,7 +306,10 @@ impl Translator {
                     }
                 }
             }
-            Err(error) => Settled::Rejected(error.clone()),
+            Err(error) => {
+                self.release_carried(error)?;
+                Settled::Rejected(error.clone())
+            }
         };
         self.settle(id, settled)
     }
