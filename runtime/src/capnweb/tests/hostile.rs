@@ -265,3 +265,26 @@ async fn objects_in_a_rejection_are_given_back() {
     }
     peer.assert_zero().await;
 }
+
+#[tokio::test]
+async fn a_resolution_nesting_to_the_limit_is_refused_with_a_reason() {
+    let mut peer = Peer::new();
+    // As deep as a resolve message lets a value be: put inside an array argument,
+    // deeper than a payload may be.
+    let mut deep = json!(1);
+    for _ in 0..254 {
+        deep = json!({ "a": deep });
+    }
+    peer.send(call(0, "sum", json!([[[promise(-1)]]])));
+    peer.send(json!(["pull", 1]));
+    peer.send(json!(["resolve", -1, deep]));
+    peer.expect(json!(["release", -1, 1])).await;
+    let reject = peer.recv().await;
+    assert_eq!(reject[0], "reject", "{reject}");
+    assert!(
+        reject_text(&reject).contains("nests deeper than 256 levels"),
+        "{reject}"
+    );
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+}
