@@ -62,7 +62,13 @@
 //! (Cap'n Web's defaults), and at most
 //! [`max_inflight_calls`](crate::Config::max_inflight_calls) pushes and promises
 //! together may wait: pushes for the results their property paths need or for the
-//! promises among their arguments, and each unsettled promise of the peer's. A value
+//! promises among their arguments, and each unsettled promise of the peer's. At most
+//! [`max_answers`](crate::Config::max_answers) pushes may be held at once (each is
+//! kept, result and all, until the peer releases it; one more ends the session), and
+//! the peer may hold at most
+//! [`max_exports`](crate::Config::max_exports) ids of this side's objects (it gets a
+//! fresh id each time one reaches it): a result that would give it more is rejected
+//! as `Overloaded`, as the actor refuses one. A value
 //! with the resolutions of its promises put in stays within a message's size and
 //! nesting (else its call is rejected saying so). A message that is not JSON, breaks the
 //! protocol or goes over a limit ends that session with an `["abort", error]` saying
@@ -196,9 +202,13 @@ fn start_translating<M: Messages>(
     let config = session_config(builder);
     // Pushes waiting in the translator for a result are calls waiting to start.
     let translator = translate::Translator::new(
-        MAX_MESSAGE_SIZE,
         config.max_frame_size,
-        config.max_inflight_calls,
+        translate::Limits {
+            message: MAX_MESSAGE_SIZE,
+            waiting: config.max_inflight_calls,
+            answers: config.max_answers,
+            exports: config.max_exports,
+        },
     );
     inspect(&translator);
     builder

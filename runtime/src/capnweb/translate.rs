@@ -237,10 +237,27 @@ fn error_text(value: &Value) -> String {
     }
 }
 
+/// What a peer may make the translator hold.
+pub(crate) struct Limits {
+    /// The largest message taken, in bytes.
+    pub(crate) message: usize,
+    /// Pushes waiting for the results they depend on and promises unsettled,
+    /// together.
+    pub(crate) waiting: usize,
+    /// The peer's pushes held at once: waiting, running, or done and kept until
+    /// the peer releases them (the actor's `max_answers`).
+    pub(crate) answers: usize,
+    /// Ids of the actor's objects the peer holds at once (the actor's
+    /// `max_exports`): each time an object reaches the peer it gets a fresh id.
+    pub(crate) exports: usize,
+}
+
 /// Translates between one Cap'n Web session and one farcall connection actor.
 pub(crate) struct Translator {
     codec: AnyCodec,
     max_message: usize,
+    max_answers: usize,
+    max_exports: usize,
     /// The size of the message being taken.
     message_size: usize,
     /// Pushes the peer made so far (the id of the last).
@@ -277,11 +294,10 @@ pub(crate) struct Translator {
 }
 
 impl Translator {
-    /// A translator whose peer may send messages of up to `max_message` bytes, and
-    /// have up to `max_waiting` pushes wait for the results they depend on and
-    /// promises unsettled, together; the
-    /// actor's first frame, the peer's opening message, is already queued.
-    pub(crate) fn new(max_message: usize, max_frame_size: usize, max_waiting: usize) -> Self {
+    /// A translator for an actor taking frames of up to `max_frame_size` bytes,
+    /// whose peer may go up to `limits`; the actor's first frame, the peer's
+    /// opening message, is already queued.
+    pub(crate) fn new(max_frame_size: usize, limits: Limits) -> Self {
         let codec = AnyCodec::CapnWeb;
         let hello = Hello {
             version: PROTOCOL_VERSION,
@@ -290,13 +306,15 @@ impl Translator {
         };
         Translator {
             codec,
-            max_message,
+            max_message: limits.message,
+            max_answers: limits.answers,
+            max_exports: limits.exports,
             message_size: 0,
             pushes: 0,
             answers: HashMap::new(),
             awaited: 0,
             waiting: Waiting::default(),
-            max_waiting,
+            max_waiting: limits.waiting,
             promises: promises::Promises::default(),
             released: Vec::new(),
             next_export: 0,
@@ -321,6 +339,25 @@ impl Translator {
         if !self.holds.is_empty() {
             residue.push(format!("holds: {:?}", self.holds));
         }
+        let mut answers: Vec<_> = self.answers.keys().collect();
+        answers.sort_unstable();
+        for (what, count) in [
+            ("answers", self.answers.len()),
+            ("pulled answers unsent", self.awaited),
+            ("waiting pushes", self.waiting.len()),
+            ("released answers kept", self.released.len()),
+            ("exports", self.exported.len()),
+            ("pushes to the peer", self.asked.len()),
+            ("questions to the peer", self.by_question.len()),
+        ] {
+            if count > 0 {
+                residue.push(format!("{what}: {count}"));
+            }
+        }
+        if !self.answers.is_empty() {
+            residue.push(format!("answers kept: {answers:?}"));
+        }
+        residue.extend(self.promises.residue());
         residue
     }
 

@@ -130,6 +130,10 @@ impl Translator {
         let message = match held.resolution() {
             // Without capabilities there are no placeholders to replace.
             Ok(value) if held.caps.is_empty() => serde_json::json!(["resolve", question, value]),
+            Ok(_) if !self.exports_fit(&held.caps) => {
+                let error = self.exports_overloaded();
+                serde_json::json!(["reject", question, error])
+            }
             Ok(value) => {
                 let caps = held.caps.clone();
                 let value = self.export(value, &caps);
@@ -138,6 +142,22 @@ impl Translator {
             Err(error) => serde_json::json!(["reject", question, error]),
         };
         self.send(message);
+    }
+
+    /// Whether the peer may get fresh ids for the actor's objects among `caps`
+    /// (ids of streams counted too: a bound, not a count).
+    fn exports_fit(&self, caps: &[CapDescriptor]) -> bool {
+        let fresh = caps
+            .iter()
+            .filter(|c| matches!(c, CapDescriptor::SenderHosted(_)))
+            .count();
+        self.exported.len() + fresh <= self.max_exports
+    }
+
+    /// Why a message with objects for the peer is refused, as the actor words it.
+    fn exports_overloaded(&self) -> Value {
+        let limit = format!("more than {} objects exported", self.max_exports);
+        error_expr(&wire_error_text(WireError::Overloaded(limit)))
     }
 
     /// Replaces `["$cap", i]` placeholders with the peer's view of `caps[i]`.
@@ -228,6 +248,14 @@ impl Translator {
             Some([Value::String(code)]) if code == "undefined" => Vec::new(),
             _ => vec![args],
         };
+        if !self.exports_fit(&caps) {
+            self.undescribe(&caps);
+            if let Some(question) = question {
+                let limit = format!("more than {} objects exported", self.max_exports);
+                self.failed(question, &WireError::Overloaded(limit));
+            }
+            return;
+        }
         let args: Vec<Value> = if caps.is_empty() {
             args
         } else {

@@ -136,6 +136,15 @@ fn key(value: &Value) -> Checked<String> {
 }
 
 impl Translator {
+    /// Gives back the objects and promises of the peer's that an expression
+    /// carries which this side only reads (an error it rejects with), as a
+    /// `capnweb` peer evaluates and disposes one.
+    pub(super) fn release_carried(&mut self, expr: &Value) -> Checked<()> {
+        let (parts, _) = self.import_parts(expr)?;
+        self.release_parts(&parts);
+        Ok(())
+    }
+
     /// Takes one message from the peer. An error ends the session with its reason.
     pub(crate) fn take_peer_message(&mut self, text: &str) -> Result<(), String> {
         if text.len() > self.max_message {
@@ -237,6 +246,14 @@ impl Translator {
     }
 
     fn on_push(&mut self, expr: &Value) -> Checked<()> {
+        // Kept until released, a push's result holds memory and objects of ours as
+        // an answer kept for the actor's `Finish` does: the actor's limit holds.
+        if self.answers.len() >= self.max_answers {
+            return Err(Bad::OverLimit(format!(
+                "more than {} pushes held (waiting, running, or done and not released)",
+                self.max_answers
+            )));
+        }
         self.pushes += 1;
         let question = self.pushes;
         if let Some([Value::String(code), id, Value::Array(path), Value::Array(args)]) =
@@ -294,18 +311,22 @@ impl Translator {
             unsupported,
             ..
         } = importing;
-        let parts = Parts {
-            values: Vec::new(),
+        let parts = Parts::new(
+            Vec::new(),
             caps,
-            promises: promises.unwrap_or_default(),
-            size: self.message_size,
-        };
+            promises.unwrap_or_default(),
+            self.message_size,
+        );
         match (push, unsupported) {
             (Some((on, path, args)), None) => self.take_push(Push {
                 question,
                 on,
                 path,
-                args: args.map(|values| Parts { values, ..parts }),
+                args: args.map(|values| {
+                    let mut parts = parts;
+                    parts.values = values;
+                    parts
+                }),
             }),
             (_, reason) => {
                 self.release_parts(&parts);
@@ -372,7 +393,10 @@ impl Translator {
         }
         let (parts, unsupported) = match expr {
             Ok(value) => self.import_parts(value)?,
-            Err(_) => (Parts::default(), None),
+            Err(error) => {
+                self.release_carried(error)?;
+                (Parts::default(), None)
+            }
         };
         if self.on_write_result(k, expr.is_ok()) {
             self.release_parts(&parts);

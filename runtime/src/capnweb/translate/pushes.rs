@@ -443,14 +443,15 @@ mod tests {
             question,
             on,
             path: path.iter().map(|k| k.to_string()).collect(),
-            args: Some(Parts {
-                values: Vec::new(),
-                caps: pipelined
+            args: Some(Parts::new(
+                Vec::new(),
+                pipelined
                     .iter()
                     .map(|&q| CapDescriptor::ReceiverAnswer(q))
                     .collect(),
-                ..Parts::default()
-            }),
+                Vec::new(),
+                0,
+            )),
         }
     }
 
