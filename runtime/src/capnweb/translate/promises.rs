@@ -551,16 +551,17 @@ mod tests {
             items.push(placeholder(id));
         }
         let mut args = parts(json!([items]), 0, &promises);
-        let started = std::time::Instant::now();
-        for &id in promises.iter().rev() {
+        let untouched = args.values.clone();
+        for &id in promises[1..].iter().rev() {
             args.settle(id, parts(json!(id), 0, &[]), usize::MAX)
                 .unwrap();
         }
-        let elapsed = started.elapsed();
+        // Until the last settles, the value is not walked at all...
+        assert_eq!(args.values, untouched);
+        // ...and then once, every resolution put in place.
+        args.settle(1, parts(json!(1), 0, &[]), usize::MAX).unwrap();
         assert_eq!(args.values[0][0][1000], 1);
         assert_eq!(args.values[0][0][1001 * 1000 - 1], 1000);
-        // About 20 ms in a debug build; 5 s when each settlement searched.
-        assert!(elapsed < std::time::Duration::from_secs(2), "{elapsed:?}");
     }
 
     #[test]
