@@ -478,6 +478,26 @@ impl Translator {
     }
 }
 
+/// Adds `offset` to the index of every `["$cap", i]` in `value` (to merge the
+/// capabilities of several values into one message).
+pub(super) fn shift_caps(value: &mut Value, offset: usize) {
+    match value {
+        Value::Array(items) => {
+            if let [Value::String(code), Value::Number(index)] = items.as_slice() {
+                if code == CAP {
+                    if let Some(i) = index.as_u64() {
+                        items[1] = Value::from(i + offset as u64);
+                    }
+                    return;
+                }
+            }
+            items.iter_mut().for_each(|v| shift_caps(v, offset));
+        }
+        Value::Object(map) => map.values_mut().for_each(|v| shift_caps(v, offset)),
+        _ => {}
+    }
+}
+
 /// A failure in words for JavaScript.
 fn wire_error_text(error: WireError) -> String {
     match error {

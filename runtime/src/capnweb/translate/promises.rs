@@ -142,25 +142,6 @@ fn put(value: &mut Value, resolved: &mut HashMap<u64, Value>, depth: usize) -> R
     }
 }
 
-/// Adds `offset` to the index of every capability placeholder in `value`.
-fn shift_caps(value: &mut Value, offset: usize) {
-    match value {
-        Value::Array(items) => {
-            if let [Value::String(code), Value::Number(index)] = items.as_slice() {
-                if code == CAP {
-                    if let Some(i) = index.as_u64() {
-                        items[1] = Value::from(i + offset as u64);
-                    }
-                    return;
-                }
-            }
-            items.iter_mut().for_each(|v| shift_caps(v, offset));
-        }
-        Value::Object(map) => map.values_mut().for_each(|v| shift_caps(v, offset)),
-        _ => {}
-    }
-}
-
 /// What waits for one of the peer's promises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Owner {

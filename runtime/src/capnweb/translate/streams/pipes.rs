@@ -128,25 +128,6 @@ impl Streams {
     }
 }
 
-/// Adds `offset` to the index of every `["$cap", i]` in `value`.
-fn shift_caps(value: &mut Value, offset: usize) {
-    match value {
-        Value::Array(items) => {
-            if let [Value::String(code), Value::Number(index)] = items.as_slice() {
-                if code == CAP {
-                    if let Some(i) = index.as_u64() {
-                        items[1] = Value::from(i + offset as u64);
-                    }
-                    return;
-                }
-            }
-            items.iter_mut().for_each(|v| shift_caps(v, offset));
-        }
-        Value::Object(map) => map.values_mut().for_each(|v| shift_caps(v, offset)),
-        _ => {}
-    }
-}
-
 impl Translator {
     /// The peer's `["pipe"]`: a pipe on this side, numbered like a push.
     pub(in crate::capnweb::translate) fn on_pipe(&mut self) -> Checked<()> {
