@@ -819,3 +819,50 @@ async fn a_producer_waits_for_room_when_the_outbound_queue_is_full() {
     assert_eq!(got, Ok((4 << 20, expected)));
     assert_eq!(client.stats().await.unwrap().streams, 0);
 }
+
+/// A stream of objects, for a connection that may not export them all.
+#[farcall::remote]
+pub trait Objects {
+    /// `n` objects, as a stream.
+    async fn objects(&self, n: u64) -> Stream<ObjectsClient>;
+}
+
+struct Obj;
+
+impl Objects for Obj {
+    async fn objects(&self, n: u64) -> Stream<ObjectsClient> {
+        let objects: Vec<_> = (0..n).map(|_| ObjectsClient::from_local(Obj)).collect();
+        Stream::iter(objects)
+    }
+}
+
+#[tokio::test]
+async fn a_batch_the_connection_refuses_fails_the_stream_instead_of_vanishing() {
+    // The producer's connection may export 4 objects: a batch of 10 is refused
+    // after it left the pump. The consumer must not see a short stream end well.
+    let (a, b) = farcall::transport::memory();
+    let _server = Connection::builder()
+        .max_exports(4)
+        .root(ObjectsServer::new(Obj))
+        .connect(a);
+    let client: ObjectsClient = bounded("root", Connection::builder().connect(b).root())
+        .await
+        .unwrap();
+    let mut objects = bounded("objects", client.objects(10)).await.unwrap();
+    let mut got = 0;
+    let mut failure = None;
+    while let Some(item) = bounded("an item", objects.next()).await {
+        match item {
+            Ok(_) => got += 1,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let failure = failure.unwrap_or_else(|| panic!("the stream ended well after {got} of 10"));
+    assert!(
+        matches!(&failure, RpcError::StreamFailed(why) if why.contains("objects exported")),
+        "{failure:?} after {got} items"
+    );
+}

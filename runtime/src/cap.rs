@@ -274,7 +274,7 @@ fn forward(conn: &Connection, target: Target, incoming: Incoming) -> Handler {
         conn.ask(Outgoing::Call { target, method }, message)
             .map(Some)
     } else {
-        conn.send(target, method, message).map(|()| None)
+        conn.send(target, method, message, None).map(|()| None)
     };
     let reply = incoming.reply;
     Box::pin(async move {

@@ -9,6 +9,7 @@
 mod call;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::task::Context;
 
 use tokio::time::Instant;
@@ -19,7 +20,7 @@ use self::call::{start_local, State};
 pub use self::call::{Call, Promise, TryPromise};
 use crate::cap::{encode_message, CapRef, Client, Handler, Incoming, Message, ReplyTo};
 use crate::codec::AnyCodec;
-use crate::connection::{Connection, Outgoing};
+use crate::connection::{Connection, Outgoing, Refusals};
 use crate::error::RpcError;
 use crate::interface::{Interface, Method};
 use crate::shape::{decode_reply, Plain, Shape};
@@ -120,11 +121,22 @@ impl Client {
         method: &'static Method,
         args: &A,
     ) -> Result<(), RpcError> {
+        self.send_watched(method, args, None)
+    }
+
+    /// [`send`](Self::send), telling `refusals` if the connection refuses the call
+    /// after it left (too many objects exported, a frame too large).
+    pub(crate) fn send_watched<A: Serialize + ?Sized>(
+        &self,
+        method: &'static Method,
+        args: &A,
+        refusals: Option<&Arc<Refusals>>,
+    ) -> Result<(), RpcError> {
         match self.remote()? {
             Some((conn, target)) => {
                 let message = encode_for(conn, method, args)?;
                 tracing::trace!(method = method.name, "send");
-                conn.send(target, method.id, message)
+                conn.send(target, method.id, message, refusals.cloned())
             }
             None => {
                 let handler = self.local(method, args, false)?;

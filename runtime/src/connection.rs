@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub(crate) use self::command::{Command, Outgoing};
+pub(crate) use self::command::{Command, Outgoing, Refusals};
 pub use self::config::{Builder, Config};
 pub use self::context::CallContext;
 pub(crate) use self::context::CONTEXT;
@@ -254,12 +254,14 @@ impl Connection {
         target: Target,
         method: u32,
         message: Message,
+        refusals: Option<Arc<Refusals>>,
     ) -> Result<(), RpcError> {
         self.reserve(message.payload.len())?;
         self.command(Command::Send {
             target,
             method,
             message,
+            refusals,
         })
     }
 

@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::cap::{decode_message, Client, Dispatch, Handler, Incoming, Reply};
 use crate::codec::STREAM_NEWTYPE;
-use crate::connection::{Connection, Shared};
+use crate::connection::{Connection, Refusals, Shared};
 use crate::error::{CloseReason, RpcError};
 use crate::interface::{Interface, Method};
 

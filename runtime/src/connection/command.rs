@@ -1,6 +1,8 @@
 //! What handles ask of the connection task: the commands on its channel.
 
-use tokio::sync::oneshot;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{oneshot, Notify};
 
 use super::Stats;
 use crate::cap::{Message, Reply};
@@ -25,11 +27,13 @@ pub(crate) enum Command {
         message: Message,
         reply: oneshot::Sender<Reply>,
     },
-    /// Send a one-way call.
+    /// Send a one-way call; a refusal (too many objects exported, a frame too
+    /// large) is told to `refusals` when given, else only logged.
     Send {
         target: Target,
         method: u32,
         message: Message,
+        refusals: Option<Arc<Refusals>>,
     },
     /// The caller no longer wants the answer to `question`. `answered`: its return
     /// was received (so the question entry is gone but the callee kept the answer).
@@ -51,4 +55,39 @@ pub(crate) enum Command {
     HandlesGone,
     /// Close now, failing everything in flight; `reason` becomes the close reason.
     Abort { reason: CloseReason },
+}
+
+/// Where the connection task tells a sender that its one-way calls were refused
+/// after they left it (a stream's pump watches this: a batch that cannot be sent
+/// must end the stream, not vanish from it).
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    first: Mutex<Option<String>>,
+    refused: Notify,
+}
+
+impl Refusals {
+    /// Records a refusal (the first is kept) and wakes the watcher.
+    pub(crate) fn refuse(&self, why: String) {
+        self.first
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(why);
+        self.refused.notify_one();
+    }
+
+    /// The first refusal, if any.
+    pub(crate) fn first(&self) -> Option<String> {
+        self.first.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Resolves with the first refusal once there is one.
+    pub(crate) async fn refused(&self) -> String {
+        loop {
+            if let Some(why) = self.first() {
+                return why;
+            }
+            self.refused.notified().await;
+        }
+    }
 }

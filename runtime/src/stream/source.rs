@@ -157,10 +157,17 @@ pub(super) async fn pump<T>(
         MAX_BATCH.min(chunk.saturating_sub(4096).max(chunk / 2))
     });
     let codec = sink.connection().map(|c| c.config().codec);
+    // Batches the connection refused after they left (too many objects exported, a
+    // frame too large): the stream fails rather than lose them.
+    let refusals = Arc::new(Refusals::default());
     // An item taken that did not fit the last batch.
     let mut held = None;
     let end = loop {
-        credit.positive().await;
+        tokio::select! {
+            biased;
+            why = refusals.refused() => break End::Failed(why),
+            () = credit.positive() => {}
+        }
         let first = match held.take() {
             Some(item) => item,
             None => match items.next().await {
@@ -198,7 +205,7 @@ pub(super) async fn pump<T>(
         }
         credit.take(cost);
         let blocked = then.is_none() && available - signed(cost) <= 0;
-        if let Err(e) = send_batch(&sink, batch, blocked).await {
+        if let Err(e) = send_batch(&sink, batch, blocked, &refusals).await {
             match e {
                 RpcError::FrameTooLarge { .. } | RpcError::Encode(_) => {
                     break End::Failed(e.to_string())
@@ -210,6 +217,15 @@ pub(super) async fn pump<T>(
         if let Some(end) = then {
             break end;
         }
+    };
+    // Every batch has reached the connection task, which handles commands in
+    // order: once it answers, a refusal among them is known.
+    let end = match (&end, sink.connection()) {
+        (End::Done, Some(conn)) => {
+            let _ = conn.stats().await;
+            refusals.first().map_or(end, End::Failed)
+        }
+        _ => end,
     };
     let _ = deliver(&sink, END, &end).await;
 }
@@ -228,6 +244,7 @@ async fn send_batch<T: Serialize>(
     sink: &Client,
     batch: Vec<T>,
     blocked: bool,
+    refusals: &Arc<Refusals>,
 ) -> Result<(), RpcError> {
     let mut parts = VecDeque::from([batch]);
     while let Some(mut part) = parts.pop_front() {
@@ -235,7 +252,7 @@ async fn send_batch<T: Serialize>(
         // Not through `deliver`: a reference to the items must not live across an
         // `.await`, or the pump would need `T: Sync`.
         let sent = loop {
-            let sent = sink.send(ITEMS, &(&part, blocked && last));
+            let sent = sink.send_watched(ITEMS, &(&part, blocked && last), Some(refusals));
             match sent {
                 Err(RpcError::Overloaded(_)) => room(sink).await,
                 other => break other,

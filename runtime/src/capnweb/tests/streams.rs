@@ -51,6 +51,10 @@ trait Pipes {
     async fn relay(&self, n: u64) -> Stream<u64>;
     /// `sum` on a server on a farcall connection of its own, of this stream.
     async fn relay_sum(&self, numbers: Stream<u64>) -> Result<u64, String>;
+    /// A stream of `n` objects.
+    async fn objects(&self, n: u64) -> Stream<PipesClient>;
+    /// Gives `f` `n` objects; the error's text if the call failed.
+    async fn hand(&self, f: Callback<Vec<PipesClient>>, n: u64) -> Option<String>;
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -98,6 +102,18 @@ async fn sum_of(mut numbers: Stream<u64>) -> Result<u64, String> {
 impl Pipes for P {
     async fn add(&self, a: i64, b: i64) -> i64 {
         a + b
+    }
+    async fn objects(&self, n: u64) -> Stream<PipesClient> {
+        let objects: Vec<_> = (0..n)
+            .map(|_| PipesClient::from_local(P::default()))
+            .collect();
+        Stream::iter(objects)
+    }
+    async fn hand(&self, f: Callback<Vec<PipesClient>>, n: u64) -> Option<String> {
+        let objects = (0..n)
+            .map(|_| PipesClient::from_local(P::default()))
+            .collect();
+        f.call(objects).await.err().map(|e| e.to_string())
     }
     async fn count(&self, n: u64) -> Stream<u64> {
         Stream::iter(0..n)
@@ -993,4 +1009,42 @@ async fn a_stream_from_one_page_is_passed_on_to_another() {
     reader.send(json!(["release", 1, 1]));
     reader.assert_zero().await;
     writer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn objects_in_stream_items_and_in_calls_to_the_page_keep_max_exports() {
+    let mut peer = Peer::with(
+        Connection::builder()
+            .max_exports(3)
+            .root(PipesServer::new(P::default())),
+    );
+    // A batch of ten objects would give the page ten ids: the stream is aborted,
+    // saying why, and everything is released.
+    peer.send(call(0, "objects", json!([10])));
+    peer.send(json!(["pull", 1]));
+    peer.expect(json!(["pipe"])).await;
+    peer.expect(json!(["resolve", 1, ["readable", 1]])).await;
+    let abort = peer.recv().await;
+    assert_eq!(abort[1][2], json!(["abort"]), "{abort}");
+    let why = abort[1][3][0][2].as_str().unwrap_or_default();
+    assert!(why.contains("more than 3 objects exported"), "{abort}");
+    peer.expect(json!(["release", 1, 1])).await;
+    // The page answers the abort (import 2, after the pipe).
+    peer.send(json!(["resolve", 2, ["undefined"]]));
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+
+    // A call to the page carrying five objects fails in Rust the same way, and
+    // nothing reaches the page but the result.
+    peer.send(call(0, "hand", json!([["export", -1], 5])));
+    let id = peer.pushes;
+    peer.send(json!(["pull", id]));
+    let mut got = peer.recv_set(2).await;
+    got.sort_by_key(|m| m[0].as_str().map(str::to_owned));
+    assert_eq!(got[0], json!(["release", -1, 1]), "{got:?}");
+    assert_eq!(got[1][0], "resolve", "{got:?}");
+    let why = got[1][2].as_str().unwrap_or_default();
+    assert!(why.contains("more than 3 objects exported"), "{got:?}");
+    peer.send(json!(["release", id, 1]));
+    peer.assert_zero().await;
 }

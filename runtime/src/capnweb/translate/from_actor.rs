@@ -146,7 +146,7 @@ impl Translator {
 
     /// Whether the peer may get fresh ids for the actor's objects among `caps`
     /// (ids of streams counted too: a bound, not a count).
-    fn exports_fit(&self, caps: &[CapDescriptor]) -> bool {
+    pub(super) fn exports_fit(&self, caps: &[CapDescriptor]) -> bool {
         let fresh = caps
             .iter()
             .filter(|c| matches!(c, CapDescriptor::SenderHosted(_)))

@@ -72,6 +72,7 @@ impl<T: Transport> Actor<T> {
                 target,
                 method,
                 message,
+                refusals,
             } => {
                 self.unreserve(&message);
                 if let Target::Answer(on) = target {
@@ -86,6 +87,10 @@ impl<T: Transport> Actor<T> {
                     });
                     if let Err(error) = sent {
                         tracing::warn!(?error, "one-way call dropped");
+                        if let Some(refusals) = refusals {
+                            let why = error.into_rpc("a one-way call", "its method");
+                            refusals.refuse(why.to_string());
+                        }
                     }
                 }
             }

@@ -101,6 +101,12 @@ impl Translator {
                     self.undescribe(&caps);
                     return self.end_out(sink, Some("a batch that could not be read".into()));
                 };
+                if !self.exports_fit(&caps) {
+                    // As for a result or a call: the peer's ids stay within the limit.
+                    self.undescribe(&caps);
+                    let why = format!("more than {} objects exported", self.max_exports);
+                    return self.end_out(sink, Some(why));
+                }
                 self.take_caps(&caps);
                 for item in items {
                     let item = if caps.is_empty() {
