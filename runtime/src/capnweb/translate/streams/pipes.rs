@@ -294,7 +294,19 @@ impl Translator {
             self.refuse_local(question, "the stream was already closed", streamed);
             return true;
         }
+        // An abort, as on a `WritableStream`, discards the writes not yet taken:
+        // the reader learns of it at once rather than after them.
+        let discarded: Vec<Queued> = match ending {
+            Ending::Aborted(_) => pipe.queued.drain(..).collect(),
+            Ending::Closed => Vec::new(),
+        };
         pipe.ending = Some((ending, Some(question)));
+        for q in discarded {
+            self.streams.queued_bytes -= q.size;
+            self.release_imports(&q.caps);
+            let why = error_expr("the writer aborted the stream before this was read");
+            self.send(serde_json::json!(["reject", q.write, why]));
+        }
         if streamed {
             self.awaited += 1;
         }
