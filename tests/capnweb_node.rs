@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::bounded;
-use farcall::{ByteStream, Callback, Connection, RpcError, Stream};
+use farcall::{ByteStream, CallError, Callback, Connection, RpcError, Stream};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -27,6 +27,13 @@ pub struct Point {
     pub x: f64,
     pub y: f64,
     pub label: Option<String>,
+}
+
+/// What `fail_kind` may fail with: the `Error`'s message names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Kind {
+    NotFound,
+    Denied,
 }
 
 /// The JavaScript session's tables (`RpcSession.getStats()`, the main objects both
@@ -61,6 +68,10 @@ pub trait Api {
     async fn flip(&self, data: Bytes) -> Bytes;
     /// Throws a `RangeError` with this message.
     async fn fail(&self, message: String) -> i64;
+    /// Throws a `RangeError`: declared with an error type, it is the `Err`.
+    async fn fail_typed(&self, message: String) -> Result<i64, String>;
+    /// Rejects with an `Error` whose message is `kind`.
+    async fn fail_kind(&self, kind: String) -> Result<i64, Kind>;
     /// Not a method of the JavaScript object.
     async fn missing(&self) -> i64;
     /// Calls `f(1)` and `f(2)` and adds the results.
@@ -280,6 +291,22 @@ async fn rejections_are_errors_with_their_text() {
     }
     match bounded("missing", api.missing()).await {
         Err(RpcError::RemotePanic(Some(text))) => assert!(text.contains("missing"), "{text}"),
+        other => panic!("expected the rejection, got {other:?}"),
+    }
+    // A method declared with an error type gets the throw as its `Err` when the
+    // error type reads from the message, else the rejection as before.
+    match bounded("fail_typed", api.fail_typed("too big".into())).await {
+        Err(CallError::App(message)) => assert_eq!(message, "too big"),
+        other => panic!("expected the application error, got {other:?}"),
+    }
+    match bounded("fail_kind", api.fail_kind("Denied".into())).await {
+        Err(CallError::App(kind)) => assert_eq!(kind, Kind::Denied),
+        other => panic!("expected Kind::Denied, got {other:?}"),
+    }
+    match bounded("fail_kind", api.fail_kind("on fire".into())).await {
+        Err(CallError::Rpc(RpcError::RemotePanic(Some(text)))) => {
+            assert!(text.contains("Error: on fire"), "{text}")
+        }
         other => panic!("expected the rejection, got {other:?}"),
     }
     // The session goes on.

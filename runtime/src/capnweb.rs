@@ -33,8 +33,11 @@
 //! As a client, [`connect_websocket`] gives a connection whose
 //! [`root`](crate::Connection::root) is the server's main object, as any client type:
 //! its methods are called by their Rust names, results decode into the method's
-//! types, a rejection is [`RpcError::RemotePanic`](crate::RpcError::RemotePanic) with
-//! the error's text, returned stubs are client types, and JavaScript objects are
+//! types, a rejection is the application error of a method returning
+//! `Result<T, E>` when `E` reads from the `Error`'s message (a `String`, an enum of
+//! unit variants named by it), else
+//! [`RpcError::RemotePanic`](crate::RpcError::RemotePanic) with the error's text,
+//! returned stubs are client types, and JavaScript objects are
 //! disposed when farcall drops its last handle.
 //!
 //! # How
@@ -129,8 +132,9 @@
 //! written to a stream, calls nested inside arguments, `Date`, `Error` values,
 //! `URL`, `Headers`, `Request`, `Response` and `Blob` values. A push of one of these
 //! is rejected with a reason; the session goes on. A JavaScript exception thrown by
-//! a function Rust called arrives as
-//! [`RpcError::RemotePanic`](crate::RpcError::RemotePanic) with its message. An
+//! a function Rust called arrives as its application error, or as
+//! [`RpcError::RemotePanic`](crate::RpcError::RemotePanic) with its message (as
+//! above). An
 //! object received from one connection and passed to a Cap'n Web peer is refused
 //! (its payloads are in another codec).
 

@@ -268,6 +268,14 @@ pub enum WireError {
     Undecodable(String),
     /// The method exists with other argument or result types.
     SignatureMismatch,
+    /// A Cap'n Web peer threw (or rejected): `text` names the error's type and
+    /// message, `message` is the message alone. A method returning `Result<T, E>`
+    /// reads it as its application error when `E` can be read from the message (a
+    /// `String`, say); any other is [`RpcError::RemotePanic`].
+    Thrown {
+        text: String,
+        message: String,
+    },
 }
 
 impl WireError {
@@ -282,6 +290,9 @@ impl WireError {
             },
             WireError::NoRoot => RpcError::NoRoot,
             WireError::Panic(message) => RpcError::RemotePanic(message),
+            WireError::Thrown { text, .. } => {
+                RpcError::RemotePanic(Some(format!("the JavaScript peer threw {text}")))
+            }
             WireError::BadArguments(e) => {
                 RpcError::BadMessage(format!("the peer could not decode the arguments of {e}"))
             }

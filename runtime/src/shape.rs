@@ -125,6 +125,13 @@ pub trait Shape: Send + 'static {
     fn decode(app_error: bool, payload: &[u8], codec: AnyCodec) -> Result<Self::Output, RpcError>;
     #[doc(hidden)]
     fn failed(error: RpcError) -> Self::Output;
+    /// What a peer's thrown error with this message is, when the shape has an
+    /// application error that can be read from it (see `WireError::Thrown`).
+    #[doc(hidden)]
+    fn thrown(message: &str) -> Option<Self::Output> {
+        let _ = message;
+        None
+    }
 }
 
 /// A method returning `T`; the caller gets `Result<T, RpcError>`.
@@ -201,6 +208,13 @@ where
     fn failed(error: RpcError) -> Self::Output {
         Err(CallError::Rpc(error))
     }
+
+    /// A JavaScript `throw` is the application error when `E` reads from its
+    /// message (a `String`, an enum of unit variants named by it).
+    fn thrown(message: &str) -> Option<Self::Output> {
+        let message = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(message);
+        E::deserialize(message).ok().map(|e| Err(CallError::App(e)))
+    }
 }
 
 /// Decodes a reply as shape `S`, with the reply's capabilities in scope.
@@ -216,6 +230,11 @@ pub(crate) fn decode_reply<S: Shape>(
             let error: WireError = codec
                 .decode(&reply.payload)
                 .map_err(|e| RpcError::Decode(format!("error payload: {e}")))?;
+            if let WireError::Thrown { message, .. } = &error {
+                if let Some(output) = S::thrown(message) {
+                    return Ok(output);
+                }
+            }
             Err(error.into_rpc(method.interface, method.name))
         }
     })

@@ -67,6 +67,13 @@ class Api extends RpcTarget {
   add(a, b) {
     return a + b;
   }
+  // Throw; the Rust side declares these with an error type.
+  fail_typed(message) {
+    throw new RangeError(message);
+  }
+  async fail_kind(kind) {
+    throw new Error(kind);
+  }
   greet(name) {
     return `Hello, ${name}!`;
   }

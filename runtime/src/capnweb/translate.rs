@@ -221,6 +221,22 @@ fn type_error(text: &str) -> Value {
     capnweb_special("error", [Value::from("TypeError"), Value::from(text)])
 }
 
+/// The error a rejection from the peer is: what it threw, for the caller.
+fn thrown(error: &Value) -> WireError {
+    let message = match error.as_array().map(Vec::as_slice) {
+        Some([Value::String(code), Value::String(_), Value::String(message), ..])
+            if code == "error" =>
+        {
+            message.clone()
+        }
+        _ => error_text(error),
+    };
+    WireError::Thrown {
+        text: error_text(error),
+        message,
+    }
+}
+
 /// The message of a rejection or abort sent by the peer: an error's `type: message`,
 /// else the value as JSON.
 fn error_text(value: &Value) -> String {

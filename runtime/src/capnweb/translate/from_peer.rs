@@ -417,11 +417,7 @@ impl Translator {
                 self.failed(question, &WireError::Undecodable(why));
             }
             (Err(error), _) => {
-                let text = error_text(error);
-                self.failed(
-                    question,
-                    &WireError::Panic(Some(format!("the JavaScript peer threw {text}"))),
-                );
+                self.failed(question, &thrown(error));
             }
         }
         Ok(())

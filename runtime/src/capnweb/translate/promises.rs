@@ -416,10 +416,7 @@ impl Translator {
                     .map(|()| added)
                     .map_err(WireError::Undecodable)
             }
-            Settled::Rejected(error) => Err(WireError::Panic(Some(format!(
-                "the JavaScript peer threw {}",
-                error_text(&error)
-            )))),
+            Settled::Rejected(error) => Err(thrown(&error)),
             Settled::Refused(why) => Err(WireError::Undecodable(why)),
         };
         match settled {
