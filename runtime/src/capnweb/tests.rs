@@ -21,6 +21,8 @@ trait Calc {
     async fn child(&self, n: i64) -> CalcClient;
     async fn value(&self) -> i64;
     async fn call_me(&self, f: Callback<i64, i64>) -> i64;
+    /// `f.try_call(5)`, described: `ok 10`, `app <error>` or `rpc <error>`.
+    async fn try_me(&self, f: Callback<i64, Result<i64, String>>) -> String;
     async fn echo(&self, data: bytes::Bytes, extra: Option<u8>) -> (bytes::Bytes, Option<u8>);
     /// Plain fields, a nested struct, and objects (this value plus 1, 2 and 3).
     async fn team(&self) -> Team;
@@ -79,6 +81,13 @@ impl Calc for C {
     }
     async fn call_me(&self, f: Callback<i64, i64>) -> i64 {
         f.call(5).await.unwrap_or(-1) * 2
+    }
+    async fn try_me(&self, f: Callback<i64, Result<i64, String>>) -> String {
+        match f.try_call(5).await {
+            Ok(n) => format!("ok {n}"),
+            Err(crate::CallError::App(e)) => format!("app {e}"),
+            Err(crate::CallError::Rpc(e)) => format!("rpc {e}"),
+        }
     }
     async fn echo(&self, data: bytes::Bytes, extra: Option<u8>) -> (bytes::Bytes, Option<u8>) {
         (data, extra)
@@ -387,6 +396,38 @@ async fn a_javascript_exception_fails_the_callback_call() {
     assert!(seen.contains(&json!(["release", 1, 1])), "{seen:?}");
     assert!(seen.contains(&json!(["release", -1, 1])), "{seen:?}");
     assert!(seen.contains(&json!(["resolve", 1, -2])), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_javascript_throw_is_the_application_error_of_a_fallible_callback() {
+    let mut peer = Peer::new();
+    for (k, (settle, described)) in [
+        (json!(["resolve", 1, 10]), "ok 10"),
+        (
+            json!(["reject", 2, ["error", "RangeError", "nope"]]),
+            "app nope",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let export = -(k as i64) - 1;
+        peer.send(call(0, "try_me", json!([["export", export]])));
+        let id = peer.pushes;
+        peer.send(json!(["pull", id]));
+        peer.expect(json!(["push", ["pipeline", export, [], [5]]]))
+            .await;
+        peer.expect(json!(["pull", k + 1])).await;
+        peer.send(settle);
+        let seen = peer.recv_set(3).await;
+        assert!(
+            seen.contains(&json!(["resolve", id, described])),
+            "{seen:?}"
+        );
+        assert!(seen.contains(&json!(["release", export, 1])), "{seen:?}");
+        peer.send(json!(["release", id, 1]));
+    }
+    peer.assert_zero().await;
 }
 
 #[tokio::test]
