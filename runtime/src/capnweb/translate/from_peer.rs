@@ -22,6 +22,16 @@ pub(super) struct Importing<'t> {
 }
 
 impl Importing<'_> {
+    /// What was imported, as parts holding `values` (of a message of `size`
+    /// bytes), and the first form met that is not supported.
+    pub(super) fn into_parts(self, values: Vec<Value>, size: usize) -> (Parts, Option<String>) {
+        let promises = self.promises.unwrap_or_default();
+        (
+            Parts::new(values, self.caps, promises, size),
+            self.unsupported,
+        )
+    }
+
     fn refuse(&mut self, why: impl Into<String>) -> Value {
         self.unsupported.get_or_insert_with(|| why.into());
         Value::Null
@@ -265,6 +275,7 @@ impl Translator {
                 return Ok(());
             }
         }
+        let size = self.message_size;
         let mut importing = self.importing_promises();
         let push = match expr.as_array().map(Vec::as_slice) {
             // A call, or (without arguments) a property read.
@@ -305,18 +316,7 @@ impl Translator {
                 None
             }
         };
-        let Importing {
-            caps,
-            promises,
-            unsupported,
-            ..
-        } = importing;
-        let parts = Parts::new(
-            Vec::new(),
-            caps,
-            promises.unwrap_or_default(),
-            self.message_size,
-        );
+        let (parts, unsupported) = importing.into_parts(Vec::new(), size);
         match (push, unsupported) {
             (Some((on, path, args)), None) => self.take_push(Push {
                 question,

@@ -23,7 +23,6 @@
 //! of one it used that is not pending (released by this side, settled already, or
 //! not a promise) it is ignored, and what it carries released.
 
-use super::from_peer::Importing;
 use super::*;
 use crate::codec::capnweb::MAX_DEPTH;
 
@@ -329,21 +328,10 @@ impl Translator {
     /// The peer's expression, whose promises are allowed, as parts (the size of
     /// the message it came in), and the first form met that is not supported.
     pub(super) fn import_parts(&mut self, value: &Value) -> Checked<(Parts, Option<String>)> {
+        let size = self.message_size;
         let mut importing = self.importing_promises();
         let value = importing.expr(value)?;
-        let Importing {
-            caps,
-            promises,
-            unsupported,
-            ..
-        } = importing;
-        let parts = Parts::new(
-            vec![value],
-            caps,
-            promises.unwrap_or_default(),
-            self.message_size,
-        );
-        Ok((parts, unsupported))
+        Ok(importing.into_parts(vec![value], size))
     }
 
     fn settle_push(&mut self, question: QuestionId, id: u64, settled: Settled) -> Checked<()> {
