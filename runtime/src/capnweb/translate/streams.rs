@@ -106,13 +106,9 @@ impl Translator {
         caps: Vec<CapDescriptor>,
         args: Value,
     ) {
-        let header = Header::Call {
-            question: None,
-            target: Target::Export(target),
-            method,
-            caps,
-        };
-        self.frame(&header, &args);
+        // Writing a `Value` into a `Vec` cannot fail.
+        let args = serde_json::to_vec(&args).unwrap_or_default();
+        self.stream_call_raw(target, method, caps, args);
     }
 
     /// [`stream_call`](Self::stream_call) with its arguments written as text.
