@@ -447,7 +447,8 @@ impl Translator {
         for cap in caps {
             match cap {
                 CapDescriptor::SenderHosted(id) if streams::Streams::stands_for(*id) => {
-                    self.drop_pseudo(*id)
+                    // Carried by a message that is not taken: as if released.
+                    self.on_pseudo_release(*id);
                 }
                 CapDescriptor::SenderHosted(id) => {
                     self.send(serde_json::json!(["release", -(*id as i64), 1]))

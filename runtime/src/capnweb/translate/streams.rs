@@ -156,9 +156,4 @@ impl Translator {
         }
         true
     }
-
-    /// A capability this side stands for, carried by a message that is not taken.
-    pub(super) fn drop_pseudo(&mut self, id: ExportId) {
-        self.on_pseudo_release(id);
-    }
 }
