@@ -46,6 +46,11 @@ pub(crate) const CAP_NEWTYPE: &str = "$farcall::Cap";
 /// that the stream crosses as a `ReadableStream`.
 pub(crate) const STREAM_NEWTYPE: &str = "$farcall::Stream";
 
+/// The name of the newtype struct a [`StreamSender`](crate::StreamSender) wraps its
+/// target's capability in: transparent to every codec but Cap'n Web's, which marks
+/// it so that the sender crosses as a `WritableStream`.
+pub(crate) const WRITER_NEWTYPE: &str = "$farcall::StreamSender";
+
 /// A codec failed; the message comes from the underlying serde format.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]

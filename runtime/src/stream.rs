@@ -34,7 +34,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::{mpsc, Notify};
 
 use crate::cap::{decode_message, Client, Dispatch, Handler, Incoming, Reply};
-use crate::codec::STREAM_NEWTYPE;
+use crate::codec::{STREAM_NEWTYPE, WRITER_NEWTYPE};
 use crate::connection::{Connection, Refusals, Shared};
 use crate::error::{CloseReason, RpcError};
 use crate::interface::{Interface, Method};
@@ -44,6 +44,7 @@ pub(crate) mod cost;
 mod sink;
 mod source;
 mod window;
+mod writer;
 
 pub use self::bytes::{ByteStream, ByteWriter};
 use cost::cost_in;
@@ -470,6 +471,46 @@ impl<'de> serde::de::Visitor<'de> for SourceVisitor {
 
 /// The sending half of [`Stream::channel`]. Cheap to clone; the stream ends when the
 /// last sender is dropped.
+///
+/// A sender can itself be passed to, or returned from, a remote method: the side
+/// that receives it writes into the stream this side reads (a sink handed to a
+/// producer, such as a subscriber's feed). Its `send` then waits while this side's
+/// channel and the link's window are full, and fails once the reader is gone, as
+/// here. The items cross as a [`Stream`] would, with its flow control; dropping
+/// every remote clone ends the remote part, [`fail`](Self::fail) ends the reader's
+/// stream with [`RpcError::StreamFailed`], and a link that breaks ends it with
+/// `StreamFailed` saying so. (Over Cap'n Web it is a `WritableStream`: see the
+/// `capnweb` module, feature `capnweb`.)
+///
+/// ```
+/// use farcall::{Connection, Stream, StreamSender};
+/// use futures_util::StreamExt;
+///
+/// #[farcall::remote]
+/// pub trait Ticker {
+///     /// Writes `n` ticks into `out`, then lets go of it.
+///     async fn tick(&self, n: u32, out: StreamSender<u32>);
+/// }
+/// struct T;
+/// impl Ticker for T {
+///     async fn tick(&self, n: u32, out: StreamSender<u32>) {
+///         for i in 0..n {
+///             if out.send(i).await.is_err() {
+///                 return; // the reader is gone
+///             }
+///         }
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let (a, b) = farcall::transport::memory();
+/// # let _server = Connection::builder().root(TickerServer::new(T)).connect(a);
+/// # let ticker: TickerClient = Connection::builder().connect(b).root().await?;
+/// let (tx, ticks) = Stream::channel(8);
+/// ticker.tick(3, tx).await?;
+/// let got: Vec<u32> = ticks.map(Result::unwrap).collect().await;
+/// assert_eq!(got, [0, 1, 2]);
+/// # Ok(()) }
+/// ```
 pub struct StreamSender<T> {
     tx: mpsc::Sender<Result<T, String>>,
 }

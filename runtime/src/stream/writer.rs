@@ -1,0 +1,124 @@
+//! A [`StreamSender`] passed to another side: the receiver writes into a stream
+//! this side reads.
+//!
+//! It travels as a reference to a local *writer target* holding a clone of the
+//! channel. The side that receives it makes a channel of its own and, at once,
+//! hands the target a [`Stream`] of that channel's items (`attach(stream)`,
+//! one-way). The target forwards what that stream yields into the original
+//! channel. So the items cross as an ordinary stream, with its flow control: a
+//! remote `send` waits while the reader's channel and the stream's window are
+//! full, and fails once the reader is gone. The forwarding ends when the remote
+//! senders are all dropped (the reader's stream ends once every sender, here and
+//! there, is gone), when a remote sender fails it (the reader gets
+//! [`RpcError::StreamFailed`] with the text), or when the link breaks (the reader
+//! gets `StreamFailed` saying so).
+
+use super::*;
+
+static WRITER_METHODS: [Method; 1] = [Method {
+    interface: "StreamWriter",
+    name: "attach",
+    id: 1,
+}];
+
+static WRITER: Interface = Interface {
+    name: "StreamWriter",
+    fingerprint: 0,
+    methods: &WRITER_METHODS,
+};
+
+const ATTACH: &Method = &WRITER_METHODS[0];
+
+/// The items a remote sender hands over before `send` waits on the link.
+const REMOTE_CAPACITY: usize = 16;
+
+/// The object a sent [`StreamSender`] refers to: forwards each stream attached
+/// to it into the channel.
+struct WriterTarget<T> {
+    tx: mpsc::Sender<Result<T, String>>,
+}
+
+impl<T> Dispatch for WriterTarget<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn interface(&self) -> &'static Interface {
+        &WRITER
+    }
+
+    fn dispatch(&self, call: Incoming) -> Handler {
+        if call.method() != ATTACH.id {
+            return call.method_not_found(&WRITER);
+        }
+        if let Ok((items,)) = decode_message::<(Stream<T>,)>(call.codec, &call.payload, call.caps) {
+            tokio::spawn(forward(items, self.tx.clone()));
+        }
+        Box::pin(std::future::ready(Reply::none()))
+    }
+}
+
+/// Moves the items of an attached stream into the channel until either ends.
+async fn forward<T>(mut items: Stream<T>, tx: mpsc::Sender<Result<T, String>>)
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    loop {
+        let next = tokio::select! {
+            next = items.next() => next,
+            // The reader is gone: dropping `items` stops the remote producer.
+            () = tx.closed() => return,
+        };
+        let item = match next {
+            None => return,
+            Some(Ok(item)) => Ok(item),
+            Some(Err(RpcError::StreamFailed(why))) => Err(why),
+            Some(Err(e)) => Err(format!("the remote writer's stream broke: {e}")),
+        };
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+impl<T> Serialize for StreamSender<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let target = Client::from_local(WriterTarget {
+            tx: self.tx.clone(),
+        });
+        serializer.serialize_newtype_struct(WRITER_NEWTYPE, &CapArg(target))
+    }
+}
+
+impl<'de, T> Deserialize<'de> for StreamSender<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let CapArg(target) =
+            deserializer.deserialize_newtype_struct(WRITER_NEWTYPE, TargetVisitor)?;
+        let (tx, items) = Stream::channel(REMOTE_CAPACITY);
+        // Fails only when the target can no longer be reached: the sender then
+        // finds its stream closed.
+        let _ = target.send(ATTACH, &(items,));
+        Ok(tx)
+    }
+}
+
+/// Reads the target inside the [`WRITER_NEWTYPE`] newtype struct.
+struct TargetVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TargetVisitor {
+    type Value = CapArg;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a stream sender")
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<CapArg, D::Error> {
+        CapArg::deserialize(d)
+    }
+}
