@@ -37,7 +37,7 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::codec::capnweb::{self, ARGS, CAP, ERR, OK, STREAM};
+use crate::codec::capnweb::{self, ARGS, CAP, ERR, OK, STREAM, WRITER};
 use crate::codec::AnyCodec;
 use crate::error::WireError;
 use crate::interface::by_name;

@@ -43,6 +43,7 @@
 //! `undefined`, a [`Callback<A, R>`](crate::Callback) as a function (a tuple `A`
 //! is its argument list) that may return `R` or a promise of it, a
 //! [`Stream<T>`](crate::Stream) as `ReadableStream<T>`, a
+//! [`StreamSender<T>`](crate::StreamSender) as `WritableStream<T>`, a
 //! [`ByteStream`](crate::ByteStream) as `ReadableStream<Uint8Array>`, and a client
 //! type as its trait's interface. A method returning `Result<T, E>` returns `Promise<T>`,
 //! which rejects with an `Error` carrying the error's text. Trailing `Option`
@@ -459,6 +460,14 @@ impl<A: TypeScript, R: TypeScript> TypeScript for crate::Callback<A, R> {
 impl<T: TypeScript> TypeScript for crate::Stream<T> {
     fn typescript(decls: &mut Declarations) -> String {
         format!("ReadableStream<{}>", T::typescript(decls))
+    }
+}
+
+/// A stream sender arrives as a `WritableStream` of its items (and a
+/// `WritableStream` is sent as one).
+impl<T: TypeScript> TypeScript for crate::StreamSender<T> {
+    fn typescript(decls: &mut Declarations) -> String {
+        format!("WritableStream<{}>", T::typescript(decls))
     }
 }
 

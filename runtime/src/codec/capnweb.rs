@@ -22,12 +22,14 @@
 //! trailing elements reads them as `undefined` (so optional trailing arguments may
 //! be left out by a JavaScript caller), and base64 text is also accepted for bytes.
 //!
-//! Five forms starting with `$` are placeholders that only the translator writes
+//! Six forms starting with `$` are placeholders that only the translator writes
 //! and reads (the JavaScript side never sees them; the translator refuses them from
 //! it): `["$cap", i]` is the `i`th capability of the message (its descriptor, which
 //! only the connection assigns, says which Cap'n Web reference it becomes);
 //! `["$stream", i]` is a [`Stream`](crate::Stream) whose source is the `i`th
 //! capability (written only: the translator makes it a `ReadableStream`);
+//! `["$writer", i]` is a [`StreamSender`](crate::StreamSender) whose target is the
+//! `i`th capability (written only: the translator makes it a `WritableStream`);
 //! `["$args", [e1, ...]]` is a call's argument list (a top-level tuple); `["$ok", v]`
 //! and `["$err", e, text]` are a top-level `Result`, which becomes a resolve or a
 //! reject with the error's text (a rejection the translator decides itself has a
@@ -59,6 +61,7 @@ pub(crate) const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// Placeholder codes (see the module documentation).
 pub(crate) const CAP: &str = "$cap";
 pub(crate) const STREAM: &str = "$stream";
+pub(crate) const WRITER: &str = "$writer";
 pub(crate) const ARGS: &str = "$args";
 pub(crate) const OK: &str = "$ok";
 pub(crate) const ERR: &str = "$err";

@@ -55,6 +55,12 @@ trait Pipes {
     async fn objects(&self, n: u64) -> Stream<PipesClient>;
     /// Gives `f` `n` objects; the error's text if the call failed.
     async fn hand(&self, f: Callback<Vec<PipesClient>>, n: u64) -> Option<String>;
+    /// Writes the numbers below `n` into `out` (a `WritableStream`), then fails
+    /// it with `why` if given; returns how many it took.
+    async fn write_into(&self, n: u64, out: StreamSender<u64>, why: Option<String>) -> u64;
+    /// A sender whose stream is summed on a task of its own (reported as
+    /// `sum_later`'s).
+    async fn collector(&self) -> StreamSender<u64>;
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -199,6 +205,22 @@ impl Pipes for P {
             .count(n)
             .await
             .expect("the backend's stream")
+    }
+    async fn write_into(&self, n: u64, out: StreamSender<u64>, why: Option<String>) -> u64 {
+        for i in 0..n {
+            if out.send(i).await.is_err() {
+                return i;
+            }
+        }
+        if let Some(why) = why {
+            let _ = out.fail(why).await;
+        }
+        n
+    }
+    async fn collector(&self) -> StreamSender<u64> {
+        let (tx, numbers) = Stream::channel(4);
+        self.sum_later(numbers).await;
+        tx
     }
     async fn relay_sum(&self, numbers: Stream<u64>) -> Result<u64, String> {
         self.backend()
@@ -1094,3 +1116,6 @@ async fn an_abort_discards_the_writes_not_yet_read() {
     peer.send(json!(["release", 1, 1]));
     peer.assert_zero().await;
 }
+
+/// `StreamSender`s as `WritableStream`s.
+mod writables;

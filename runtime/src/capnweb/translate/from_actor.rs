@@ -37,7 +37,10 @@ impl Translator {
                 }
             }
             Header::Release { id, count } => {
-                if id != crate::wire::ROOT_EXPORT && !self.on_pseudo_release(id) {
+                if id != crate::wire::ROOT_EXPORT
+                    && !self.on_pseudo_release(id)
+                    && !self.on_writable_release(id, count)
+                {
                     self.send(serde_json::json!(["release", -(id as i64), count]));
                 }
             }
@@ -165,12 +168,13 @@ impl Translator {
         match value {
             Value::Array(items) => {
                 if let [Value::String(code), index] = items.as_slice() {
-                    if code == CAP || code == STREAM {
+                    if code == CAP || code == STREAM || code == WRITER {
                         let cap = index
                             .as_u64()
                             .and_then(|i| caps.get(usize::try_from(i).ok()?));
                         return match cap {
                             Some(cap) if code == STREAM => self.stream_out(*cap),
+                            Some(cap) if code == WRITER => self.writable_out(*cap),
                             Some(cap) => self.reference(*cap),
                             None => error_expr("a capability missing from its message"),
                         };
@@ -218,6 +222,9 @@ impl Translator {
                     self.failed(question, &WireError::MethodNotFound);
                 }
                 return self.on_pseudo_call(id, method, payload, caps);
+            }
+            Target::Export(id) if self.streams.is_writable(id) => {
+                return self.on_writable_call(question, id, method, caps);
             }
             _ => {}
         }

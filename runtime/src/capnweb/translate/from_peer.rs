@@ -118,16 +118,18 @@ impl Importing<'_> {
                 let source = self.streams.readable(int(id)?)?;
                 Ok(self.cap(CapDescriptor::SenderHosted(source)))
             }
+            ("writable", [id]) => {
+                let id = self.streams.writable(int(id)?)?;
+                Ok(self.cap(CapDescriptor::SenderHosted(id)))
+            }
             ("bytes", [Value::String(_), ..])
             | ("bigint", [Value::String(_)])
             | ("undefined" | "inf" | "-inf" | "nan", [])
             | ("date", [Value::Number(_)]) => Ok(Value::Array(items.to_vec())),
             ("error", [Value::String(_), Value::String(_), ..]) => Ok(Value::Array(items.to_vec())),
-            ("remap" | "writable" | "blob" | "url" | "headers" | "request" | "response", _) => {
-                Ok(self.refuse(format!(
-                    "Cap'n Web `{code}` values are not supported by this server"
-                )))
-            }
+            ("remap" | "blob" | "url" | "headers" | "request" | "response", _) => Ok(self.refuse(
+                format!("Cap'n Web `{code}` values are not supported by this server"),
+            )),
             (code, _) => malformed(format!("unknown or malformed expression `{code}`")),
         }
     }
@@ -367,6 +369,10 @@ impl Translator {
             return Ok(());
         }
         if id < 0 {
+            if let Some(p) = self.streams.exported_pipe(id.unsigned_abs()) {
+                self.on_pipe_release(p);
+                return Ok(());
+            }
             let Some(export) = self.exported.remove(&id.unsigned_abs()) else {
                 return malformed(format!("release of {id}, which is not exported"));
             };

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{capnweb_special, error_expr, CAP, STREAM};
+use super::{capnweb_special, error_expr, CAP, STREAM, WRITER};
 use crate::wire::CapDescriptor;
 
 /// Where a property path leads in a value.
@@ -89,10 +89,14 @@ pub(super) fn extract(value: Value, caps: &[CapDescriptor]) -> (Value, Vec<CapDe
     fn renumber(value: Value, from: &[CapDescriptor], to: &mut Vec<CapDescriptor>) -> Value {
         // A stream's placeholder keeps its code: it goes out as a pipe, not a stub.
         let found = match value.as_array().map(Vec::as_slice) {
-            Some([Value::String(code), index]) if code == CAP || code == STREAM => index
-                .as_u64()
-                .and_then(|i| usize::try_from(i).ok())
-                .map(|i| (code.clone(), i)),
+            Some([Value::String(code), index])
+                if code == CAP || code == STREAM || code == WRITER =>
+            {
+                index
+                    .as_u64()
+                    .and_then(|i| usize::try_from(i).ok())
+                    .map(|i| (code.clone(), i))
+            }
             _ => None,
         };
         if let Some((code, index)) = found {

@@ -20,6 +20,9 @@
 //! Rust types do). The objects the translator stands for have ids from
 //! [`PSEUDO_BASE`] up, which no Cap'n Web id reaches.
 //!
+//! A farcall [`StreamSender`](crate::StreamSender) crosses as a `WritableStream`
+//! (`streams/writable.rs`), made of the same two halves.
+//!
 //! `streams/out.rs` has the streams going out, `streams/pipes.rs` the pipes the
 //! peer opens.
 
@@ -27,9 +30,11 @@ use super::*;
 
 mod out;
 mod pipes;
+mod writable;
 
 use out::Out;
 use pipes::Pipe;
+use writable::Writable;
 
 /// The first id of an object the translator stands for (above any Cap'n Web id).
 pub(super) const PSEUDO_BASE: u64 = 1 << 60;
@@ -61,6 +66,11 @@ pub(super) struct Streams {
     /// The sources this side stands for, to their pipe.
     sources: HashMap<ExportId, u64>,
     queued_bytes: usize,
+    /// The peer's `WritableStream`s the actor imported, by its import id.
+    writables: HashMap<ExportId, Writable>,
+    /// `WritableStream`s this side exported (by the peer's id, negated) to the
+    /// pipe their writes go to.
+    exported_pipes: HashMap<u64, u64>,
 }
 
 impl Streams {
@@ -87,6 +97,12 @@ impl Streams {
         }
         if self.queued_bytes != 0 {
             residue.push(format!("{} bytes queued", self.queued_bytes));
+        }
+        if !self.writables.is_empty() {
+            residue.push(format!("{} writables", self.writables.len()));
+        }
+        if !self.exported_pipes.is_empty() {
+            residue.push(format!("{} writables exported", self.exported_pipes.len()));
         }
         residue
     }

@@ -296,11 +296,36 @@ impl<'de> Deserializer<'de> for Expr<'de> {
         }
     }
 
+    scalars! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
+        deserialize_string
+    }
+
     forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         seq map struct identifier ignored_any
     }
 }
+
+/// Plain values (numbers, text, booleans): an object in their place is refused
+/// rather than read as its index among the message's capabilities.
+macro_rules! scalars {
+    ($($name:ident)*) => {
+        $(
+            fn $name<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+                let this = self.plain()?;
+                if let Some((CAP, _)) = special(this.value) {
+                    return Err(Error::custom(
+                        "an object (a stub, function or stream) where a plain value was expected",
+                    ));
+                }
+                this.any(visitor)
+            }
+        )*
+    };
+}
+use scalars;
 
 /// The elements of an array, padded with `undefined` up to `len` (a tuple whose
 /// trailing elements were left out).

@@ -7,8 +7,8 @@ use base64::Engine;
 use serde::ser::{self, Error as _, Serialize};
 use serde_json::{Map, Value};
 
-use super::{error_text, ARGS, CAP, ERR, MAX_SAFE_INTEGER, OK, STREAM};
-use crate::codec::{CAP_NEWTYPE, STREAM_NEWTYPE};
+use super::{error_text, ARGS, CAP, ERR, MAX_SAFE_INTEGER, OK, STREAM, WRITER};
+use crate::codec::{CAP_NEWTYPE, STREAM_NEWTYPE, WRITER_NEWTYPE};
 
 type Error = serde_json::Error;
 
@@ -155,13 +155,19 @@ impl ser::Serializer for Ser {
         if name == CAP_NEWTYPE {
             return Ok(special(CAP, [nested(value)?]));
         }
-        if name == STREAM_NEWTYPE {
-            // `["$stream", i]`: the capability `i` is a stream's source.
+        // `["$stream", i]`: the capability `i` is a stream's source;
+        // `["$writer", i]`: it is a stream sender's target.
+        let marked = match name {
+            STREAM_NEWTYPE => Some(STREAM),
+            WRITER_NEWTYPE => Some(WRITER),
+            _ => None,
+        };
+        if let Some(code) = marked {
             return match nested(value)? {
                 Value::Array(mut cap) if cap.len() == 2 && cap[0] == CAP => {
-                    Ok(special(STREAM, [cap.swap_remove(1)]))
+                    Ok(special(code, [cap.swap_remove(1)]))
                 }
-                _ => Err(Error::custom("a stream whose source is not a capability")),
+                _ => Err(Error::custom("a stream whose end is not a capability")),
             };
         }
         nested(value)

@@ -9,8 +9,11 @@ const OUT_WINDOW: u64 = 64;
 
 /// A stream going to the peer.
 pub(super) struct Out {
-    /// The peer's pipe (our import id).
-    pipe: u64,
+    /// Where the items go: the peer's pipe (our import id) or the peer's
+    /// `WritableStream` (its export, a negative id).
+    pipe: i64,
+    /// The peer's `WritableStream` (the actor's import id), when the items go there.
+    writable: Option<ExportId>,
     /// The stream's source on the actor's export table; this side holds one
     /// reference until the stream ends.
     source: Option<ExportId>,
@@ -52,16 +55,30 @@ impl Translator {
         let CapDescriptor::SenderHosted(source) = cap else {
             return error_expr("a stream received from this peer cannot be sent back to it");
         };
-        // The stream holds its source until it ends (see `holds.rs`).
-        self.holds.hold(source);
         self.send(serde_json::json!(["pipe"]));
         self.next_push += 1;
-        let pipe = self.next_push;
+        let pipe = self.next_push as i64;
+        self.pump_into(source, pipe, None);
+        serde_json::json!(["readable", pipe])
+    }
+
+    /// Starts the stream `source` (of the actor's) with a sink this side stands
+    /// for, whose items go to `pipe`: a pipe this side opened, or the peer's
+    /// `writable` (the actor's import id). Returns the sink.
+    pub(super) fn pump_into(
+        &mut self,
+        source: ExportId,
+        pipe: i64,
+        writable: Option<ExportId>,
+    ) -> ExportId {
+        // The stream holds its source until it ends (see `holds.rs`).
+        self.holds.hold(source);
         let sink = self.streams.new_id();
         self.streams.out.insert(
             sink,
             Out {
                 pipe,
+                writable,
                 source: Some(source),
                 acked: 0,
             },
@@ -74,7 +91,7 @@ impl Translator {
             ])],
         );
         self.stream_call(source, START, vec![CapDescriptor::SenderHosted(sink)], args);
-        serde_json::json!(["readable", pipe])
+        sink
     }
 
     /// A call of the stream's source on the sink this side stands for: a batch of
@@ -140,7 +157,7 @@ impl Translator {
         let Some(source) = out.source.take() else {
             return;
         };
-        let pipe = out.pipe;
+        let (pipe, writable) = (out.pipe, out.writable);
         let call = match &failure {
             None => serde_json::json!(["pipeline", pipe, ["close"], []]),
             Some(why) => serde_json::json!(["pipeline", pipe, ["abort"], [error_expr(why)]]),
@@ -148,7 +165,10 @@ impl Translator {
         self.next_push += 1;
         self.streams.writes.insert(self.next_push, (sink, false));
         self.send(serde_json::json!(["stream", call]));
-        self.send(serde_json::json!(["release", pipe, 1]));
+        match writable {
+            Some(id) => self.writable_done(id),
+            None => self.send(serde_json::json!(["release", pipe, 1])),
+        }
         self.unhold(source);
     }
 

@@ -17,6 +17,9 @@ pub(super) struct Pipe {
     ending: Option<(Ending, Option<u64>)>,
     /// The peer released its pipe.
     released: bool,
+    /// The peer's id for it (negated) when this side exported it as a
+    /// `WritableStream` rather than the peer opening it.
+    exported: Option<u64>,
 }
 
 impl Pipe {
@@ -27,6 +30,7 @@ impl Pipe {
             queued: VecDeque::new(),
             ending: None,
             released: false,
+            exported: None,
         }
     }
 }
@@ -110,6 +114,25 @@ impl Streams {
         self.pipes.contains_key(&p)
     }
 
+    /// A pipe for a `WritableStream` this side exports as `-x`, its readable end
+    /// handed over already: returns the source that stands for it.
+    pub(super) fn export_pipe(&mut self, x: u64) -> ExportId {
+        let key = self.new_id();
+        let source = self.new_id();
+        let mut pipe = Pipe::new();
+        pipe.reader = Reader::Claimed { source };
+        pipe.exported = Some(x);
+        self.pipes.insert(key, pipe);
+        self.sources.insert(source, key);
+        self.exported_pipes.insert(x, key);
+        source
+    }
+
+    /// The pipe of the `WritableStream` this side exported as `-x`, if it is one.
+    pub(in crate::capnweb::translate) fn exported_pipe(&self, x: u64) -> Option<u64> {
+        self.exported_pipes.get(&x).copied()
+    }
+
     /// `["readable", p]` in one of the peer's messages: the id of the source that
     /// stands for the pipe's readable end.
     pub(in crate::capnweb::translate) fn readable(&mut self, p: i64) -> Checked<ExportId> {
@@ -157,14 +180,18 @@ impl Translator {
             _ => None,
         };
         let pipe = match target {
-            Some((p, [Value::String(method)], [chunk]))
-                if method == "write" && p > 0 && self.streams.is_pipe(p as u64) =>
-            {
-                Some((p as u64, chunk))
+            Some((p, [Value::String(method)], [chunk])) if method == "write" => {
+                self.streams.pipe_for(p).map(|p| (p, chunk))
             }
+            _ => None,
+        };
+        let pipe = match (pipe, target) {
+            (Some(pipe), _) => Some(pipe),
             // `close()` and `abort()` come the same way, pulled and released by
             // themselves too.
-            Some((p, path, args)) if self.on_pipe_push(write, p, path, args, true) => return Ok(()),
+            (None, Some((p, path, args))) if self.on_pipe_push(write, p, path, args, true) => {
+                return Ok(())
+            }
             _ => None,
         };
         let Some((p, chunk)) = pipe else {
@@ -263,10 +290,7 @@ impl Translator {
         args: &[Value],
         streamed: bool,
     ) -> bool {
-        let Some(p) = u64::try_from(target)
-            .ok()
-            .filter(|p| self.streams.is_pipe(*p))
-        else {
+        let Some(p) = self.streams.pipe_for(target) else {
             return false;
         };
         let ending = match (path, args) {
@@ -513,6 +537,9 @@ impl Translator {
         if let Some(pipe) = self.streams.pipes.get(&p) {
             let unread = matches!(pipe.reader, Reader::Unclaimed | Reader::Gone);
             if pipe.released && unread && pipe.queued.is_empty() {
+                if let Some(x) = pipe.exported {
+                    self.streams.exported_pipes.remove(&x);
+                }
                 self.streams.pipes.remove(&p);
             }
         }

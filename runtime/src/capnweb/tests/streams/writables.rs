@@ -1,0 +1,218 @@
+//! `StreamSender`s against a scripted Cap'n Web peer: the peer's `WritableStream`
+//! (`["writable", e]`) written by a Rust sender, and a Rust sender sent out as a
+//! `WritableStream` the peer writes into.
+
+use super::*;
+
+/// A peer whose server reports what `sum_later` (and `collector`) summed.
+fn summing() -> (Peer, mpsc::UnboundedReceiver<Result<u64, String>>) {
+    let p = P::default();
+    let (sums, summed) = mpsc::unbounded_channel();
+    *p.0.sums.lock().unwrap() = Some(sums);
+    (peer_of(p), summed)
+}
+
+async fn summed(rx: &mut mpsc::UnboundedReceiver<Result<u64, String>>) -> Result<u64, String> {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("summed within 5 s")
+        .expect("the server reports")
+}
+
+#[tokio::test]
+async fn a_writable_of_the_peers_is_written_closed_and_released_after() {
+    let mut peer = peer();
+    peer.send(call(0, "write_into", json!([3, ["writable", -1]])));
+    peer.send(json!(["pull", 1]));
+    // The writes (imports 1 to 3), the close (4), the call's result; the
+    // release of the writable only after the close.
+    let got = recv_n(&mut peer, 6).await;
+    let writes: Vec<&Value> = got.iter().filter(|m| m[0] == "stream").collect();
+    assert_eq!(
+        writes,
+        [
+            &json!(["stream", ["pipeline", -1, ["write"], [0]]]),
+            &json!(["stream", ["pipeline", -1, ["write"], [1]]]),
+            &json!(["stream", ["pipeline", -1, ["write"], [2]]]),
+            &json!(["stream", ["pipeline", -1, ["close"], []]]),
+        ]
+    );
+    assert!(got.contains(&json!(["resolve", 1, 3])), "{got:?}");
+    let close = got
+        .iter()
+        .position(|m| m[1][2] == json!(["close"]))
+        .unwrap();
+    let release = got.iter().position(|m| m[0] == "release").unwrap();
+    assert_eq!(got[release], json!(["release", -1, 1]));
+    assert!(close < release, "released before it was closed: {got:?}");
+    for id in 1..=4 {
+        peer.send(json!(["resolve", id, ["undefined"]]));
+    }
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_writer_that_fails_aborts_the_peers_writable_with_why() {
+    let mut peer = peer();
+    peer.send(call(
+        0,
+        "write_into",
+        json!([1, ["writable", -1], "disk full"]),
+    ));
+    peer.send(json!(["pull", 1]));
+    let got = recv_n(&mut peer, 4).await;
+    let abort = got
+        .iter()
+        .find(|m| m[0] == "stream" && m[1][2] == json!(["abort"]))
+        .unwrap_or_else(|| panic!("no abort: {got:?}"));
+    assert_eq!(abort[1][3][0][2], json!("disk full"), "{abort}");
+    assert!(got.contains(&json!(["release", -1, 1])), "{got:?}");
+    for id in 1..=2 {
+        peer.send(json!(["resolve", id, ["undefined"]]));
+    }
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_writable_that_errors_stops_the_rust_writer() {
+    let mut peer = peer();
+    // 1000 numbers: the window lets 64 writes out; the page's stream errors on the
+    // first, so the writer finds its reader gone.
+    peer.send(call(0, "write_into", json!([1000, ["writable", -1]])));
+    peer.send(json!(["pull", 1]));
+    let first = recv_n(&mut peer, 64).await;
+    assert!(first.iter().all(|m| m[0] == "stream"), "{first:?}");
+    peer.send(json!(["reject", 1, ["error", "Error", "quota exceeded"]]));
+    // The stream is aborted and released; the call returns how far it got.
+    let mut rest = Vec::new();
+    let mut result = None;
+    for _ in 0..200 {
+        let m = peer.recv().await;
+        if m[0] == "resolve" && m[1] == 1 {
+            result = m[2].as_u64();
+        }
+        rest.push(m);
+        if result.is_some() && rest.iter().any(|m| m[0] == "release") {
+            break;
+        }
+    }
+    let taken = result.expect("the call returns");
+    assert!(taken < 1000, "the writer never saw its reader gone");
+    assert!(rest.contains(&json!(["release", -1, 1])), "{rest:?}");
+    // As the page does: what it still had fails, the abort is answered.
+    let last = peer.imports;
+    for id in 2..=last {
+        peer.send(json!(["reject", id, ["error", "Error", "quota exceeded"]]));
+    }
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_returned_sender_is_a_writable_the_peer_writes_and_closes() {
+    let (mut peer, mut sums) = summing();
+    peer.send(call(0, "collector", json!([])));
+    peer.send(json!(["pull", 1]));
+    peer.expect(json!(["resolve", 1, ["writable", -1]])).await;
+    peer.send(json!(["release", 1, 1]));
+    peer.send(write(-1, json!(5)));
+    peer.send(write(-1, json!(7)));
+    peer.send(json!(["stream", ["pipeline", -1, ["close"], []]]));
+    let got = peer.recv_set(3).await;
+    assert_eq!(
+        got,
+        [
+            json!(["resolve", 2, ["undefined"]]),
+            json!(["resolve", 3, ["undefined"]]),
+            json!(["resolve", 4, ["undefined"]]),
+        ]
+    );
+    assert_eq!(summed(&mut sums).await, Ok(12));
+    peer.send(json!(["release", -1, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_aborts_or_drops_its_writer_fails_the_rust_stream() {
+    let (mut peer, mut sums) = summing();
+    // Aborted with a reason.
+    peer.send(call(0, "collector", json!([])));
+    peer.send(json!(["pull", 1]));
+    peer.expect(json!(["resolve", 1, ["writable", -1]])).await;
+    peer.send(json!(["release", 1, 1]));
+    peer.send(write(-1, json!(5)));
+    peer.send(json!([
+        "push",
+        [
+            "pipeline",
+            -1,
+            ["abort"],
+            [["error", "Error", "user cancelled"]]
+        ]
+    ]));
+    peer.send(json!(["pull", 3]));
+    let why = summed(&mut sums).await.unwrap_err();
+    assert!(why.contains("user cancelled"), "{why}");
+    let got = peer.recv_set(2).await;
+    assert!(
+        got.contains(&json!(["resolve", 3, ["undefined"]])),
+        "{got:?}"
+    );
+    peer.send(json!(["release", 3, 1]));
+    peer.send(json!(["release", -1, 1]));
+    peer.assert_zero().await;
+    // Released without a close: the page went away.
+    peer.send(call(0, "collector", json!([])));
+    let id = peer.pushes;
+    peer.send(json!(["pull", id]));
+    let resolve = peer.recv().await;
+    let writable = resolve[2][1].as_i64().unwrap();
+    assert_eq!(resolve[2][0], "writable", "{resolve}");
+    peer.send(json!(["release", id, 1]));
+    peer.send(write(writable, json!(1)));
+    // The write is taken (the reader has credit), then the page goes.
+    peer.expect(json!(["resolve", id + 1, ["undefined"]])).await;
+    peer.send(json!(["release", writable, 1]));
+    let why = summed(&mut sums).await.unwrap_err();
+    assert!(why.contains("without closing"), "{why}");
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_writable_handed_to_a_method_that_keeps_nothing_is_closed_empty() {
+    let mut peer = peer();
+    peer.send(call(0, "write_into", json!([0, ["writable", -1]])));
+    peer.send(json!(["pull", 1]));
+    let got = peer.recv_set(3).await;
+    assert_eq!(
+        got,
+        [
+            json!(["release", -1, 1]),
+            json!(["resolve", 1, 0]),
+            json!(["stream", ["pipeline", -1, ["close"], []]]),
+        ]
+    );
+    peer.send(json!(["resolve", 1, ["undefined"]]));
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn malformed_writables_end_only_their_session() {
+    let mut peer = peer();
+    peer.send(call(0, "write_into", json!([1, ["writable", 3]])));
+    let why = peer.aborted().await;
+    assert!(why.contains("writable"), "{why}");
+    // A writable where the method wants a number: refused (not read as a
+    // number), and released.
+    let mut peer = super::peer();
+    peer.send(call(0, "add", json!([["writable", -1], 1])));
+    peer.send(json!(["pull", 1]));
+    let got = peer.recv_set(2).await;
+    assert!(got.contains(&json!(["release", -1, 1])), "{got:?}");
+    assert!(got.iter().any(|m| m[0] == "reject"), "{got:?}");
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+}

@@ -1,0 +1,149 @@
+//! `WritableStream`s: a farcall [`StreamSender`](crate::StreamSender) crosses as
+//! one, both ways.
+//!
+//! - The peer's `["writable", e]` (a `WritableStream` it exports) reaches the actor
+//!   as an ordinary import. The `StreamSender` Rust reads from it attaches a stream
+//!   to it at once (`attach`, see `stream/writer.rs`); this side writes that
+//!   stream's items into the peer's writable as it does into a pipe it opened
+//!   (`out.rs`), and closes or aborts it at the end. The actor's release of the
+//!   import waits until then: released earlier, the peer would abort the stream.
+//! - A `StreamSender` going to the peer (`["$writer", i]`) becomes a
+//!   `["writable", -x]` this side exports. The peer's writes to it are taken as
+//!   writes to a pipe it opened (`pipes.rs`), whose readable end this side
+//!   attaches to the sender's target at once.
+
+use super::*;
+
+/// Method id of `attach` on a stream sender's target (`stream/writer.rs`).
+const ATTACH: u32 = 1;
+
+/// A `WritableStream` of the peer's, imported by the actor.
+#[derive(Default)]
+pub(super) struct Writable {
+    /// The stream being written into it (the sink this side stands for).
+    sink: Option<ExportId>,
+    /// References the actor gave back while the stream was being written: given
+    /// to the peer once it is closed.
+    released: u64,
+}
+
+impl Streams {
+    /// `["writable", e]` in one of the peer's messages: the actor's import id.
+    pub(in crate::capnweb::translate) fn writable(&mut self, e: i64) -> Checked<ExportId> {
+        if e >= 0 {
+            return malformed("a writable with a non-negative id (exporters pick negative ids)");
+        }
+        let id = e.unsigned_abs();
+        self.writables.entry(id).or_default();
+        Ok(id)
+    }
+
+    /// Whether the actor's import `id` is a `WritableStream` of the peer's.
+    pub(in crate::capnweb::translate) fn is_writable(&self, id: ExportId) -> bool {
+        self.writables.contains_key(&id)
+    }
+
+    /// The pipe that messages to `target` (an id as the peer names it) write into:
+    /// a pipe the peer opened, or a writable this side exported.
+    pub(super) fn pipe_for(&self, target: i64) -> Option<u64> {
+        if target > 0 {
+            let p = target.unsigned_abs();
+            self.pipes.contains_key(&p).then_some(p)
+        } else {
+            self.exported_pipes.get(&target.unsigned_abs()).copied()
+        }
+    }
+}
+
+impl Translator {
+    /// A call the actor makes on the peer's writable `id`: a `StreamSender`
+    /// attaching its stream. Anything else is refused.
+    pub(in crate::capnweb::translate) fn on_writable_call(
+        &mut self,
+        question: Option<QuestionId>,
+        id: ExportId,
+        method: u32,
+        caps: Vec<CapDescriptor>,
+    ) {
+        if let Some(question) = question {
+            self.failed(question, &WireError::MethodNotFound);
+        }
+        let source = match caps.as_slice() {
+            [CapDescriptor::SenderHosted(source)] if method == ATTACH => Some(*source),
+            _ => None,
+        };
+        let free = self
+            .streams
+            .writables
+            .get(&id)
+            .is_some_and(|w| w.sink.is_none());
+        let (Some(source), true) = (source, free) else {
+            // A second stream for one writable: its producer finds it closed.
+            return self.undescribe(&caps);
+        };
+        self.take_caps(&caps);
+        let sink = self.pump_into(source, -(id as i64), Some(id));
+        self.unhold_caps(&caps);
+        if let Some(writable) = self.streams.writables.get_mut(&id) {
+            writable.sink = Some(sink);
+        }
+    }
+
+    /// The actor gave back `count` references to its import `id`; returns whether
+    /// `id` is a writable being written (the release then waits for its end).
+    pub(in crate::capnweb::translate) fn on_writable_release(
+        &mut self,
+        id: ExportId,
+        count: u64,
+    ) -> bool {
+        match self.streams.writables.get_mut(&id) {
+            Some(writable) if writable.sink.is_some() => {
+                writable.released += count;
+                true
+            }
+            Some(_) => {
+                self.streams.writables.remove(&id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The stream written into the peer's writable `id` ended (closed or aborted).
+    pub(super) fn writable_done(&mut self, id: ExportId) {
+        let Some(writable) = self.streams.writables.get_mut(&id) else {
+            return;
+        };
+        writable.sink = None;
+        if writable.released > 0 {
+            let count = writable.released;
+            self.streams.writables.remove(&id);
+            self.send(serde_json::json!(["release", -(id as i64), count]));
+        }
+    }
+
+    /// `["$writer", i]` in a value for the peer: a `WritableStream` this side
+    /// exports, whose writes go to the stream sender's target.
+    pub(in crate::capnweb::translate) fn writable_out(&mut self, cap: CapDescriptor) -> Value {
+        let CapDescriptor::SenderHosted(target) = cap else {
+            return error_expr("a stream sender received from this peer cannot be sent back to it");
+        };
+        if self.streams.pipes.len() >= MAX_PIPES {
+            return error_expr(&format!("more than {MAX_PIPES} streams open at once"));
+        }
+        self.next_export += 1;
+        let x = self.next_export;
+        let source = self.streams.export_pipe(x);
+        let args = capnweb_special(
+            ARGS,
+            [Value::Array(vec![capnweb_special(CAP, [Value::from(0)])])],
+        );
+        self.stream_call(
+            target,
+            ATTACH,
+            vec![CapDescriptor::SenderHosted(source)],
+            args,
+        );
+        serde_json::json!(["writable", -(x as i64)])
+    }
+}
