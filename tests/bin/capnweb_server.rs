@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use farcall::{ByteStream, CallContext, Callback, Connection, Stream};
+use farcall::{ByteStream, CallContext, Callback, Connection, Stream, StreamSender};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
@@ -116,6 +116,14 @@ pub trait Api {
     async fn first(&self, numbers: Stream<i64>) -> Option<i64>;
     /// A pair named "pair" with the numbers from 0 below `n`.
     async fn pair(&self, n: u64) -> Pair;
+    /// Writes "line 0" to "line {n-1}" into the caller's `WritableStream`, pausing
+    /// now and then; returns how many lines it took (fewer if it failed).
+    async fn fill(&self, n: u64, out: StreamSender<String>) -> u64;
+    /// A `WritableStream` of lines for the caller to write; `inbox_read` returns
+    /// what was written once it is closed.
+    async fn inbox(&self) -> StreamSender<String>;
+    /// The lines written to the last `inbox`, once closed; its error if it failed.
+    async fn inbox_read(&self) -> Result<Vec<String>, String>;
 }
 
 struct Count(AtomicI64);
@@ -138,6 +146,7 @@ struct Server {
     requests: Arc<AtomicU64>,
     produced: Arc<AtomicU64>,
     held: Mutex<Option<Stream<i64>>>,
+    inbox: Mutex<Option<Stream<String>>>,
 }
 
 impl Api for Server {
@@ -305,6 +314,31 @@ impl Api for Server {
     }
     async fn first(&self, mut numbers: Stream<i64>) -> Option<i64> {
         numbers.next().await.and_then(Result::ok)
+    }
+    async fn fill(&self, n: u64, out: StreamSender<String>) -> u64 {
+        for i in 0..n {
+            if i % 10 == 9 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            if out.send(format!("line {i}")).await.is_err() {
+                return i;
+            }
+        }
+        n
+    }
+    async fn inbox(&self) -> StreamSender<String> {
+        let (tx, lines) = Stream::channel(4);
+        *self.inbox.lock().unwrap() = Some(lines);
+        tx
+    }
+    async fn inbox_read(&self) -> Result<Vec<String>, String> {
+        let lines = self.inbox.lock().unwrap().take();
+        let mut lines = lines.ok_or("no inbox")?;
+        let mut got = Vec::new();
+        while let Some(line) = lines.next().await {
+            got.push(line.map_err(|e| e.to_string())?);
+        }
+        Ok(got)
     }
     async fn pair(&self, n: u64) -> Pair {
         Pair {

@@ -93,6 +93,22 @@ export interface Api extends RpcTarget {
    * A pair named "pair" with the numbers from 0 below `n`.
    */
   pair(n: number | bigint): Promise<Pair>;
+  /**
+   * Writes "line 0" to "line {n-1}" into the caller's `WritableStream`, pausing
+   * now and then; returns how many lines it took (fewer if it failed).
+   */
+  fill(n: number | bigint, out: WritableStream<string>): Promise<number | bigint>;
+  /**
+   * A `WritableStream` of lines for the caller to write; `inbox_read` returns
+   * what was written once it is closed.
+   */
+  inbox(): Promise<WritableStream<string>>;
+  /**
+   * The lines written to the last `inbox`, once closed; its error if it failed.
+   *
+   * Rejects with an `Error` carrying the text of the Rust error.
+   */
+  inbox_read(): Promise<Array<string>>;
 }
 
 export type Point = { x: number, y: number, label: string | null, };

@@ -506,6 +506,67 @@ test("a promise resolving to one of the server's own objects or answers", opts, 
   }
 });
 
+test("a WritableStream passed in is written by Rust, then closed", opts, async () => {
+  const api = ws();
+  try {
+    const got = [];
+    let closed;
+    const whenClosed = new Promise((resolve) => { closed = resolve; });
+    const out = new WritableStream({
+      async write(line) {
+        // A slow sink: the Rust writer waits for it.
+        await new Promise((r) => setTimeout(r, got.length % 7 === 0 ? 2 : 0));
+        got.push(line);
+      },
+      close() { closed(); },
+    });
+    assert.equal(await api.fill(30, out), 30);
+    await whenClosed;
+    assert.deepEqual(got, Array.from({ length: 30 }, (_, i) => `line ${i}`));
+    assert.deepEqual(await settledStats(api), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
+test("a WritableStream that fails stops the Rust writer", opts, async () => {
+  const api = ws();
+  try {
+    let writes = 0;
+    const out = new WritableStream({
+      write() {
+        writes += 1;
+        if (writes === 3) throw new Error("quota exceeded");
+      },
+    });
+    const taken = await api.fill(100_000, out);
+    assert.ok(taken < 100_000, `the writer went on after its sink failed (${taken})`);
+    assert.deepEqual(await settledStats(api), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
+test("a returned StreamSender is a WritableStream to write, close or abort", opts, async () => {
+  const api = ws();
+  try {
+    const inbox = await api.inbox();
+    assert.ok(inbox instanceof WritableStream);
+    const writer = inbox.getWriter();
+    for (const line of ["a", "b", "c"]) await writer.write(line);
+    await writer.close();
+    assert.deepEqual(await api.inbox_read(), ["a", "b", "c"]);
+
+    const second = (await api.inbox()).getWriter();
+    await second.write("x");
+    await second.abort(new Error("changed my mind"));
+    await assert.rejects(async () => await api.inbox_read(), /changed my mind/);
+    assert.deepEqual(await settledStats(api), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
 test("malformed input aborts that session only", opts, async () => {
   const socket = new WebSocket(`ws://127.0.0.1:${port}/rpc`);
   const abort = await new Promise((resolve, reject) => {

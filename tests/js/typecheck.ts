@@ -46,6 +46,12 @@ export async function calls(url: string): Promise<void> {
   // `Result<T, E>`: a rejected promise.
   await api.div(1, 0).catch((e: unknown) => console.log(e));
 
+  // `StreamSender<String>`: a `WritableStream<string>`, both ways.
+  const lines: string[] = [];
+  await api.fill(3, new WritableStream<string>({ write(line) { lines.push(line); } }));
+  const inbox: WritableStream<string> = await api.inbox();
+  await inbox.getWriter().write("hello");
+
   const batch = newHttpBatchRpcSession<Api>(url.replace(/^ws/, "http"));
   await batch.greet("batch");
 
@@ -57,6 +63,8 @@ export async function calls(url: string): Promise<void> {
   await api.subscribe((n: number) => n + 1);
   // @ts-expect-error a team has no such field
   await api.team().coach;
+  // @ts-expect-error the inbox takes strings
+  await (await api.inbox()).getWriter().write(42);
   // @ts-expect-error a point needs its coordinates
   await api.mirror({ label: "x" });
 }
