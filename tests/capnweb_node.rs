@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::bounded;
-use farcall::{ByteStream, CallError, Callback, Connection, RpcError, Stream};
+use farcall::{ByteStream, CallError, Callback, Connection, RpcError, Stream, StreamSender};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -95,6 +95,11 @@ pub trait Api {
     async fn count(&self, n: u64) -> Stream<u64>;
     /// Sums a `ReadableStream` of numbers.
     async fn total(&self, numbers: Stream<u64>) -> u64;
+    /// Writes the numbers below `n` into the sender (a `WritableStream` there).
+    async fn fill(&self, n: u64, out: StreamSender<u64>) -> u64;
+    /// A `WritableStream` there; `inbox_sum` adds up what was written to it.
+    async fn inbox(&self) -> StreamSender<u64>;
+    async fn inbox_sum(&self) -> Result<u64, String>;
     /// A `ReadableStream` of `n` bytes (byte `i` is `i % 251`).
     async fn download(&self, n: u64) -> ByteStream;
     /// Counts the bytes of a `ReadableStream` of `Uint8Array`s.
@@ -483,6 +488,35 @@ async fn streams_cross_both_ways() {
     assert_eq!(
         bounded("upload", api.upload(upload)).await.unwrap(),
         300_000
+    );
+
+    // A `StreamSender` argument is a WritableStream there, written and closed.
+    let (tx, written) = Stream::channel(4);
+    let (n, got) = bounded("fill", async {
+        tokio::join!(
+            api.fill(300, tx),
+            written.map(Result::unwrap).collect::<Vec<u64>>()
+        )
+    })
+    .await;
+    assert_eq!(n.unwrap(), 300);
+    assert_eq!(got, (0..300).collect::<Vec<_>>());
+
+    // A WritableStream result is a `StreamSender`: dropped, it closes there;
+    // failed, it aborts there with the reason.
+    let inbox = bounded("inbox", api.inbox()).await.unwrap();
+    for n in 1..=100 {
+        bounded("send", inbox.send(n)).await.unwrap();
+    }
+    drop(inbox);
+    assert_eq!(bounded("inbox_sum", api.inbox_sum()).await.unwrap(), 5050);
+    let inbox = bounded("inbox", api.inbox()).await.unwrap();
+    inbox.send(1).await.unwrap();
+    bounded("fail", inbox.fail("out of paper")).await.unwrap();
+    let failed = bounded("inbox_sum", api.inbox_sum()).await;
+    assert!(
+        matches!(&failed, Err(CallError::App(why)) if why.contains("out of paper")),
+        "{failed:?}"
     );
 
     // A reader dropped early cancels the JavaScript stream.

@@ -136,6 +136,27 @@ class Api extends RpcTarget {
       },
     }, { highWaterMark: 0 });
   }
+  // Writes the numbers below `n` into a WritableStream, then closes it.
+  async fill(n, out) {
+    const writer = out.getWriter();
+    for (let i = 0; i < n; i++) await writer.write(i);
+    await writer.close();
+    return n;
+  }
+  // A WritableStream whose numbers `inbox_sum` adds up once it is closed.
+  inbox() {
+    let sum = 0;
+    let done;
+    this.inboxSum = new Promise((resolve, reject) => { done = { resolve, reject }; });
+    return new WritableStream({
+      write(n) { sum += n; },
+      close() { done.resolve(sum); },
+      abort(reason) { done.reject(reason instanceof Error ? reason : new Error(String(reason))); },
+    });
+  }
+  inbox_sum() {
+    return this.inboxSum;
+  }
   // The sum of a ReadableStream of numbers.
   async total(numbers) {
     let total = 0;
