@@ -126,8 +126,16 @@
 //! passed on between a Cap'n Web session and a connection in another codec ends at
 //! once (its own `start` and `credit` calls cannot be read there).
 //!
-//! Not supported: `.map()` (remap), a `WritableStream` passed as a value, streams
-//! over HTTP batch, property reads and paths on this side's objects (they have
+//! A [`StreamSender<T>`](crate::StreamSender) is a `WritableStream`, both ways. One
+//! the peer passes (`["writable", e]`) is written by the Rust sender within the same
+//! window of acknowledged writes, closed when the last sender is dropped, aborted
+//! with the reason by [`fail`](crate::StreamSender::fail); the peer's export is
+//! released only after that, so the peer does not abort it early. One Rust sends is
+//! a `WritableStream` this side exports: the peer's writes, `close()` and
+//! `abort(reason)` reach the Rust reader as items, the end and
+//! `RpcError::StreamFailed`; released without `close()`, it fails the Rust stream.
+//!
+//! Not supported: `.map()` (remap), streams over HTTP batch, property reads and paths on this side's objects (they have
 //! methods, not properties), property paths passed as argument values, promises
 //! written to a stream, calls nested inside arguments, `Date`, `Error` values,
 //! `URL`, `Headers`, `Request`, `Response` and `Blob` values. A push of one of these
