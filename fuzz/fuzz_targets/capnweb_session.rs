@@ -41,6 +41,8 @@ trait Root {
     async fn sleepy(&self, ms: u16) -> u16;
     async fn total(&self, numbers: farcall::Stream<u64>) -> u64;
     async fn count(&self, n: u8) -> farcall::Stream<u8>;
+    async fn fill(&self, n: u8, out: farcall::StreamSender<u8>) -> u8;
+    async fn inbox(&self) -> farcall::StreamSender<u64>;
 }
 
 /// Counts live objects, so the target can check they are all dropped at the end.
@@ -97,11 +99,26 @@ impl Root for Obj {
     async fn count(&self, n: u8) -> farcall::Stream<u8> {
         farcall::Stream::iter(0..n)
     }
+    async fn fill(&self, n: u8, out: farcall::StreamSender<u8>) -> u8 {
+        for i in 0..n {
+            if out.send(i).await.is_err() {
+                return i;
+            }
+        }
+        n
+    }
+    async fn inbox(&self) -> farcall::StreamSender<u64> {
+        let (tx, mut numbers) = farcall::Stream::<u64>::channel(2);
+        tokio::spawn(async move {
+            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut numbers).await {}
+        });
+        tx
+    }
 }
 
-const METHODS: [&str; 11] = [
+const METHODS: [&str; 13] = [
     "echo", "add", "bytes", "make", "call_back", "keep", "list", "sleepy", "total", "count",
-    "nope",
+    "fill", "inbox", "nope",
 ];
 
 /// An id: small (as real ids are), negative (exports), or anything.
@@ -145,6 +162,7 @@ enum Expr {
     Date(f64),
     Error(String, String),
     Readable(Id),
+    Writable(Id),
     Unknown(String),
 }
 
@@ -200,6 +218,7 @@ impl Expr {
             Expr::Date(ms) => json!(["date", ms]),
             Expr::Error(kind, message) => json!(["error", kind, message]),
             Expr::Readable(id) => json!(["readable", id.value()]),
+            Expr::Writable(id) => json!(["writable", id.value()]),
             Expr::Unknown(tag) => json!([tag, 1, 2]),
         }
     }
