@@ -117,8 +117,19 @@ impl Root for Obj {
 }
 
 const METHODS: [&str; 13] = [
-    "echo", "add", "bytes", "make", "call_back", "keep", "list", "sleepy", "total", "count",
-    "fill", "inbox", "nope",
+    "echo",
+    "add",
+    "bytes",
+    "make",
+    "call_back",
+    "keep",
+    "list",
+    "sleepy",
+    "total",
+    "count",
+    "fill",
+    "inbox",
+    "nope",
 ];
 
 /// An id: small (as real ids are), negative (exports), or anything.
@@ -170,7 +181,11 @@ fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -269,11 +284,19 @@ impl Message {
             Message::Stream(e) => json!(["stream", e.value(0)]),
             Message::Pipe => json!(["pipe"]),
             Message::Write(pipe, chunk) => {
-                json!(["stream", ["pipeline", pipe.value(), ["write"], [chunk.value(0)]]])
+                json!([
+                    "stream",
+                    ["pipeline", pipe.value(), ["write"], [chunk.value(0)]]
+                ])
             }
             Message::EndPipe(pipe, abort, streamed) => {
                 let call = if *abort {
-                    json!(["pipeline", pipe.value(), ["abort"], [["error", "Error", "x"]]])
+                    json!([
+                        "pipeline",
+                        pipe.value(),
+                        ["abort"],
+                        [["error", "Error", "x"]]
+                    ])
                 } else {
                     json!(["pipeline", pipe.value(), ["close"], []])
                 };
@@ -378,8 +401,13 @@ fn run(input: Input) {
         }
         drop(to_session);
         let ended = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
-        assert!(ended.is_ok(), "the session did not end after its peer's messages did");
-        let reason = conn.close_reason().expect("an ended connection has a reason");
+        assert!(
+            ended.is_ok(),
+            "the session did not end after its peer's messages did"
+        );
+        let reason = conn
+            .close_reason()
+            .expect("an ended connection has a reason");
         assert_ne!(
             reason,
             farcall::CloseReason::TaskStopped,
@@ -398,7 +426,11 @@ fn run(input: Input) {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(live.load(Ordering::SeqCst), 0, "objects outlived the session");
+        assert_eq!(
+            live.load(Ordering::SeqCst),
+            0,
+            "objects outlived the session"
+        );
     });
 }
 
