@@ -143,22 +143,9 @@ async fn pair(link: Link) -> Pair {
     pair_with(link, AnyCodec::default(), Connection::builder).await
 }
 
-/// Waits until both sides' tables are empty (releases travel one way).
+/// Waits until both sides' tables are empty.
 async fn settled(p: &Pair) {
-    bounded("tables return to zero", async {
-        loop {
-            let (a, b) = (
-                p.server.stats().await.unwrap(),
-                p.client.stats().await.unwrap(),
-            );
-            if a.is_zero() && b.is_zero() {
-                return;
-            }
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
+    common::tables_return_to_zero(&p.server, &p.client).await;
 }
 
 /// Reads a stream to its end: its items, and the error it ended with, if any.
@@ -390,19 +377,7 @@ async fn a_sender_handed_on_to_a_third_party() {
     assert_eq!(got, (0..300).collect::<Vec<_>>());
     drop(far);
     settled(&p).await;
-    bounded("third party's tables", async {
-        loop {
-            let (a, b) = (
-                w_server.stats().await.unwrap(),
-                w_client.stats().await.unwrap(),
-            );
-            if a.is_zero() && b.is_zero() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
+    common::tables_return_to_zero(&w_server, &w_client).await;
 }
 
 /// A small deterministic generator (splitmix64): schedules are reproducible from

@@ -256,22 +256,9 @@ async fn pair(link: Link) -> Pair {
     .await
 }
 
-/// Waits until both sides' tables are empty (releases travel one way).
+/// Waits until both sides' tables are empty.
 async fn settled(p: &Pair) {
-    bounded("tables return to zero", async {
-        loop {
-            let (a, b) = (
-                p.server.stats().await.unwrap(),
-                p.client.stats().await.unwrap(),
-            );
-            if a.is_zero() && b.is_zero() {
-                return;
-            }
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
+    common::tables_return_to_zero(&p.server, &p.client).await;
 }
 
 const BOTH: [Link; 2] = [Link::Memory, Link::Tcp];

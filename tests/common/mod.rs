@@ -19,6 +19,22 @@ pub async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
     }
 }
 
+/// Waits until both ends' tables are empty (releases travel one way, so this
+/// polls their stats, bounded).
+pub async fn tables_return_to_zero(a: &Connection, b: &Connection) {
+    bounded("tables return to zero", async {
+        loop {
+            let (sa, sb) = (a.stats().await.unwrap(), b.stats().await.unwrap());
+            if sa.is_zero() && sb.is_zero() {
+                return;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+}
+
 /// How the two endpoints are linked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
