@@ -451,7 +451,9 @@ impl Translator {
                     self.on_pseudo_release(*id);
                 }
                 CapDescriptor::SenderHosted(id) => {
-                    self.send(serde_json::json!(["release", -(*id as i64), 1]))
+                    if !self.on_writable_release(*id, 1) {
+                        self.send(serde_json::json!(["release", -(*id as i64), 1]))
+                    }
                 }
                 _ => {}
             }

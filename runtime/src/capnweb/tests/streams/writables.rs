@@ -216,3 +216,68 @@ async fn malformed_writables_end_only_their_session() {
     peer.send(json!(["release", 1, 1]));
     peer.assert_zero().await;
 }
+
+#[tokio::test]
+async fn a_refused_message_gives_its_writable_back() {
+    let mut peer = peer();
+    // A form this server does not take, next to the writable: the push is
+    // refused and the writable released, leaving nothing behind.
+    peer.send(call(
+        0,
+        "write_into",
+        json!([1, ["writable", -1], ["url", "https://example.com/"]]),
+    ));
+    peer.send(json!(["pull", 1]));
+    let got = peer.recv_set(2).await;
+    assert!(got.contains(&json!(["release", -1, 1])), "{got:?}");
+    assert!(got.iter().any(|m| m[0] == "reject"), "{got:?}");
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+    // The same writable in two calls at once: the first sender to attach writes
+    // into it; the second finds it taken (what it had buffered goes nowhere).
+    // Both references come back, after the close.
+    peer.send(call(0, "write_into", json!([2, ["writable", -2]])));
+    let first = peer.pushes;
+    peer.send(call(0, "write_into", json!([2, ["writable", -2]])));
+    let second = peer.pushes;
+    peer.send(json!(["pull", first]));
+    peer.send(json!(["pull", second]));
+    let mut got = Vec::new();
+    let released = |got: &Vec<Value>| -> u64 {
+        got.iter()
+            .filter(|m| m[0] == "release" && m[1] == -2)
+            .map(|m| m[2].as_u64().unwrap())
+            .sum()
+    };
+    while got.len() < 20
+        && !(released(&got) == 2 && got.iter().filter(|m| m[0] == "resolve").count() == 2)
+    {
+        got.push(peer.recv().await);
+    }
+    assert_eq!(released(&got), 2, "{got:?}");
+    let writes: Vec<&Value> = got.iter().filter(|m| m[0] == "stream").collect();
+    assert_eq!(
+        writes,
+        [
+            &json!(["stream", ["pipeline", -2, ["write"], [0]]]),
+            &json!(["stream", ["pipeline", -2, ["write"], [1]]]),
+            &json!(["stream", ["pipeline", -2, ["close"], []]]),
+        ],
+        "{got:?}"
+    );
+    let close = got
+        .iter()
+        .position(|m| m[1][2] == json!(["close"]))
+        .unwrap();
+    let last_release = got.iter().rposition(|m| m[0] == "release").unwrap();
+    assert!(
+        close < last_release,
+        "released before it was closed: {got:?}"
+    );
+    for id in peer.imports - 2..=peer.imports {
+        peer.send(json!(["resolve", id, ["undefined"]]));
+    }
+    peer.send(json!(["release", first, 1]));
+    peer.send(json!(["release", second, 1]));
+    peer.assert_zero().await;
+}

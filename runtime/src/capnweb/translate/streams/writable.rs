@@ -22,9 +22,11 @@ const ATTACH: u32 = 1;
 pub(super) struct Writable {
     /// The stream being written into it (the sink this side stands for).
     sink: Option<ExportId>,
-    /// References the actor gave back while the stream was being written: given
-    /// to the peer once it is closed.
-    released: u64,
+    /// Times the peer introduced it and it was not given back yet.
+    refs: u64,
+    /// References given back while the stream was being written: given to the
+    /// peer once it is closed.
+    deferred: u64,
 }
 
 impl Streams {
@@ -34,7 +36,7 @@ impl Streams {
             return malformed("a writable with a non-negative id (exporters pick negative ids)");
         }
         let id = e.unsigned_abs();
-        self.writables.entry(id).or_default();
+        self.writables.entry(id).or_default().refs += 1;
         Ok(id)
     }
 
@@ -89,24 +91,26 @@ impl Translator {
         }
     }
 
-    /// The actor gave back `count` references to its import `id`; returns whether
-    /// `id` is a writable being written (the release then waits for its end).
+    /// `count` references to the peer's object `id` are given back (by the actor,
+    /// or with a message not taken); returns whether `id` is a writable being
+    /// written (the release then waits for its end).
     pub(in crate::capnweb::translate) fn on_writable_release(
         &mut self,
         id: ExportId,
         count: u64,
     ) -> bool {
-        match self.streams.writables.get_mut(&id) {
-            Some(writable) if writable.sink.is_some() => {
-                writable.released += count;
-                true
-            }
-            Some(_) => {
-                self.streams.writables.remove(&id);
-                false
-            }
-            None => false,
+        let Some(writable) = self.streams.writables.get_mut(&id) else {
+            return false;
+        };
+        writable.refs = writable.refs.saturating_sub(count);
+        if writable.sink.is_some() {
+            writable.deferred += count;
+            return true;
         }
+        if writable.refs == 0 {
+            self.streams.writables.remove(&id);
+        }
+        false
     }
 
     /// The stream written into the peer's writable `id` ended (closed or aborted).
@@ -115,9 +119,11 @@ impl Translator {
             return;
         };
         writable.sink = None;
-        if writable.released > 0 {
-            let count = writable.released;
+        let count = std::mem::take(&mut writable.deferred);
+        if writable.refs == 0 {
             self.streams.writables.remove(&id);
+        }
+        if count > 0 {
             self.send(serde_json::json!(["release", -(id as i64), count]));
         }
     }
