@@ -135,7 +135,8 @@
 //! `abort(reason)` reach the Rust reader as items, the end and
 //! `RpcError::StreamFailed`; released without `close()`, it fails the Rust stream.
 //!
-//! Not supported: `.map()` (remap), streams over HTTP batch, property reads and paths on this side's objects (they have
+//! Not supported: `.map()` (remap), streams over HTTP batch (an argument that is
+//! one rejects its call saying so; one in a result is an `Error` in its place), property reads and paths on this side's objects (they have
 //! methods, not properties), property paths passed as argument values, promises
 //! written to a stream, calls nested inside arguments, `Date`, `Error` values,
 //! `URL`, `Headers`, `Request`, `Response` and `Blob` values. A push of one of these
@@ -213,7 +214,7 @@ fn start_translating<M: Messages>(
 ) -> Connection {
     let config = session_config(builder);
     // Pushes waiting in the translator for a result are calls waiting to start.
-    let translator = translate::Translator::new(
+    let mut translator = translate::Translator::new(
         config.max_frame_size,
         translate::Limits {
             message: MAX_MESSAGE_SIZE,
@@ -222,6 +223,12 @@ fn start_translating<M: Messages>(
             exports: config.max_exports,
         },
     );
+    if matches!(on_end, transport::OnEnd::Settle(_)) {
+        translator.refuse_streams(
+            "streams do not cross an HTTP batch session (nothing flows once its response \
+             is written): use a WebSocket session",
+        );
+    }
     inspect(&translator);
     builder
         .clone()

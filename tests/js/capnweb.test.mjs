@@ -567,6 +567,22 @@ test("a returned StreamSender is a WritableStream to write, close or abort", opt
   }
 });
 
+test("streams over HTTP batch are refused with the reason", opts, async () => {
+  let written = 0;
+  const out = new WritableStream({ write() { written += 1; } });
+  await assert.rejects(async () => await batch().fill(3, out), /HTTP batch/);
+  assert.equal(written, 0);
+  const numbers = await batch().count(3);
+  assert.ok(numbers instanceof Error, `got ${numbers}`);
+  assert.match(numbers.message, /HTTP batch/);
+  const api = ws();
+  try {
+    assert.deepEqual(await settledStats(api), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
 test("malformed input aborts that session only", opts, async () => {
   const socket = new WebSocket(`ws://127.0.0.1:${port}/rpc`);
   const abort = await new Promise((resolve, reject) => {

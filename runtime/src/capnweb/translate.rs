@@ -384,6 +384,12 @@ impl Translator {
         *self.observed.lock().unwrap_or_else(|e| e.into_inner()) = residue;
     }
 
+    /// Refuses streams both ways, saying `why`: on an HTTP batch, nothing can
+    /// flow once the response is written.
+    pub(crate) fn refuse_streams(&mut self, why: &'static str) {
+        self.streams.refused = Some(why);
+    }
+
     /// Whether every pulled result has been sent.
     pub(crate) fn settled(&self) -> bool {
         self.awaited == 0

@@ -114,9 +114,24 @@ impl Importing<'_> {
             ("import" | "pipeline", _) => Ok(self.refuse(
                 "calls and property reads nested inside arguments are not supported by this server",
             )),
+            ("readable", [_]) if self.streams.refused.is_some() => {
+                Ok(self.refuse(self.streams.refused.unwrap_or_default()))
+            }
             ("readable", [id]) => {
                 let source = self.streams.readable(int(id)?)?;
                 Ok(self.cap(CapDescriptor::SenderHosted(source)))
+            }
+            ("writable", [id]) if self.streams.refused.is_some() => {
+                let id = int(id)?;
+                if id >= 0 {
+                    return malformed(
+                        "a writable with a non-negative id (exporters pick negative ids)",
+                    );
+                }
+                // Given back with the refusal.
+                self.caps
+                    .push(CapDescriptor::SenderHosted(id.unsigned_abs()));
+                Ok(self.refuse(self.streams.refused.unwrap_or_default()))
             }
             ("writable", [id]) => {
                 let id = self.streams.writable(int(id)?)?;

@@ -71,6 +71,8 @@ pub(super) struct Streams {
     /// `WritableStream`s this side exported (by the peer's id, negated) to the
     /// pipe their writes go to.
     exported_pipes: HashMap<u64, u64>,
+    /// Why streams cannot cross this session, if they cannot (an HTTP batch).
+    pub(super) refused: Option<&'static str>,
 }
 
 impl Streams {

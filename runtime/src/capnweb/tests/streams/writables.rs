@@ -281,3 +281,49 @@ async fn a_refused_message_gives_its_writable_back() {
     peer.send(json!(["release", second, 1]));
     peer.assert_zero().await;
 }
+
+#[tokio::test]
+async fn streams_are_refused_over_http_batch_with_the_reason() {
+    let builder = Connection::builder().root(PipesServer::new(P::default()));
+    let ask = |body: &'static str| {
+        let builder = builder.clone();
+        async move {
+            let response =
+                crate::capnweb::batch(&builder, body, crate::capnweb::BATCH_TIMEOUT).await;
+            response
+                .lines()
+                .map(|line| serde_json::from_str::<Value>(line).unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    // A writable argument: the call is rejected, saying why, and the writable
+    // given back.
+    let got =
+        ask("[\"push\",[\"pipeline\",0,[\"write_into\"],[1,[\"writable\",-1]]]]\n[\"pull\",1]")
+            .await;
+    assert!(got.contains(&json!(["release", -1, 1])), "{got:?}");
+    let reject = got.iter().find(|m| m[0] == "reject").expect("rejected");
+    assert!(reject_text(reject).contains("HTTP batch"), "{reject}");
+    // A readable argument likewise.
+    let got =
+        ask("[\"pipe\"]\n[\"push\",[\"pipeline\",0,[\"sum\"],[[\"readable\",1]]]]\n[\"pull\",2]")
+            .await;
+    let reject = got.iter().find(|m| m[0] == "reject").expect("rejected");
+    assert!(reject_text(reject).contains("HTTP batch"), "{reject}");
+    // A stream or a sender in a result: an error in its place, no pipe opened.
+    for method in ["count", "collector"] {
+        let body = if method == "count" {
+            "[\"push\",[\"pipeline\",0,[\"count\"],[3]]]\n[\"pull\",1]"
+        } else {
+            "[\"push\",[\"pipeline\",0,[\"collector\"],[]]]\n[\"pull\",1]"
+        };
+        let got = ask(body).await;
+        assert_eq!(got.len(), 1, "{method}: {got:?}");
+        assert_eq!(got[0][0], "resolve", "{method}: {got:?}");
+        assert_eq!(got[0][2][0], "error", "{method}: {got:?}");
+        assert!(
+            got[0][2][2].as_str().unwrap().contains("HTTP batch"),
+            "{method}: {got:?}"
+        );
+    }
+}

@@ -55,6 +55,10 @@ impl Translator {
         let CapDescriptor::SenderHosted(source) = cap else {
             return error_expr("a stream received from this peer cannot be sent back to it");
         };
+        if let Some(why) = self.streams.refused {
+            // Not held: the producer finds its stream dropped.
+            return error_expr(why);
+        }
         self.send(serde_json::json!(["pipe"]));
         self.next_push += 1;
         let pipe = self.next_push as i64;

@@ -134,6 +134,10 @@ impl Translator {
         let CapDescriptor::SenderHosted(target) = cap else {
             return error_expr("a stream sender received from this peer cannot be sent back to it");
         };
+        if let Some(why) = self.streams.refused {
+            // Not attached: the sender finds its stream closed.
+            return error_expr(why);
+        }
         if self.streams.pipes.len() >= MAX_PIPES {
             return error_expr(&format!("more than {MAX_PIPES} streams open at once"));
         }
