@@ -377,6 +377,22 @@ thread_local! {
     static OUTGOING: RefCell<Option<Vec<CapRef>>> = const { RefCell::new(None) };
     /// Capabilities of the payload being decoded.
     static INCOMING: RefCell<Option<Vec<CapRef>>> = const { RefCell::new(None) };
+    /// The codec of the payload being encoded, if one is being encoded.
+    static ENCODING: std::cell::Cell<Option<AnyCodec>> = const { std::cell::Cell::new(None) };
+}
+
+/// Puts back the codec of an outer encode when dropped, even on panic.
+struct RestoreCodec(Option<AnyCodec>);
+
+impl Drop for RestoreCodec {
+    fn drop(&mut self) {
+        ENCODING.with(|c| c.set(self.0));
+    }
+}
+
+/// The codec of the payload being encoded on this thread, if one is.
+pub(crate) fn encoding_codec() -> Option<AnyCodec> {
+    ENCODING.with(std::cell::Cell::get)
 }
 
 type Slot = &'static std::thread::LocalKey<RefCell<Option<Vec<CapRef>>>>;
@@ -406,7 +422,9 @@ pub(crate) fn encode_message<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<Message, RpcError> {
     let guard = enter(&OUTGOING, Vec::new());
+    let codec_guard = RestoreCodec(ENCODING.with(|c| c.replace(Some(codec))));
     let payload = encode_payload(codec, value);
+    drop(codec_guard);
     let caps = OUTGOING.with(|s| s.borrow_mut().take()).unwrap_or_default();
     drop(guard);
     Ok(Message {

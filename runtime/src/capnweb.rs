@@ -123,8 +123,9 @@
 //! than 1024 open pipes, ends the session with the reason. Streams may sit anywhere
 //! in a value, and a property path may reach one (`await api.pair().numbers`); a
 //! stream is read once, so read again it arrives aborted, saying so. A stream
-//! passed on between a Cap'n Web session and a connection in another codec ends at
-//! once (its own `start` and `credit` calls cannot be read there).
+//! passed on between a Cap'n Web session and a farcall connection (a gateway) is
+//! read and served again by this side, typed: its own `start` and `credit` calls
+//! cannot be read across the two codecs.
 //!
 //! A [`StreamSender<T>`](crate::StreamSender) is a `WritableStream`, both ways. One
 //! the peer passes (`["writable", e]`) is written by the Rust sender within the same

@@ -104,6 +104,18 @@ pub enum AnyCodec {
     CapnWeb,
 }
 
+impl AnyCodec {
+    /// Whether this is Cap'n Web's codec, which only the translator of a Cap'n Web
+    /// session reads.
+    pub(crate) fn is_capnweb(self) -> bool {
+        #[cfg(feature = "capnweb")]
+        if self == AnyCodec::CapnWeb {
+            return true;
+        }
+        false
+    }
+}
+
 /// Runs `$body` with `$C` bound to the codec type selected by `$self`.
 macro_rules! with_codec {
     ($self:expr, $C:ident => $body:expr) => {

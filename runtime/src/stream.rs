@@ -424,9 +424,26 @@ impl<T> fmt::Debug for Stream<T> {
     }
 }
 
-impl<T> Serialize for Stream<T> {
+impl<T> Serialize for Stream<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.source {
+            Some(source) if needs_relay(source) => {
+                // A stream between a Cap'n Web session and a connection in another
+                // codec: its own calls could not be read on the far side, so this
+                // side reads it and serves it again, typed.
+                let items = Stream::<T>::from_client(source.clone()).map(|item| {
+                    item.map_err(|e| match e {
+                        RpcError::StreamFailed(why) => why,
+                        other => other.to_string(),
+                    })
+                });
+                let relayed = Stream::from_items(Box::pin(items));
+                let relay = relayed.source.as_ref().expect("not started");
+                serializer.serialize_newtype_struct(STREAM_NEWTYPE, &SourceRef(relay))
+            }
             // Marked, so that a Cap'n Web session can tell a stream from an
             // object (every other codec sees the capability alone).
             Some(source) => serializer.serialize_newtype_struct(STREAM_NEWTYPE, &SourceRef(source)),
@@ -442,6 +459,16 @@ impl<'de, T> Deserialize<'de> for Stream<T> {
         deserializer
             .deserialize_newtype_struct(STREAM_NEWTYPE, SourceVisitor)
             .map(Stream::from_client)
+    }
+}
+
+/// Whether a stream whose source is `source` must be served again from here to
+/// be sent in the payload being encoded: when one of the two connections speaks
+/// Cap'n Web and the other does not.
+fn needs_relay(source: &Client) -> bool {
+    match (source.connection(), crate::cap::encoding_codec()) {
+        (Some(conn), Some(codec)) => conn.codec().is_capnweb() != codec.is_capnweb(),
+        _ => false,
     }
 }
 
