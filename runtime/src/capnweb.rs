@@ -183,6 +183,10 @@ const READ_BUFFER_SIZE: usize = 16 << 10;
 /// The connection settings of a Cap'n Web session, from the builder's: the
 /// Cap'n Web payload encoding, frames as large as a message can make, no chunks and
 /// no keepalives (Cap'n Web has neither), stream windows counted in items.
+/// Results the peer has not released may hold this many times
+/// [`Config::max_queued_bytes`] (256 MiB by default): beyond, the session ends.
+const KEPT_PER_QUEUED: usize = 32;
+
 fn session_config(builder: &Builder) -> Config {
     let mut config = builder.current_config().clone();
     config.codec = AnyCodec::CapnWeb;
@@ -222,6 +226,7 @@ fn start_translating<M: Messages>(
             waiting: config.max_inflight_calls,
             answers: config.max_answers,
             exports: config.max_exports,
+            kept: config.max_queued_bytes.saturating_mul(KEPT_PER_QUEUED),
         },
     );
     if matches!(on_end, transport::OnEnd::Settle(_)) {

@@ -243,7 +243,12 @@ impl Peer {
             self.expect(json!(["resolve", id, 0])).await;
             // Recorded once the probe's result was taken: the probe is kept.
             let mut residue = self.residue.lock().unwrap().clone();
-            let probe = [format!("answers kept: [{id}]"), "answers: 1".to_owned()];
+            let probe = [
+                format!("answers kept: [{id}]"),
+                "answers: 1".to_owned(),
+                // Its result, `0`.
+                "bytes of kept results: 1".to_owned(),
+            ];
             residue.retain(|r| !probe.contains(r));
             self.send(json!(["release", id, 1]));
             let stats = self.conn.stats().await.unwrap();

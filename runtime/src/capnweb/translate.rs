@@ -266,6 +266,8 @@ pub(crate) struct Limits {
     /// Ids of the actor's objects the peer holds at once (the actor's
     /// `max_exports`): each time an object reaches the peer it gets a fresh id.
     pub(crate) exports: usize,
+    /// Bytes of results kept until the peer releases them.
+    pub(crate) kept: usize,
 }
 
 /// Translates between one Cap'n Web session and one farcall connection actor.
@@ -273,6 +275,9 @@ pub(crate) struct Translator {
     codec: AnyCodec,
     max_message: usize,
     max_answers: usize,
+    /// Bytes of the results in `answers`, and the most they may hold.
+    kept_bytes: usize,
+    max_kept: usize,
     max_exports: usize,
     /// The size of the message being taken.
     message_size: usize,
@@ -324,6 +329,8 @@ impl Translator {
             codec,
             max_message: limits.message,
             max_answers: limits.answers,
+            kept_bytes: 0,
+            max_kept: limits.kept,
             max_exports: limits.exports,
             message_size: 0,
             pushes: 0,
@@ -363,6 +370,7 @@ impl Translator {
             ("waiting pushes", self.waiting.len()),
             ("released answers kept", self.released.len()),
             ("exports", self.exported.len()),
+            ("bytes of kept results", self.kept_bytes),
             ("pushes to the peer", self.asked.len()),
             ("questions to the peer", self.by_question.len()),
         ] {

@@ -288,3 +288,43 @@ async fn a_resolution_nesting_to_the_limit_is_refused_with_a_reason() {
     peer.send(json!(["release", 1, 1]));
     peer.assert_zero().await;
 }
+
+#[tokio::test]
+async fn results_never_released_are_limited_in_bytes() {
+    // 32 x 64 KiB: 2 MiB of results may wait for their release.
+    let builder = Connection::builder()
+        .max_queued_bytes(64 << 10)
+        .root(CalcServer::new(C::new(0)));
+    let mut peer = Peer::with(builder);
+    let chunk = "A".repeat(300_000);
+    // A well-behaved page: pulled, read and released, any number of times.
+    for _ in 0..12 {
+        peer.send(call(0, "echo", json!([["bytes", chunk]])));
+        let id = peer.pushes;
+        peer.send(json!(["pull", id]));
+        let got = peer.recv().await;
+        assert_eq!(got[0], "resolve", "{}", &got.to_string()[..80]);
+        peer.send(json!(["release", id, 1]));
+    }
+    peer.assert_zero().await;
+    // One that never pulls nor releases: once its results hold more than the
+    // limit, the session ends saying why.
+    let mut sent = 0;
+    let why = loop {
+        peer.send(call(0, "echo", json!([["bytes", chunk]])));
+        sent += 1;
+        assert!(sent < 20, "no limit after {sent} results of 225 KB kept");
+        // A probe: answered while under the limit.
+        peer.send(call(0, "add", json!([1, 1])));
+        let id = peer.pushes;
+        peer.send(json!(["pull", id]));
+        let got = peer.recv().await;
+        if got[0] == "abort" {
+            break got[1][2].as_str().unwrap_or_default().to_owned();
+        }
+        assert_eq!(got, json!(["resolve", id, 2]));
+        peer.send(json!(["release", id, 1]));
+    };
+    assert!(why.contains("not released"), "{why}");
+    assert!(sent >= 8, "ended after {sent}: the limit is 2 MiB");
+}

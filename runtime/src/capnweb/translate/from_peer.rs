@@ -174,6 +174,13 @@ impl Translator {
 
     /// Takes one message from the peer. An error ends the session with its reason.
     pub(crate) fn take_peer_message(&mut self, text: &str) -> Result<(), String> {
+        if self.kept_bytes > self.max_kept {
+            return Err(format!(
+                "results the peer has not released hold {} bytes, beyond the limit of {} \
+                 (release results once read)",
+                self.kept_bytes, self.max_kept
+            ));
+        }
         if text.len() > self.max_message {
             return Err(format!(
                 "a message of {} bytes exceeds the limit of {} bytes",

@@ -303,6 +303,10 @@ impl Translator {
             .answers
             .entry(question)
             .or_insert_with(|| Answer::new(Stage::Running));
+        if let Stage::Done { held: old, .. } = &answer.stage {
+            self.kept_bytes -= old.payload.len();
+        }
+        self.kept_bytes += held.payload.len();
         answer.stage = Stage::Done { held, actor };
         if answer.pulled {
             self.awaited -= 1;
@@ -360,6 +364,7 @@ impl Translator {
             // The pipe's end goes on; nobody wants its answer.
             Stage::Local => {}
             Stage::Done { held, actor } => {
+                self.kept_bytes -= held.payload.len();
                 self.unhold_caps(&held.caps);
                 if actor && held.needs_finish() {
                     self.control(&Header::Finish { question });

@@ -513,7 +513,13 @@ impl Translator {
         };
         self.done(question, held, false);
         if streamed {
-            self.answers.remove(&question);
+            if let Some(Answer {
+                stage: Stage::Done { held, .. },
+                ..
+            }) = self.answers.remove(&question)
+            {
+                self.kept_bytes -= held.payload.len();
+            }
         }
     }
 
