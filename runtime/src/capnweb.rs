@@ -67,7 +67,10 @@
 //! together may wait: pushes for the results their property paths need or for the
 //! promises among their arguments, and each unsettled promise of the peer's. At most
 //! [`max_answers`](crate::Config::max_answers) pushes may be held at once (each is
-//! kept, result and all, until the peer releases it; one more ends the session), and
+//! kept, result and all, until the peer releases it; one more ends the session),
+//! the results kept may hold at most 32 times
+//! [`max_queued_bytes`](crate::Config::max_queued_bytes) (256 MiB by default; beyond,
+//! the session ends when the peer next sends), and
 //! the peer may hold at most
 //! [`max_exports`](crate::Config::max_exports) ids of this side's objects (it gets a
 //! fresh id each time one reaches it): a result that would give it more is rejected
