@@ -8,8 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{bounded, connect, Link};
-use farcall::{AnyCodec, CallError, Connection, RpcError, Stream, StreamSender};
+use farcall::{
+    AnyCodec, ByteStream, ByteWriter, CallError, Connection, RpcError, Stream, StreamSender,
+};
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, Notify};
 
 #[farcall::remote]
@@ -28,6 +31,9 @@ pub trait Feeds {
     async fn collected(&self) -> Result<u64, String>;
     /// Hands `out` on to `to`, which writes `0..n` into it.
     async fn relay(&self, n: u64, out: StreamSender<u64>, to: FeedsClient) -> u64;
+    /// Writes `n` bytes (byte `i` is `i % 251`) into `out`, awaiting now and then;
+    /// shuts it down unless `truncate`.
+    async fn save(&self, n: usize, out: ByteWriter, truncate: bool) -> Result<(), String>;
 }
 
 #[derive(Clone)]
@@ -111,6 +117,20 @@ impl Feeds for Server {
 
     async fn relay(&self, n: u64, out: StreamSender<u64>, to: FeedsClient) -> u64 {
         to.count(n, out).await.unwrap_or(0)
+    }
+
+    async fn save(&self, n: usize, mut out: ByteWriter, truncate: bool) -> Result<(), String> {
+        let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        for (k, piece) in data.chunks(10_000).enumerate() {
+            if k % 3 == 1 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            out.write_all(piece).await.map_err(|e| e.to_string())?;
+        }
+        if !truncate {
+            out.shutdown().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 
@@ -507,6 +527,54 @@ async fn one_schedule(seed: u64) {
             assert_eq!(seen.len() as u64, total, "seed {seed}: items lost");
         }
         None => {}
+    }
+    settled(&p).await;
+}
+
+#[tokio::test]
+async fn a_byte_writer_passed_across_fills_the_pipe_this_side_reads() {
+    for &codec in AnyCodec::ALL {
+        for link in BOTH {
+            let p = pair_with(link, codec, Connection::builder).await;
+            let (writer, data) = ByteStream::pipe(4);
+            let (saved, read) = bounded("save", async {
+                tokio::join!(p.feeds.save(200_000, writer, false), data.to_vec())
+            })
+            .await;
+            saved.unwrap();
+            let read = read.unwrap_or_else(|e| panic!("{codec:?} {link:?}: {e}"));
+            assert_eq!(read.len(), 200_000, "{codec:?} {link:?}");
+            assert!(read.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+            settled(&p).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_byte_writer_dropped_there_without_shutdown_fails_the_stream_here() {
+    let p = pair(Link::Tcp).await;
+    let (writer, data) = ByteStream::pipe(4);
+    let (saved, read) = bounded("save", async {
+        tokio::join!(p.feeds.save(50_000, writer, true), data.to_vec())
+    })
+    .await;
+    saved.unwrap();
+    match read {
+        Err(RpcError::StreamFailed(why)) => assert!(why.contains("shutdown"), "{why}"),
+        other => panic!(
+            "a truncated upload was taken whole: {:?}",
+            other.map(|v| v.len())
+        ),
+    }
+    settled(&p).await;
+
+    // A reader that goes away: the writer there gets `BrokenPipe`.
+    let (writer, data) = ByteStream::pipe(1);
+    drop(data);
+    let saved = bounded("save", p.feeds.save(10_000_000, writer, false)).await;
+    match saved {
+        Err(CallError::App(why)) => assert!(why.contains("gone"), "{why}"),
+        other => panic!("the writer went on without a reader: {other:?}"),
     }
     settled(&p).await;
 }

@@ -130,7 +130,8 @@
 //! read and served again by this side, typed: its own `start` and `credit` calls
 //! cannot be read across the two codecs.
 //!
-//! A [`StreamSender<T>`](crate::StreamSender) is a `WritableStream`, both ways. One
+//! A [`StreamSender<T>`](crate::StreamSender) is a `WritableStream`, both ways (and
+//! a [`ByteWriter`](crate::ByteWriter) one of `Uint8Array` chunks). One
 //! the peer passes (`["writable", e]`) is written by the Rust sender within the same
 //! window of acknowledged writes, closed when the last sender is dropped, aborted
 //! with the reason by [`fail`](crate::StreamSender::fail); the peer's export is

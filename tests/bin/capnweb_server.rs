@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use farcall::{ByteStream, CallContext, Callback, Connection, Stream, StreamSender};
+use farcall::{ByteStream, ByteWriter, CallContext, Callback, Connection, Stream, StreamSender};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
@@ -124,6 +124,13 @@ pub trait Api {
     async fn inbox(&self) -> StreamSender<String>;
     /// The lines written to the last `inbox`, once closed; its error if it failed.
     async fn inbox_read(&self) -> Result<Vec<String>, String>;
+    /// Writes `n` bytes (byte `i` is `i % 251`) into the caller's `WritableStream`
+    /// of `Uint8Array`s, then closes it.
+    async fn save(&self, n: u64, out: ByteWriter) -> Result<(), String>;
+    /// A `WritableStream` of `Uint8Array`s; `bytes_read` tells how many bytes were
+    /// written to the last one and their sum modulo 2^32, once it is closed.
+    async fn bytes_inbox(&self) -> ByteWriter;
+    async fn bytes_read(&self) -> Result<(u64, u32), String>;
 }
 
 struct Count(AtomicI64);
@@ -147,6 +154,7 @@ struct Server {
     produced: Arc<AtomicU64>,
     held: Mutex<Option<Stream<i64>>>,
     inbox: Mutex<Option<Stream<String>>>,
+    bytes_inbox: Mutex<Option<ByteStream>>,
 }
 
 impl Api for Server {
@@ -339,6 +347,23 @@ impl Api for Server {
             got.push(line.map_err(|e| e.to_string())?);
         }
         Ok(got)
+    }
+    async fn save(&self, n: u64, mut out: ByteWriter) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        for piece in data.chunks(16 << 10) {
+            out.write_all(piece).await.map_err(|e| e.to_string())?;
+        }
+        out.shutdown().await.map_err(|e| e.to_string())
+    }
+    async fn bytes_inbox(&self) -> ByteWriter {
+        let (writer, data) = ByteStream::pipe(4);
+        *self.bytes_inbox.lock().unwrap() = Some(data);
+        writer
+    }
+    async fn bytes_read(&self) -> Result<(u64, u32), String> {
+        let data = self.bytes_inbox.lock().unwrap().take();
+        self.upload(data.ok_or("no inbox")?).await
     }
     async fn pair(&self, n: u64) -> Pair {
         Pair {

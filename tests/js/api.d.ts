@@ -109,6 +109,22 @@ export interface Api extends RpcTarget {
    * Rejects with an `Error` carrying the text of the Rust error.
    */
   inbox_read(): Promise<Array<string>>;
+  /**
+   * Writes `n` bytes (byte `i` is `i % 251`) into the caller's `WritableStream`
+   * of `Uint8Array`s, then closes it.
+   *
+   * Rejects with an `Error` carrying the text of the Rust error.
+   */
+  save(n: number | bigint, out: WritableStream<Uint8Array>): Promise<undefined>;
+  /**
+   * A `WritableStream` of `Uint8Array`s; `bytes_read` tells how many bytes were
+   * written to the last one and their sum modulo 2^32, once it is closed.
+   */
+  bytes_inbox(): Promise<WritableStream<Uint8Array>>;
+  /**
+   * Rejects with an `Error` carrying the text of the Rust error.
+   */
+  bytes_read(): Promise<[number | bigint, number]>;
 }
 
 export type Point = { x: number, y: number, label: string | null, };

@@ -567,6 +567,31 @@ test("a returned StreamSender is a WritableStream to write, close or abort", opt
   }
 });
 
+test("bytes cross WritableStreams of Uint8Arrays both ways", opts, async () => {
+  const api = ws();
+  try {
+    const chunks = [];
+    let closed;
+    const whenClosed = new Promise((resolve) => { closed = resolve; });
+    const out = new WritableStream({ write(chunk) { chunks.push(chunk); }, close() { closed(); } });
+    // The call returns once its writes are handed over; the close follows them.
+    await api.save(100_000, out);
+    await whenClosed;
+    assert.ok(chunks.every((c) => c instanceof Uint8Array));
+    const all = Buffer.concat(chunks);
+    assert.equal(all.length, 100_000);
+    assert.ok(all.every((b, i) => b === i % 251));
+
+    const writer = (await api.bytes_inbox()).getWriter();
+    for (let k = 0; k < 10; k++) await writer.write(new Uint8Array(1000).fill(k));
+    await writer.close();
+    assert.deepEqual(await api.bytes_read(), [10_000, 45_000]);
+    assert.deepEqual(await settledStats(api), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
 test("streams over HTTP batch are refused with the reason", opts, async () => {
   let written = 0;
   const out = new WritableStream({ write() { written += 1; } });

@@ -51,6 +51,9 @@ export async function calls(url: string): Promise<void> {
   await api.fill(3, new WritableStream<string>({ write(line) { lines.push(line); } }));
   const inbox: WritableStream<string> = await api.inbox();
   await inbox.getWriter().write("hello");
+  // `ByteWriter`: a `WritableStream<Uint8Array>`.
+  await api.save(10, new WritableStream<Uint8Array>());
+  await (await api.bytes_inbox()).getWriter().write(new Uint8Array([1, 2]));
 
   const batch = newHttpBatchRpcSession<Api>(url.replace(/^ws/, "http"));
   await batch.greet("batch");
@@ -63,6 +66,8 @@ export async function calls(url: string): Promise<void> {
   await api.subscribe((n: number) => n + 1);
   // @ts-expect-error a team has no such field
   await api.team().coach;
+  // @ts-expect-error a byte inbox takes Uint8Arrays
+  await (await api.bytes_inbox()).getWriter().write("text");
   // @ts-expect-error the inbox takes strings
   await (await api.inbox()).getWriter().write(42);
   // @ts-expect-error a point needs its coordinates

@@ -44,6 +44,7 @@
 //! is its argument list) that may return `R` or a promise of it, a
 //! [`Stream<T>`](crate::Stream) as `ReadableStream<T>`, a
 //! [`StreamSender<T>`](crate::StreamSender) as `WritableStream<T>`, a
+//! [`ByteWriter`](crate::ByteWriter) as `WritableStream<Uint8Array>`, a
 //! [`ByteStream`](crate::ByteStream) as `ReadableStream<Uint8Array>`, and a client
 //! type as its trait's interface. A method returning `Result<T, E>` returns `Promise<T>`,
 //! which rejects with an `Error` carrying the error's text. Trailing `Option`
@@ -468,6 +469,13 @@ impl<T: TypeScript> TypeScript for crate::Stream<T> {
 impl<T: TypeScript> TypeScript for crate::StreamSender<T> {
     fn typescript(decls: &mut Declarations) -> String {
         format!("WritableStream<{}>", T::typescript(decls))
+    }
+}
+
+/// A byte writer arrives as a `WritableStream` of `Uint8Array` chunks.
+impl TypeScript for crate::ByteWriter {
+    fn typescript(_: &mut Declarations) -> String {
+        "WritableStream<Uint8Array>".to_owned()
     }
 }
 

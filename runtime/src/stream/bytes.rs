@@ -188,14 +188,15 @@ impl ByteStream {
     /// writer dropped without it ends the stream with [`RpcError::StreamFailed`], so
     /// a truncated upload is never taken for a complete one.
     pub fn pipe(chunks: usize) -> (ByteWriter, ByteStream) {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(chunks.max(1));
+        let (tx, mut rx) = mpsc::channel::<Result<Bytes, String>>(chunks.max(1));
         let finished = Arc::new(AtomicBool::new(false));
         let done = finished.clone();
         let items = futures_util::stream::poll_fn(move |cx| {
             Poll::Ready(match ready!(rx.poll_recv(cx)) {
-                Some(chunk) => Some(Ok(chunk)),
+                // A chunk, or why a remote writer's stream failed.
+                Some(item) => Some(item),
                 None if done.load(Ordering::Acquire) => None,
-                None => Some(Err("the writer was dropped before shutdown")),
+                None => Some(Err("the writer was dropped before shutdown".to_owned())),
             })
         });
         // Nothing follows an error.
@@ -262,9 +263,37 @@ impl<'de> Deserialize<'de> for ByteStream {
 
 /// The writing half of [`ByteStream::pipe`]: each write becomes a chunk (of at most
 /// 64 KiB; wrap it in a `BufWriter` when writes are small).
+///
+/// Like [`StreamSender`](crate::StreamSender), a writer can be passed to, or
+/// returned from, a remote method: the side that receives it writes into the byte
+/// stream this side reads, within its window (a `WritableStream` of `Uint8Array`
+/// chunks over Cap'n Web). Its `shutdown()` there ends the stream here; dropped
+/// there without it, the stream here fails, as here.
 pub struct ByteWriter {
-    tx: PollSender<Bytes>,
+    tx: PollSender<Result<Bytes, String>>,
     finished: Arc<AtomicBool>,
+}
+
+impl Serialize for ByteWriter {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let tx = self.tx.get_ref().cloned().ok_or_else(|| {
+            serde::ser::Error::custom("a byte writer that was shut down cannot be sent")
+        })?;
+        let target = super::writer::WriterTarget {
+            tx,
+            convert: |Chunk(bytes)| bytes,
+            finished: Some(self.finished.clone()),
+        };
+        super::writer::serialize_target(target, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteWriter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (writer, ByteStream(items)) = ByteStream::pipe(super::writer::REMOTE_CAPACITY);
+        super::writer::attach(deserializer, items)?;
+        Ok(writer)
+    }
 }
 
 impl fmt::Debug for ByteWriter {
@@ -294,7 +323,7 @@ impl AsyncWrite for ByteWriter {
         ready!(self.tx.poll_reserve(cx)).map_err(|_| gone())?;
         let n = buf.len().min(CHUNK);
         self.tx
-            .send_item(Bytes::copy_from_slice(&buf[..n]))
+            .send_item(Ok(Bytes::copy_from_slice(&buf[..n])))
             .map_err(|_| gone())?;
         Poll::Ready(Ok(n))
     }

@@ -1,5 +1,5 @@
-//! A [`StreamSender`] passed to another side: the receiver writes into a stream
-//! this side reads.
+//! A [`StreamSender`] (or a byte pipe's [`ByteWriter`](super::ByteWriter)) passed
+//! to another side: the receiver writes into a stream this side reads.
 //!
 //! It travels as a reference to a local *writer target* holding a clone of the
 //! channel. The side that receives it makes a channel of its own and, at once,
@@ -29,18 +29,24 @@ static WRITER: Interface = Interface {
 
 const ATTACH: &Method = &WRITER_METHODS[0];
 
-/// The items a remote sender hands over before `send` waits on the link.
-const REMOTE_CAPACITY: usize = 16;
+/// The items (or chunks) a remote writer hands over before it waits on the link.
+pub(super) const REMOTE_CAPACITY: usize = 16;
 
-/// The object a sent [`StreamSender`] refers to: forwards each stream attached
-/// to it into the channel.
-struct WriterTarget<T> {
-    tx: mpsc::Sender<Result<T, String>>,
+/// The object a sent writer ([`StreamSender`], or a byte pipe's
+/// [`ByteWriter`](super::ByteWriter)) refers to: forwards each stream of `W`s
+/// attached to it into the channel, as `C`s.
+pub(super) struct WriterTarget<W, C> {
+    pub(super) tx: mpsc::Sender<Result<C, String>>,
+    /// What an item of an attached stream becomes in the channel.
+    pub(super) convert: fn(W) -> C,
+    /// Set when an attached stream ended whole (a byte pipe's `shutdown()`).
+    pub(super) finished: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
-impl<T> Dispatch for WriterTarget<T>
+impl<W, C> Dispatch for WriterTarget<W, C>
 where
-    T: Serialize + DeserializeOwned + Send + 'static,
+    W: Serialize + DeserializeOwned + Send + 'static,
+    C: Send + 'static,
 {
     fn interface(&self) -> &'static Interface {
         &WRITER
@@ -50,17 +56,22 @@ where
         if call.method() != ATTACH.id {
             return call.method_not_found(&WRITER);
         }
-        if let Ok((items,)) = decode_message::<(Stream<T>,)>(call.codec, &call.payload, call.caps) {
-            tokio::spawn(forward(items, self.tx.clone()));
+        if let Ok((items,)) = decode_message::<(Stream<W>,)>(call.codec, &call.payload, call.caps) {
+            let forwarding = forward(items, self.tx.clone(), self.convert, self.finished.clone());
+            tokio::spawn(forwarding);
         }
         Box::pin(std::future::ready(Reply::none()))
     }
 }
 
 /// Moves the items of an attached stream into the channel until either ends.
-async fn forward<T>(mut items: Stream<T>, tx: mpsc::Sender<Result<T, String>>)
-where
-    T: Serialize + DeserializeOwned + Send + 'static,
+async fn forward<W, C>(
+    mut items: Stream<W>,
+    tx: mpsc::Sender<Result<C, String>>,
+    convert: fn(W) -> C,
+    finished: Option<Arc<std::sync::atomic::AtomicBool>>,
+) where
+    W: Serialize + DeserializeOwned + Send + 'static,
 {
     loop {
         let next = tokio::select! {
@@ -69,8 +80,13 @@ where
             () = tx.closed() => return,
         };
         let item = match next {
-            None => return,
-            Some(Ok(item)) => Ok(item),
+            None => {
+                if let Some(finished) = finished {
+                    finished.store(true, Ordering::Release);
+                }
+                return;
+            }
+            Some(Ok(item)) => Ok(convert(item)),
             Some(Err(RpcError::StreamFailed(why))) => Err(why),
             Some(Err(e)) => Err(format!("the remote writer's stream broke: {e}")),
         };
@@ -81,15 +97,41 @@ where
     }
 }
 
+/// Writes a sent writer: a reference to `target`, inside the [`WRITER_NEWTYPE`]
+/// newtype struct.
+pub(super) fn serialize_target<S: Serializer>(
+    target: impl Dispatch,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let target = Client::from_local(target);
+    serializer.serialize_newtype_struct(WRITER_NEWTYPE, &CapArg(target))
+}
+
+/// Reads a sent writer and attaches `items`, the stream a local writer feeds, to
+/// its target at once.
+pub(super) fn attach<'de, D, W>(deserializer: D, items: Stream<W>) -> Result<(), D::Error>
+where
+    D: Deserializer<'de>,
+    W: Serialize + DeserializeOwned + Send + 'static,
+{
+    let CapArg(target) = deserializer.deserialize_newtype_struct(WRITER_NEWTYPE, TargetVisitor)?;
+    // Fails only when the target can no longer be reached: the local writer then
+    // finds its stream closed.
+    let _ = target.send(ATTACH, &(items,));
+    Ok(())
+}
+
 impl<T> Serialize for StreamSender<T>
 where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let target = Client::from_local(WriterTarget {
+        let target = WriterTarget {
             tx: self.tx.clone(),
-        });
-        serializer.serialize_newtype_struct(WRITER_NEWTYPE, &CapArg(target))
+            convert: |item: T| item,
+            finished: None,
+        };
+        serialize_target(target, serializer)
     }
 }
 
