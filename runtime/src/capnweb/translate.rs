@@ -464,10 +464,9 @@ impl Translator {
                     // Carried by a message that is not taken: as if released.
                     self.on_pseudo_release(*id);
                 }
-                CapDescriptor::SenderHosted(id) => {
-                    if !self.on_writable_release(*id, 1) {
-                        self.send(serde_json::json!(["release", -(*id as i64), 1]))
-                    }
+                // A writable being written is released after its end.
+                CapDescriptor::SenderHosted(id) if !self.on_writable_release(*id, 1) => {
+                    self.send(serde_json::json!(["release", -(*id as i64), 1]))
                 }
                 _ => {}
             }
