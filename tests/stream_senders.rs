@@ -34,6 +34,16 @@ pub trait Feeds {
     /// Writes `n` bytes (byte `i` is `i % 251`) into `out`, awaiting now and then;
     /// shuts it down unless `truncate`.
     async fn save(&self, n: usize, out: ByteWriter, truncate: bool) -> Result<(), String>;
+    /// `out`, handed back.
+    async fn bounce(&self, out: StreamSender<u64>) -> StreamSender<u64>;
+    /// Writes `n` into each sender in `outs` and each `more` brings; returns how
+    /// many there were.
+    async fn fan(
+        &self,
+        outs: Vec<Option<StreamSender<u64>>>,
+        more: Stream<StreamSender<u64>>,
+        n: u64,
+    ) -> u64;
 }
 
 #[derive(Clone)]
@@ -131,6 +141,28 @@ impl Feeds for Server {
             out.shutdown().await.map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    async fn bounce(&self, out: StreamSender<u64>) -> StreamSender<u64> {
+        out
+    }
+
+    async fn fan(
+        &self,
+        outs: Vec<Option<StreamSender<u64>>>,
+        mut more: Stream<StreamSender<u64>>,
+        n: u64,
+    ) -> u64 {
+        let mut count = 0;
+        for out in outs.into_iter().flatten() {
+            out.send(n).await.unwrap();
+            count += 1;
+        }
+        while let Some(out) = more.next().await {
+            out.unwrap().send(n).await.unwrap();
+            count += 1;
+        }
+        count
     }
 }
 
@@ -398,6 +430,32 @@ async fn a_sender_handed_on_to_a_third_party() {
     drop(far);
     settled(&p).await;
     common::tables_return_to_zero(&w_server, &w_client).await;
+}
+
+#[tokio::test]
+async fn a_sender_handed_back_and_senders_inside_values_and_streams_in_every_codec() {
+    for &codec in AnyCodec::ALL {
+        let p = pair_with(Link::Memory, codec, Connection::builder).await;
+        let (tx, items) = Stream::channel(4);
+        // Back where it came from: writing into it reaches this side's stream.
+        let back = bounded("bounce", p.feeds.bounce(tx.clone())).await.unwrap();
+        for n in 0..20 {
+            bounded("send", back.send(n)).await.unwrap();
+        }
+        drop(back);
+        let outs = vec![Some(tx.clone()), None, Some(tx.clone())];
+        let more = Stream::iter([tx.clone(), tx.clone()]);
+        let fanned = bounded("fan", p.feeds.fan(outs, more, 100)).await;
+        assert_eq!(fanned.unwrap(), 4, "{codec:?}");
+        drop(tx);
+        let (mut got, error) = bounded("drain", drain(items)).await;
+        assert!(error.is_none(), "{codec:?}: {error:?}");
+        got.sort_unstable();
+        let mut want: Vec<u64> = (0..20).chain([100; 4]).collect();
+        want.sort_unstable();
+        assert_eq!(got, want, "{codec:?}");
+        settled(&p).await;
+    }
 }
 
 /// A small deterministic generator (splitmix64): schedules are reproducible from

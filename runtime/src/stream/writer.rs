@@ -164,3 +164,69 @@ impl<'de> serde::de::Visitor<'de> for TargetVisitor {
         CapArg::deserialize(d)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::__private::Plain;
+
+    #[crate::remote]
+    trait Holder {
+        /// Misuses the writer target it is given.
+        async fn misuse(&self, target: CapArg);
+    }
+
+    struct H;
+
+    static OTHER: Method = Method {
+        interface: "StreamWriter",
+        name: "other",
+        id: 7,
+    };
+
+    impl Holder for H {
+        async fn misuse(&self, CapArg(target): CapArg) {
+            // Payloads that are not a stream, another method, a call expecting an
+            // answer, and the same target attached three times.
+            let _ = target.send(ATTACH, &("garbage", 1u8));
+            let _ = target.send(ATTACH, &());
+            let _ = target.send(&OTHER, &(Stream::iter([9u64]),));
+            let _ = target
+                .call::<_, Plain<()>>(ATTACH, &(Stream::iter([5u64]),))
+                .await;
+            for _ in 0..3 {
+                let _ = target.send(ATTACH, &(Stream::iter(0..3u64),));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_misusing_a_writer_target_gets_only_streams_through() {
+        let (a, b) = crate::transport::memory();
+        let server = Connection::builder().root(HolderServer::new(H)).connect(a);
+        let client = Connection::builder().connect(b);
+        let holder: HolderClient = client.root().await.unwrap();
+        let (tx, items) = Stream::<u64>::channel(4);
+        let target = CapArg(Client::from_local(WriterTarget { tx: tx.tx }));
+        holder.misuse(target).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), items.collect::<Vec<_>>())
+            .await
+            .expect("the stream ends once the target is released");
+        let mut got: Vec<u64> = got.into_iter().map(Result::unwrap).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 0, 0, 1, 1, 1, 2, 2, 2, 5]);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let (s, c) = (server.stats().await.unwrap(), client.stats().await.unwrap());
+                if s.is_zero() && c.is_zero() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the tables return to zero");
+    }
+}

@@ -61,6 +61,10 @@ trait Pipes {
     /// A sender whose stream is summed on a task of its own (reported as
     /// `sum_later`'s).
     async fn collector(&self) -> StreamSender<u64>;
+    /// `out`, handed back.
+    async fn bounce(&self, out: StreamSender<u64>) -> StreamSender<u64>;
+    /// Writes `n` into each sender the stream brings; returns how many came.
+    async fn fan(&self, outs: Stream<StreamSender<u64>>, n: u64) -> u64;
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -221,6 +225,17 @@ impl Pipes for P {
         let (tx, numbers) = Stream::channel(4);
         self.sum_later(numbers).await;
         tx
+    }
+    async fn bounce(&self, out: StreamSender<u64>) -> StreamSender<u64> {
+        out
+    }
+    async fn fan(&self, mut outs: Stream<StreamSender<u64>>, n: u64) -> u64 {
+        let mut count = 0;
+        while let Some(Ok(out)) = outs.next().await {
+            let _ = out.send(n).await;
+            count += 1;
+        }
+        count
     }
     async fn relay_sum(&self, numbers: Stream<u64>) -> Result<u64, String> {
         self.backend()

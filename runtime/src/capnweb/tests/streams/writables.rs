@@ -327,3 +327,125 @@ async fn streams_are_refused_over_http_batch_with_the_reason() {
         );
     }
 }
+
+/// Receives until `done` holds of what came (at most `max` messages),
+/// acknowledging each stream message as a page's writable does.
+async fn acknowledging(peer: &mut Peer, max: usize, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got.len() < max && !done(&got) {
+        let m = peer.recv().await;
+        if m[0] == "stream" {
+            let id = peer.imports;
+            peer.send(json!(["resolve", id, ["undefined"]]));
+        }
+        got.push(m);
+    }
+    got
+}
+
+fn has(got: &[Value], want: &Value) -> bool {
+    got.contains(want)
+}
+
+#[tokio::test]
+async fn a_writable_where_a_stream_is_expected_is_refused_and_given_back() {
+    let mut peer = peer();
+    peer.send(call(0, "sum", json!([["writable", -1]])));
+    peer.send(json!(["pull", 1]));
+    let got = peer.recv_set(3).await;
+    assert!(has(&got, &json!(["release", -1, 1])), "{got:?}");
+    assert!(got.iter().any(|m| m[0] == "reject" && m[1] == 1), "{got:?}");
+    // Nothing was written into it: it is aborted, not closed.
+    let end = got.iter().find(|m| m[0] == "stream").expect("an end");
+    assert_eq!(end[1][2], json!(["abort"]), "{end}");
+    peer.send(json!(["resolve", peer.imports, ["undefined"]]));
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_promise_resolving_to_a_writable_is_written_once_it_settles() {
+    let mut peer = peer();
+    peer.send(call(0, "write_into", json!([2, ["promise", -1]])));
+    peer.send(json!(["pull", 1]));
+    peer.send(json!(["resolve", -1, ["writable", -2]]));
+    let got = acknowledging(&mut peer, 12, |got| {
+        has(got, &json!(["resolve", 1, 2])) && has(got, &json!(["release", -2, 1]))
+    })
+    .await;
+    let writes: Vec<&Value> = got.iter().filter(|m| m[0] == "stream").collect();
+    assert_eq!(
+        writes,
+        [
+            &json!(["stream", ["pipeline", -2, ["write"], [0]]]),
+            &json!(["stream", ["pipeline", -2, ["write"], [1]]]),
+            &json!(["stream", ["pipeline", -2, ["close"], []]]),
+        ],
+        "{got:?}"
+    );
+    assert!(has(&got, &json!(["release", -1, 1])), "{got:?}");
+    peer.send(json!(["release", 1, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn a_writable_handed_back_is_a_writable_of_ours_into_the_peers() {
+    let mut peer = peer();
+    peer.send(call(0, "bounce", json!([["writable", -1]])));
+    peer.send(json!(["pull", 1]));
+    let back = peer.recv().await;
+    assert_eq!(back[2][0], "writable", "{back}");
+    let ours = back[2][1].as_i64().unwrap();
+    peer.send(json!(["release", 1, 1]));
+    // What the peer writes into ours reaches its own, closed after.
+    peer.send(write(ours, json!(5)));
+    peer.send(write(ours, json!(7)));
+    peer.send(json!(["stream", ["pipeline", ours, ["close"], []]]));
+    let got = acknowledging(&mut peer, 12, |got| has(got, &json!(["release", -1, 1]))).await;
+    let writes: Vec<&Value> = got.iter().filter(|m| m[0] == "stream").collect();
+    assert_eq!(
+        writes,
+        [
+            &json!(["stream", ["pipeline", -1, ["write"], [5]]]),
+            &json!(["stream", ["pipeline", -1, ["write"], [7]]]),
+            &json!(["stream", ["pipeline", -1, ["close"], []]]),
+        ],
+        "{got:?}"
+    );
+    peer.send(json!(["release", ours, 1]));
+    peer.assert_zero().await;
+}
+
+#[tokio::test]
+async fn writables_written_into_a_pipe_are_senders_the_reader_writes_into() {
+    let mut peer = peer();
+    peer.send(json!(["pipe"]));
+    peer.send(call(0, "fan", json!([["readable", 1], 9])));
+    peer.send(json!(["pull", 2]));
+    peer.send(write(1, json!(["writable", -1])));
+    peer.send(write(1, json!(["writable", -2])));
+    peer.send(json!(["stream", ["pipeline", 1, ["close"], []]]));
+    peer.send(json!(["release", 1, 1]));
+    let got = acknowledging(&mut peer, 20, |got| {
+        has(got, &json!(["resolve", 2, 2]))
+            && has(got, &json!(["release", -1, 1]))
+            && has(got, &json!(["release", -2, 1]))
+    })
+    .await;
+    for w in [-1, -2] {
+        let to_w: Vec<&Value> = got
+            .iter()
+            .filter(|m| m[0] == "stream" && m[1][1] == w)
+            .collect();
+        assert_eq!(
+            to_w,
+            [
+                &json!(["stream", ["pipeline", w, ["write"], [9]]]),
+                &json!(["stream", ["pipeline", w, ["close"], []]]),
+            ],
+            "{got:?}"
+        );
+    }
+    peer.send(json!(["release", 2, 1]));
+    peer.assert_zero().await;
+}
