@@ -209,7 +209,11 @@ mod tests {
         let client = Connection::builder().connect(b);
         let holder: HolderClient = client.root().await.unwrap();
         let (tx, items) = Stream::<u64>::channel(4);
-        let target = CapArg(Client::from_local(WriterTarget { tx: tx.tx }));
+        let target = CapArg(Client::from_local(WriterTarget {
+            tx: tx.tx,
+            convert: |n: u64| n,
+            finished: None,
+        }));
         holder.misuse(target).await.unwrap();
         let got = tokio::time::timeout(Duration::from_secs(10), items.collect::<Vec<_>>())
             .await
