@@ -23,6 +23,8 @@ pub trait Feeds {
     /// Keeps `out` and writes `0, 1, ...` into it from a task until the reader goes
     /// (at most a million); returns at once.
     async fn subscribe(&self, out: StreamSender<u64>);
+    /// Writes `0..ok`, then panics.
+    async fn panics_after(&self, ok: u64, out: StreamSender<u64>) -> u64;
     /// Writes `0..ok` and then fails the stream with `why`.
     async fn failing(&self, ok: u64, why: String, out: StreamSender<u64>);
     /// A sender the caller writes into; the server sums what arrives.
@@ -76,6 +78,14 @@ impl Feeds for Server {
             }
         }
         n
+    }
+
+    async fn panics_after(&self, ok: u64, out: StreamSender<u64>) -> u64 {
+        for i in 0..ok {
+            tokio::task::yield_now().await;
+            out.send(i).await.unwrap();
+        }
+        panic!("a bug in the producer after {ok} items");
     }
 
     async fn subscribe(&self, out: StreamSender<u64>) {
@@ -635,4 +645,40 @@ async fn a_byte_writer_dropped_there_without_shutdown_fails_the_stream_here() {
         other => panic!("the writer went on without a reader: {other:?}"),
     }
     settled(&p).await;
+}
+
+#[tokio::test]
+async fn a_writer_that_panics_fails_the_readers_stream_instead_of_ending_it() {
+    for link in BOTH {
+        let p = pair(link).await;
+        for capacity in [1, 64] {
+            let (tx, items) = Stream::channel(capacity);
+            let (call, (got, error)) = bounded("panics_after", async {
+                tokio::join!(p.feeds.panics_after(3, tx), drain(items))
+            })
+            .await;
+            assert!(call.is_err(), "{link:?}: the call reports the panic");
+            assert_eq!(got, [0, 1, 2], "{link:?}");
+            match error {
+                Some(RpcError::StreamFailed(why)) => assert!(why.contains("panicked"), "{why}"),
+                other => {
+                    panic!("{link:?}: a panicking writer ended the stream as whole: {other:?}")
+                }
+            }
+            settled(&p).await;
+        }
+    }
+    // A local one too: the reader of a channel whose producer task panicked.
+    let (tx, items) = Stream::<u64>::channel(1);
+    let task = tokio::spawn(async move {
+        tx.send(7).await.unwrap();
+        panic!("the producer task fails");
+    });
+    let (got, error) = bounded("local", drain(items)).await;
+    assert!(task.await.is_err());
+    assert_eq!(got, [7]);
+    assert!(
+        matches!(error, Some(RpcError::StreamFailed(_))),
+        "{error:?}"
+    );
 }

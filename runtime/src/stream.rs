@@ -267,8 +267,18 @@ where
     /// gone. The stream ends when every sender is dropped.
     pub fn channel(capacity: usize) -> (StreamSender<T>, Stream<T>) {
         let (tx, mut rx) = mpsc::channel(capacity.max(1));
-        let items = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        (StreamSender { tx }, Stream::from_items(Box::pin(items)))
+        let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failed = panicked.clone();
+        let items = futures_util::stream::poll_fn(move |cx| {
+            Poll::Ready(match std::task::ready!(rx.poll_recv(cx)) {
+                None if failed.swap(false, Ordering::AcqRel) => Some(Err(PANICKED.to_owned())),
+                other => other,
+            })
+        });
+        (
+            StreamSender { tx, panicked },
+            Stream::from_items(Box::pin(items)),
+        )
     }
 
     fn from_items(items: Items<T>) -> Self {
@@ -497,7 +507,9 @@ impl<'de> serde::de::Visitor<'de> for SourceVisitor {
 }
 
 /// The sending half of [`Stream::channel`]. Cheap to clone; the stream ends when the
-/// last sender is dropped.
+/// last sender is dropped. A sender dropped while its task panics fails the stream
+/// instead ([`RpcError::StreamFailed`]), so a reader never takes a panicked
+/// producer's items for the whole of them.
 ///
 /// A sender can itself be passed to, or returned from, a remote method: the side
 /// that receives it writes into the stream this side reads (a sink handed to a
@@ -540,12 +552,33 @@ impl<'de> serde::de::Visitor<'de> for SourceVisitor {
 /// ```
 pub struct StreamSender<T> {
     tx: mpsc::Sender<Result<T, String>>,
+    /// Set by a sender dropped while its thread panicked.
+    panicked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Why a stream whose producer panicked failed.
+const PANICKED: &str = "the producer panicked";
+
+/// A sender dropped while its thread panics (a producer's handler or task that
+/// panicked) fails the stream, so its reader never takes what it got so far for
+/// the whole of it.
+impl<T> Drop for StreamSender<T> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        // At once if there is room; else the reader learns of it after what it
+        // has not read yet, when the channel ends.
+        self.panicked.store(true, Ordering::Release);
+        let _ = self.tx.try_send(Err(PANICKED.to_owned()));
+    }
 }
 
 impl<T> Clone for StreamSender<T> {
     fn clone(&self) -> Self {
         StreamSender {
             tx: self.tx.clone(),
+            panicked: self.panicked.clone(),
         }
     }
 }

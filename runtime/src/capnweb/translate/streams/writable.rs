@@ -14,8 +14,10 @@
 
 use super::*;
 
-/// Method id of `attach` on a stream sender's target (`stream/writer.rs`).
-const ATTACH: u32 = 1;
+/// Method id of `attach` on a stream sender's target (`stream/writer.rs`): not a
+/// callback's, so a function of the peer's sent where a writer is expected is
+/// not called with a stream.
+const ATTACH: u32 = 3;
 
 /// A `WritableStream` of the peer's, imported by the actor.
 #[derive(Default)]
