@@ -213,10 +213,11 @@ mod tests {
         let holder: HolderClient = client.root().await.unwrap();
         let (tx, items) = Stream::<u64>::channel(4);
         let target = CapArg(Client::from_local(WriterTarget {
-            tx: tx.tx,
+            tx: tx.tx.clone(),
             convert: |n: u64| n,
             finished: None,
         }));
+        drop(tx);
         holder.misuse(target).await.unwrap();
         let got = tokio::time::timeout(Duration::from_secs(10), items.collect::<Vec<_>>())
             .await

@@ -352,13 +352,11 @@ async fn a_writable_where_a_stream_is_expected_is_refused_and_given_back() {
     let mut peer = peer();
     peer.send(call(0, "sum", json!([["writable", -1]])));
     peer.send(json!(["pull", 1]));
-    let got = peer.recv_set(3).await;
+    // Nothing is written into it, nor closed: it is released without `close()`,
+    // which aborts it on the page.
+    let got = peer.recv_set(2).await;
     assert!(has(&got, &json!(["release", -1, 1])), "{got:?}");
     assert!(got.iter().any(|m| m[0] == "reject" && m[1] == 1), "{got:?}");
-    // Nothing was written into it: it is aborted, not closed.
-    let end = got.iter().find(|m| m[0] == "stream").expect("an end");
-    assert_eq!(end[1][2], json!(["abort"]), "{end}");
-    peer.send(json!(["resolve", peer.imports, ["undefined"]]));
     peer.send(json!(["release", 1, 1]));
     peer.assert_zero().await;
 }
