@@ -682,3 +682,25 @@ async fn a_writer_that_panics_fails_the_readers_stream_instead_of_ending_it() {
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn a_sender_whose_call_never_got_there_fails_the_readers_stream() {
+    let p = pair(Link::Tcp).await;
+    p.server.abort().await;
+    let (tx, items) = Stream::channel(4);
+    let call = bounded("count", p.feeds.count(5, tx)).await;
+    assert!(call.is_err(), "{call:?}");
+    let (got, error) = bounded("drain", drain(items)).await;
+    assert!(got.is_empty());
+    match error {
+        Some(RpcError::StreamFailed(why)) => assert!(why.contains("never reached"), "{why}"),
+        other => panic!("an empty stream taken for a whole one: {other:?}"),
+    }
+    // A sender of which this side keeps a clone is not failed: it may still write.
+    let (tx, mut items) = Stream::channel(4);
+    let _ = bounded("count", p.feeds.count(5, tx.clone())).await;
+    tx.send(9).await.unwrap();
+    drop(tx);
+    assert_eq!(bounded("own item", items.next()).await.unwrap().unwrap(), 9);
+    assert!(bounded("end", items.next()).await.is_none());
+}

@@ -283,6 +283,7 @@ impl Serialize for ByteWriter {
             tx,
             convert: |Chunk(bytes)| bytes,
             finished: Some(self.finished.clone()),
+            attached: Default::default(),
         };
         super::writer::serialize_target(target, serializer)
     }

@@ -44,6 +44,21 @@ pub(super) struct WriterTarget<W, C> {
     pub(super) convert: fn(W) -> C,
     /// Set when an attached stream ended whole (a byte pipe's `shutdown()`).
     pub(super) finished: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Whether a stream was attached (the writer reached a side that writes).
+    pub(super) attached: std::sync::atomic::AtomicBool,
+}
+
+/// A target let go of before any writer attached, holding the channel's last
+/// sender, would end the reader's stream as if whole though nothing was written:
+/// it fails it instead (the writer never reached the other side: the call
+/// carrying it failed, or the peer refused it).
+impl<W, C> Drop for WriterTarget<W, C> {
+    fn drop(&mut self) {
+        if !self.attached.load(Ordering::Acquire) && self.tx.strong_count() == 1 {
+            let why = "the stream's writer never reached the other side".to_owned();
+            let _ = self.tx.try_send(Err(why));
+        }
+    }
 }
 
 impl<W, C> Dispatch for WriterTarget<W, C>
@@ -60,6 +75,7 @@ where
             return call.method_not_found(&WRITER);
         }
         if let Ok((items,)) = decode_message::<(Stream<W>,)>(call.codec, &call.payload, call.caps) {
+            self.attached.store(true, Ordering::Release);
             let forwarding = forward(items, self.tx.clone(), self.convert, self.finished.clone());
             tokio::spawn(forwarding);
         }
@@ -133,6 +149,7 @@ where
             tx: self.tx.clone(),
             convert: |item: T| item,
             finished: None,
+            attached: Default::default(),
         };
         serialize_target(target, serializer)
     }
@@ -216,6 +233,7 @@ mod tests {
             tx: tx.tx.clone(),
             convert: |n: u64| n,
             finished: None,
+            attached: Default::default(),
         }));
         drop(tx);
         holder.misuse(target).await.unwrap();

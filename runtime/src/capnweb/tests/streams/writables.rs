@@ -284,7 +284,10 @@ async fn a_refused_message_gives_its_writable_back() {
 
 #[tokio::test]
 async fn streams_are_refused_over_http_batch_with_the_reason() {
-    let builder = Connection::builder().root(PipesServer::new(P::default()));
+    let p = P::default();
+    let (sums, mut summed_rx) = mpsc::unbounded_channel();
+    *p.0.sums.lock().unwrap() = Some(sums);
+    let builder = Connection::builder().root(PipesServer::new(p));
     let ask = |body: &'static str| {
         let builder = builder.clone();
         async move {
@@ -326,6 +329,10 @@ async fn streams_are_refused_over_http_batch_with_the_reason() {
             "{method}: {got:?}"
         );
     }
+    // The collector's reader learns its writer never reached the page, rather
+    // than taking an empty stream for a whole one.
+    let why = summed(&mut summed_rx).await.unwrap_err();
+    assert!(why.contains("never reached"), "{why}");
 }
 
 /// Receives until `done` holds of what came (at most `max` messages),

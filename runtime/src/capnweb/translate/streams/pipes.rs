@@ -154,7 +154,8 @@ impl Streams {
 impl Translator {
     /// The peer's `["pipe"]`: a pipe on this side, numbered like a push.
     pub(in crate::capnweb::translate) fn on_pipe(&mut self) -> Checked<()> {
-        if self.streams.pipes.len() >= MAX_PIPES {
+        // The peer's own pipes: writables this side sent are counted apart.
+        if self.streams.pipes.len() - self.streams.exported_pipes.len() >= MAX_PIPES {
             return malformed(format!("more than {MAX_PIPES} pipes open at once"));
         }
         self.pushes += 1;

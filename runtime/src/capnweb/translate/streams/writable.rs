@@ -140,8 +140,8 @@ impl Translator {
             // Not attached: the sender finds its stream closed.
             return error_expr(why);
         }
-        if self.streams.pipes.len() >= MAX_PIPES {
-            return error_expr(&format!("more than {MAX_PIPES} streams open at once"));
+        if self.streams.exported_pipes.len() >= MAX_PIPES {
+            return error_expr(&format!("more than {MAX_PIPES} writables sent at once"));
         }
         self.next_export += 1;
         let x = self.next_export;
