@@ -131,6 +131,11 @@ pub trait Api {
     /// written to the last one and their sum modulo 2^32, once it is closed.
     async fn bytes_inbox(&self) -> ByteWriter;
     async fn bytes_read(&self) -> Result<(u64, u32), String>;
+    /// `count(n)` of a backend: a farcall server on a connection of its own in
+    /// farcall's default codec, its stream passed on to the caller (a gateway).
+    async fn relayed(&self, n: u64) -> Result<Stream<u64>, String>;
+    /// `total` of the caller's stream, computed by such a backend.
+    async fn relayed_total(&self, numbers: Stream<i64>) -> Result<i64, String>;
 }
 
 struct Count(AtomicI64);
@@ -155,6 +160,27 @@ struct Server {
     held: Mutex<Option<Stream<i64>>>,
     inbox: Mutex<Option<Stream<String>>>,
     bytes_inbox: Mutex<Option<ByteStream>>,
+    /// Both ends of the connections to backends.
+    backends: Mutex<Vec<Connection>>,
+}
+
+impl Server {
+    /// A backend serving `Api` over an in-process link, in the default codec.
+    async fn backend(&self) -> Result<ApiClient, String> {
+        let (a, b) = farcall::transport::memory();
+        let server = Connection::builder()
+            .root(ApiServer::new(Server::default()))
+            .connect(a);
+        let client = Connection::builder().connect(b);
+        let root = client.root().await.map_err(|e| e.to_string())?;
+        let mut backends = self.backends.lock().unwrap();
+        // Keep the last few only: each test makes its own.
+        if backends.len() > 8 {
+            backends.drain(..2);
+        }
+        backends.extend([server, client]);
+        Ok(root)
+    }
 }
 
 impl Api for Server {
@@ -364,6 +390,14 @@ impl Api for Server {
     async fn bytes_read(&self) -> Result<(u64, u32), String> {
         let data = self.bytes_inbox.lock().unwrap().take();
         self.upload(data.ok_or("no inbox")?).await
+    }
+    async fn relayed(&self, n: u64) -> Result<Stream<u64>, String> {
+        let backend = self.backend().await?;
+        backend.count(n).await.map_err(|e| e.to_string())
+    }
+    async fn relayed_total(&self, numbers: Stream<i64>) -> Result<i64, String> {
+        let backend = self.backend().await?;
+        backend.total(numbers).await.map_err(|e| e.to_string())
     }
     async fn pair(&self, n: u64) -> Pair {
         Pair {

@@ -125,6 +125,19 @@ export interface Api extends RpcTarget {
    * Rejects with an `Error` carrying the text of the Rust error.
    */
   bytes_read(): Promise<[number | bigint, number]>;
+  /**
+   * `count(n)` of a backend: a farcall server on a connection of its own in
+   * farcall's default codec, its stream passed on to the caller (a gateway).
+   *
+   * Rejects with an `Error` carrying the text of the Rust error.
+   */
+  relayed(n: number | bigint): Promise<ReadableStream<number | bigint>>;
+  /**
+   * `total` of the caller's stream, computed by such a backend.
+   *
+   * Rejects with an `Error` carrying the text of the Rust error.
+   */
+  relayed_total(numbers: ReadableStream<number | bigint>): Promise<number | bigint>;
 }
 
 export type Point = { x: number, y: number, label: string | null, };

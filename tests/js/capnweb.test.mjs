@@ -592,6 +592,26 @@ test("bytes cross WritableStreams of Uint8Arrays both ways", opts, async () => {
   }
 });
 
+test("a gateway relays streams between the page and a farcall backend", opts, async () => {
+  const api = ws();
+  try {
+    const got = [];
+    for await (const n of await api.relayed(500)) got.push(n);
+    assert.deepEqual(got, Array.from({ length: 500 }, (_, i) => i));
+    let i = 0;
+    const numbers = new ReadableStream({
+      pull(c) {
+        if (i < 100) c.enqueue(++i);
+        else c.close();
+      },
+    });
+    assert.equal(await api.relayed_total(numbers), 5050);
+    assert.deepEqual(await settledStats(api), ZERO);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
 test("streams over HTTP batch are refused with the reason", opts, async () => {
   let written = 0;
   const out = new WritableStream({ write() { written += 1; } });
