@@ -7,7 +7,7 @@ use std::process::Command;
 
 use bytes::Bytes;
 use farcall::capnweb::typescript::{self, Declarations, TypeScript, TypeScriptInterface};
-use farcall::Callback;
+use farcall::{ByteStream, ByteWriter, Callback, Stream, StreamSender};
 use serde::{Deserialize, Serialize};
 
 /// A shape with a kind.
@@ -18,7 +18,17 @@ pub enum Shape {
     Square { side: f64, id: u64 },
 }
 
-typescript::from_ts_rs!(Shape);
+/// Streams and writers inside a struct.
+#[derive(Serialize, Deserialize, ts_rs::TS)]
+pub struct Feed {
+    pub name: String,
+    pub items: Stream<u32>,
+    pub out: StreamSender<String>,
+    pub data: ByteStream,
+    pub sink: ByteWriter,
+}
+
+typescript::from_ts_rs!(Shape, Feed);
 
 /// A type without TypeScript declarations.
 #[derive(Serialize, Deserialize)]
@@ -37,6 +47,14 @@ pub trait Kinds {
     async fn callbacks(&self, two: Callback<(u8, String), bool>, none: Callback<()>) -> u8;
     async fn shapes(&self, shapes: Vec<Shape>) -> Result<Shape, String>;
     async fn other(&self) -> OtherClient;
+    async fn streams(
+        &self,
+        a: Stream<u8>,
+        b: StreamSender<u8>,
+        c: ByteStream,
+        d: ByteWriter,
+        feed: Feed,
+    ) -> Stream<String>;
     #[farcall(oneway)]
     async fn tell(&self, text: String, extra: Option<u8>);
 }
@@ -60,6 +78,8 @@ fn every_kind_of_type_is_written_as_the_codec_sends_it() {
         "  shapes(shapes: Array<Shape>): Promise<Shape>;",
         "   * Rejects with an `Error` carrying the text of the Rust error.",
         "  other(): Promise<Other>;",
+        "  streams(a: ReadableStream<number>, b: WritableStream<number>, c: ReadableStream<Uint8Array>, d: WritableStream<Uint8Array>, feed: Feed): Promise<ReadableStream<string>>;",
+        "export type Feed = { name: string, items: ReadableStream<number>, out: WritableStream<string>, data: ReadableStream<Uint8Array>, sink: WritableStream<Uint8Array>, };",
         "  tell(text: string, extra?: number | null): Promise<void>;",
         "export type Shape = { \"kind\": \"Circle\", radius: number, } | { \"kind\": \"Square\", side: number, id: number | bigint, };",
         " * Methods not described: a type this trait names has no TypeScript declaration.",

@@ -53,7 +53,6 @@ pub struct Team {
 #[derive(Serialize, Deserialize, ts_rs::TS)]
 pub struct Pair {
     pub name: String,
-    #[ts(type = "ReadableStream<number | bigint>")]
     pub numbers: Stream<u64>,
 }
 

@@ -509,6 +509,74 @@ impl<A: ts_rs::TS, R: ts_rs::TS> ts_rs::TS for crate::Callback<A, R> {
     }
 }
 
+/// A stream inside a type deriving [`ts_rs::TS`]: a `ReadableStream` of its items.
+impl<T: ts_rs::TS> ts_rs::TS for crate::Stream<T> {
+    type WithoutGenerics = crate::Stream<ts_rs::Dummy>;
+    type OptionInnerType = Self;
+
+    fn name(cfg: &ts_rs::Config) -> String {
+        format!("ReadableStream<{}>", T::name(cfg))
+    }
+
+    fn inline(cfg: &ts_rs::Config) -> String {
+        Self::name(cfg)
+    }
+
+    fn visit_dependencies(v: &mut impl ts_rs::TypeVisitor)
+    where
+        Self: 'static,
+    {
+        v.visit::<T>();
+    }
+}
+
+/// A stream sender inside a type deriving [`ts_rs::TS`]: a `WritableStream` of its
+/// items.
+impl<T: ts_rs::TS> ts_rs::TS for crate::StreamSender<T> {
+    type WithoutGenerics = crate::StreamSender<ts_rs::Dummy>;
+    type OptionInnerType = Self;
+
+    fn name(cfg: &ts_rs::Config) -> String {
+        format!("WritableStream<{}>", T::name(cfg))
+    }
+
+    fn inline(cfg: &ts_rs::Config) -> String {
+        Self::name(cfg)
+    }
+
+    fn visit_dependencies(v: &mut impl ts_rs::TypeVisitor)
+    where
+        Self: 'static,
+    {
+        v.visit::<T>();
+    }
+}
+
+/// Byte streams and writers inside a type deriving [`ts_rs::TS`].
+macro_rules! ts_rs_bytes {
+    ($($ty:ty => $ts:literal),*) => {
+        $(
+            impl ts_rs::TS for $ty {
+                type WithoutGenerics = Self;
+                type OptionInnerType = Self;
+
+                fn name(_: &ts_rs::Config) -> String {
+                    $ts.to_owned()
+                }
+
+                fn inline(cfg: &ts_rs::Config) -> String {
+                    Self::name(cfg)
+                }
+            }
+        )*
+    };
+}
+
+ts_rs_bytes!(
+    crate::ByteStream => "ReadableStream<Uint8Array>",
+    crate::ByteWriter => "WritableStream<Uint8Array>"
+);
+
 /// The TypeScript interface of a generated client's trait: implemented when every
 /// type the trait's methods name implements [`TypeScript`] (a condition checked
 /// only when asked for, so enabling the feature holds no other trait to it).
