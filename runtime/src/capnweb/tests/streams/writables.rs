@@ -454,3 +454,141 @@ async fn writables_written_into_a_pipe_are_senders_the_reader_writes_into() {
     peer.send(json!(["release", 2, 1]));
     peer.assert_zero().await;
 }
+
+/// A small deterministic generator (splitmix64), so a failing schedule is
+/// reproduced from the seed it prints.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// How a page ends the writable a Rust collector gave it.
+#[derive(Debug, Clone, Copy)]
+enum PageEnd {
+    Close,
+    Abort,
+    Release,
+}
+
+#[tokio::test]
+async fn random_pages_writing_into_rust_collectors_against_a_model() {
+    let base: u64 = std::env::var("FARCALL_SEED_BASE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for seed in base..base + 40 {
+        let outcome = tokio::spawn(page_schedule(seed)).await;
+        if let Err(e) = outcome {
+            panic!("schedule {seed} failed (FARCALL_SEED_BASE={seed} reproduces it): {e}");
+        }
+    }
+}
+
+/// One schedule: a page asks for a few collectors, writes random numbers into
+/// them interleaved, ends each one way or another (and sometimes writes after the
+/// end), then checks what Rust summed against the model and that every table is
+/// back at zero.
+async fn page_schedule(seed: u64) {
+    let mut rng = Rng(seed);
+    let (mut peer, mut sums) = summing();
+    let count = 1 + rng.below(3) as usize;
+    let mut writables = Vec::new();
+    for _ in 0..count {
+        peer.send(call(0, "collector", json!([])));
+        let id = peer.pushes;
+        peer.send(json!(["pull", id]));
+        let resolve = peer.recv().await;
+        assert_eq!(resolve[0], "resolve", "seed {seed}: {resolve}");
+        writables.push(resolve[2][1].as_i64().expect("a writable id"));
+        peer.send(json!(["release", id, 1]));
+    }
+    // Per writable: the sum written so far, and whether it has ended.
+    let mut sum = vec![0u64; count];
+    let mut ended: Vec<Option<PageEnd>> = vec![None; count];
+    let mut expected_replies = 0;
+    for _ in 0..rng.below(40) {
+        let k = rng.below(count as u64) as usize;
+        match rng.below(10) {
+            0 if ended[k].is_none() => {
+                let end = [PageEnd::Close, PageEnd::Abort, PageEnd::Release][rng.below(3) as usize];
+                ended[k] = Some(end);
+                match end {
+                    PageEnd::Close => {
+                        peer.send(json!(["stream", ["pipeline", writables[k], ["close"], []]]));
+                        expected_replies += 1;
+                    }
+                    PageEnd::Abort => {
+                        let why = json!(["error", "Error", format!("seed {seed} gave up")]);
+                        peer.send(json!([
+                            "stream",
+                            ["pipeline", writables[k], ["abort"], [why]]
+                        ]));
+                        expected_replies += 1;
+                    }
+                    PageEnd::Release => peer.send(json!(["release", writables[k], 1])),
+                }
+            }
+            // A write after the end of a writable the page still holds is
+            // refused; after its release it would name nothing, so not then.
+            _ if matches!(ended[k], Some(PageEnd::Release)) => {}
+            _ => {
+                let n = rng.below(100);
+                peer.send(write(writables[k], json!(n)));
+                expected_replies += 1;
+                if ended[k].is_none() {
+                    sum[k] += n;
+                }
+            }
+        }
+    }
+    // Every writable still open ends now, closed.
+    for k in 0..count {
+        if ended[k].is_none() {
+            ended[k] = Some(PageEnd::Close);
+            peer.send(json!(["stream", ["pipeline", writables[k], ["close"], []]]));
+            expected_replies += 1;
+        }
+    }
+    // Each stream message is answered (resolved, or rejected when refused).
+    let replies = recv_n(&mut peer, expected_replies).await;
+    assert!(
+        replies
+            .iter()
+            .all(|m| m[0] == "resolve" || m[0] == "reject"),
+        "seed {seed}: {replies:?}"
+    );
+    // What each Rust reader got: the sum of the writes before a close; a failure
+    // saying why after an abort or a release without close. Readers finish in
+    // any order, so compare as sets.
+    let mut got = Vec::new();
+    for _ in 0..count {
+        got.push(summed(&mut sums).await);
+    }
+    let mut want_sums: Vec<u64> = (0..count)
+        .filter(|&k| matches!(ended[k], Some(PageEnd::Close)))
+        .map(|k| sum[k])
+        .collect();
+    let mut got_sums: Vec<u64> = got.iter().filter_map(|r| r.clone().ok()).collect();
+    want_sums.sort_unstable();
+    got_sums.sort_unstable();
+    assert_eq!(got_sums, want_sums, "seed {seed}: {got:?}, ends {ended:?}");
+    for why in got.iter().filter_map(|r| r.clone().err()) {
+        assert!(
+            why.contains("gave up") || why.contains("without closing"),
+            "seed {seed}: {why}"
+        );
+    }
+    for k in 0..count {
+        if !matches!(ended[k], Some(PageEnd::Release)) {
+            peer.send(json!(["release", writables[k], 1]));
+        }
+    }
+    peer.assert_zero().await;
+}
