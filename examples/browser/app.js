@@ -46,10 +46,30 @@ async function shout(text) {
   return shouted;
 }
 
+// The server writes the letters of a word, last first, into a WritableStream the
+// page passes; the call returns once they are handed over, the close follows them.
+async function mirror(word) {
+  const letters = [];
+  let closed;
+  const done = new Promise((resolve, reject) => { closed = { resolve, reject }; });
+  const out = new WritableStream({
+    write(letter) {
+      letters.push(letter);
+      $("mirrored").textContent = letters.join("");
+    },
+    close() { closed.resolve(); },
+    abort(reason) { closed.reject(reason); },
+  });
+  await api.mirror(word, out);
+  await done;
+  return letters.join(",");
+}
+
 $("spell").addEventListener("submit", (event) => {
   event.preventDefault();
   spell($("word").value).catch((e) => { $("letters").textContent = `error: ${e.message}`; });
   shout($("word").value).catch((e) => { $("shouted").textContent = `error: ${e.message}`; });
+  mirror($("word").value).catch((e) => { $("mirrored").textContent = `error: ${e.message}`; });
 });
 
 $("greet").addEventListener("submit", (event) => {
@@ -65,11 +85,12 @@ if (new URLSearchParams(location.search).has("test")) {
       const greeting = await greet("Chromium");
       const spelled = await spell("Rust");
       const shouted = await shout("streams both ways");
+      const mirrored = await mirror("Rust");
       await new Promise((resolve) => {
         onCount = () => { if (counted >= 3) resolve(); };
         onCount();
       });
-      const result = `PASS greeting=${greeting} spelled=${spelled} shouted=${shouted} count=${$("count").textContent}`;
+      const result = `PASS greeting=${greeting} spelled=${spelled} shouted=${shouted} mirrored=${mirrored} count=${$("count").textContent}`;
       $("status").textContent = result;
       return result;
     } catch (e) {

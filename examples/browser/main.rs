@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use farcall::{Callback, Connection, Stream};
+use farcall::{Callback, Connection, Stream, StreamSender};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,6 +35,8 @@ pub trait Demo {
     async fn spell(&self, word: String) -> Stream<String>;
     /// The words the page streams, in capitals, joined with spaces.
     async fn shout(&self, words: Stream<String>) -> Result<String, String>;
+    /// Writes the letters of `word`, last first, into the page's `WritableStream`.
+    async fn mirror(&self, word: String, out: StreamSender<String>);
 }
 
 /// Someone to greet.
@@ -80,6 +82,17 @@ impl Demo for Server {
             }
         });
         stream
+    }
+
+    async fn mirror(&self, word: String, out: StreamSender<String>) {
+        for letter in word.chars().rev() {
+            tokio::time::sleep(TICK / 5).await;
+            // The page's stream failed or went away: stop.
+            if out.send(letter.to_string()).await.is_err() {
+                break;
+            }
+        }
+        // Dropping `out` closes the page's stream.
     }
 
     async fn shout(&self, mut words: Stream<String>) -> Result<String, String> {

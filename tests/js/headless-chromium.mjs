@@ -120,7 +120,7 @@ test("the example's page calls Rust from headless Chromium", { timeout: 60000 },
     }
     const { result, exceptionDetails } = evaluated;
     assert.equal(exceptionDetails, undefined, JSON.stringify(exceptionDetails));
-    assert.match(result.value, /^PASS greeting=Hello, Chromium! \(from Rust\) spelled=R,u,s,t shouted=STREAMS BOTH WAYS count=([3-9]|\d\d+)$/);
+    assert.match(result.value, /^PASS greeting=Hello, Chromium! \(from Rust\) spelled=R,u,s,t shouted=STREAMS BOTH WAYS mirrored=t,s,u,R count=([3-9]|\d\d+)$/);
   } finally {
     cdp.close();
   }
