@@ -509,48 +509,35 @@ impl<A: ts_rs::TS, R: ts_rs::TS> ts_rs::TS for crate::Callback<A, R> {
     }
 }
 
-/// A stream inside a type deriving [`ts_rs::TS`]: a `ReadableStream` of its items.
-impl<T: ts_rs::TS> ts_rs::TS for crate::Stream<T> {
-    type WithoutGenerics = crate::Stream<ts_rs::Dummy>;
-    type OptionInnerType = Self;
+/// Streams and stream senders inside a type deriving [`ts_rs::TS`]: a
+/// `ReadableStream` or a `WritableStream` of their items.
+macro_rules! ts_rs_streams {
+    ($($ty:ident => $ts:literal),*) => {
+        $(
+            impl<T: ts_rs::TS> ts_rs::TS for crate::$ty<T> {
+                type WithoutGenerics = crate::$ty<ts_rs::Dummy>;
+                type OptionInnerType = Self;
 
-    fn name(cfg: &ts_rs::Config) -> String {
-        format!("ReadableStream<{}>", T::name(cfg))
-    }
+                fn name(cfg: &ts_rs::Config) -> String {
+                    format!(concat!($ts, "<{}>"), T::name(cfg))
+                }
 
-    fn inline(cfg: &ts_rs::Config) -> String {
-        Self::name(cfg)
-    }
+                fn inline(cfg: &ts_rs::Config) -> String {
+                    Self::name(cfg)
+                }
 
-    fn visit_dependencies(v: &mut impl ts_rs::TypeVisitor)
-    where
-        Self: 'static,
-    {
-        v.visit::<T>();
-    }
+                fn visit_dependencies(v: &mut impl ts_rs::TypeVisitor)
+                where
+                    Self: 'static,
+                {
+                    v.visit::<T>();
+                }
+            }
+        )*
+    };
 }
 
-/// A stream sender inside a type deriving [`ts_rs::TS`]: a `WritableStream` of its
-/// items.
-impl<T: ts_rs::TS> ts_rs::TS for crate::StreamSender<T> {
-    type WithoutGenerics = crate::StreamSender<ts_rs::Dummy>;
-    type OptionInnerType = Self;
-
-    fn name(cfg: &ts_rs::Config) -> String {
-        format!("WritableStream<{}>", T::name(cfg))
-    }
-
-    fn inline(cfg: &ts_rs::Config) -> String {
-        Self::name(cfg)
-    }
-
-    fn visit_dependencies(v: &mut impl ts_rs::TypeVisitor)
-    where
-        Self: 'static,
-    {
-        v.visit::<T>();
-    }
-}
+ts_rs_streams!(Stream => "ReadableStream", StreamSender => "WritableStream");
 
 /// Byte streams and writers inside a type deriving [`ts_rs::TS`].
 macro_rules! ts_rs_bytes {
