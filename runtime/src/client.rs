@@ -186,9 +186,11 @@ fn encode_for<A: Serialize + ?Sized>(
     method: &'static Method,
     args: &A,
 ) -> Result<Message, RpcError> {
-    // A Cap'n Web peer is called by name: its translator looks the name up.
+    // A Cap'n Web peer is called by name: its translator looks the name up. The
+    // stream protocol's calls are the translator's to answer, never by name.
     #[cfg(feature = "capnweb")]
-    if conn.codec() == crate::codec::AnyCodec::CapnWeb {
+    if conn.codec() == crate::codec::AnyCodec::CapnWeb && !crate::stream::is_protocol_method(method)
+    {
         crate::interface::by_name::remember(method);
     }
     #[cfg(not(feature = "capnweb"))]

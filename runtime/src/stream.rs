@@ -52,16 +52,20 @@ use sink::SinkObject;
 use source::{SourceObject, SourceState};
 use window::Window;
 
+/// The stream protocol's methods have ids of their own, which neither a
+/// callback's call (1) nor a generated method (a hash with the low bits set) has,
+/// nor a stream sender's `attach` (3): an object mistaken for a stream's source or
+/// sink refuses these calls rather than running one of its own methods.
 static SOURCE_METHODS: [Method; 2] = [
     Method {
         interface: "StreamSource",
         name: "start",
-        id: 1,
+        id: 5,
     },
     Method {
         interface: "StreamSource",
         name: "credit",
-        id: 2,
+        id: 6,
     },
 ];
 
@@ -75,12 +79,12 @@ static SINK_METHODS: [Method; 2] = [
     Method {
         interface: "StreamSink",
         name: "items",
-        id: 1,
+        id: 7,
     },
     Method {
         interface: "StreamSink",
         name: "end",
-        id: 2,
+        id: 8,
     },
 ];
 
@@ -89,6 +93,18 @@ static SINK: Interface = Interface {
     fingerprint: 0,
     methods: &SINK_METHODS,
 };
+
+/// Whether `method` is one of the stream protocol's own (a source's, a sink's or
+/// a writer target's): never a method a peer's object is called by, by name.
+pub(crate) fn is_protocol_method(method: &'static Method) -> bool {
+    [
+        &SOURCE_METHODS[..],
+        &SINK_METHODS[..],
+        &writer::WRITER_METHODS[..],
+    ]
+    .iter()
+    .any(|methods| methods.iter().any(|m| std::ptr::eq(m, method)))
+}
 
 const START: &Method = &SOURCE_METHODS[0];
 const CREDIT: &Method = &SOURCE_METHODS[1];

@@ -109,8 +109,8 @@ where
 
     fn dispatch(&self, call: Incoming) -> Handler {
         match call.method() {
-            1 => self.on_items(call),
-            2 => self.on_end(call),
+            id if id == ITEMS.id => self.on_items(call),
+            id if id == END.id => self.on_end(call),
             _ => return call.method_not_found(&SINK),
         }
         Box::pin(std::future::ready(Reply::none()))

@@ -85,8 +85,8 @@ where
 
     fn dispatch(&self, call: Incoming) -> Handler {
         match call.method() {
-            1 => self.on_start(call),
-            2 => self.on_credit(call),
+            id if id == START.id => self.on_start(call),
+            id if id == CREDIT.id => self.on_credit(call),
             _ => return call.method_not_found(&SOURCE),
         }
         Box::pin(std::future::ready(Reply::none()))

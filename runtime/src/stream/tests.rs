@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{CapArg, Stream, ITEMS, SOURCE};
+use super::{CapArg, Stream, ITEMS, SOURCE, START};
 use crate::cap::{decode_message, Client, Dispatch, Handler, Incoming, Reply};
 use crate::interface::Interface;
 use crate::{CloseReason, Connection, RpcError};
@@ -31,7 +31,7 @@ impl Dispatch for Cheat {
     }
 
     fn dispatch(&self, call: Incoming) -> Handler {
-        if call.method == 1 {
+        if call.method == START.id {
             let (CapArg(sink), window) =
                 decode_message::<(CapArg, u64)>(call.codec, &call.payload, call.caps).unwrap();
             // Twice the window in one go, in items of a quarter of it each.

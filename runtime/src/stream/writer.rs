@@ -18,7 +18,7 @@ use super::*;
 /// `attach` has an id no other method of the runtime's, nor a callback's (1),
 /// nor a generated one (a hash with the low bits set) has: a writer target
 /// mistaken for another object is refused, not called.
-static WRITER_METHODS: [Method; 1] = [Method {
+pub(super) static WRITER_METHODS: [Method; 1] = [Method {
     interface: "StreamWriter",
     name: "attach",
     id: 3,

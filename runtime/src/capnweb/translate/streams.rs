@@ -47,10 +47,10 @@ pub(super) const MAX_QUEUED_BYTES: usize = 32 << 20;
 pub(super) const MAX_PIPES: usize = 1024;
 
 /// Method ids of farcall's stream protocol (`stream.rs`).
-const START: u32 = 1;
-const CREDIT: u32 = 2;
-const ITEMS: u32 = 1;
-const END: u32 = 2;
+const START: u32 = 5;
+const CREDIT: u32 = 6;
+const ITEMS: u32 = 7;
+const END: u32 = 8;
 
 /// The streams of one session.
 #[derive(Default)]

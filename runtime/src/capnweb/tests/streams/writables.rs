@@ -592,3 +592,31 @@ async fn page_schedule(seed: u64) {
     }
     peer.assert_zero().await;
 }
+
+#[tokio::test]
+async fn a_function_where_a_stream_or_a_writer_is_expected_is_not_called() {
+    // A page passing a function (or any object of its own) where a
+    // `ReadableStream` or a `WritableStream` belongs: the stream's calls have ids
+    // of their own, so the translator refuses them instead of calling it.
+    for (method, args) in [
+        ("sum", json!([["export", -1]])),
+        ("write_into", json!([2, ["export", -1]])),
+    ] {
+        let mut peer = peer();
+        peer.send(call(0, method, args));
+        peer.send(json!(["pull", 1]));
+        let got = peer.recv_set(2).await;
+        assert!(has(&got, &json!(["release", -1, 1])), "{method}: {got:?}");
+        assert!(
+            got.iter().all(|m| m[0] != "push" && m[0] != "stream"),
+            "{method}: the page's function was called: {got:?}"
+        );
+        let result = got.iter().find(|m| m[1] == 1).expect("the call ends");
+        assert!(
+            result[0] == "reject" || result[0] == "resolve",
+            "{method}: {result}"
+        );
+        peer.send(json!(["release", 1, 1]));
+        peer.assert_zero().await;
+    }
+}
