@@ -96,6 +96,7 @@ static SINK: Interface = Interface {
 
 /// Whether `method` is one of the stream protocol's own (a source's, a sink's or
 /// a writer target's): never a method a peer's object is called by, by name.
+#[cfg(feature = "capnweb")]
 pub(crate) fn is_protocol_method(method: &'static Method) -> bool {
     [
         &SOURCE_METHODS[..],
