@@ -2,6 +2,11 @@
 //! upgrades to a WebSocket session (`newWebSocketRpcSession`), `POST` answers an
 //! HTTP batch (`newHttpBatchRpcSession`). Feature `axum`.
 //!
+//! The route is a tower `Service` by itself (`routes::<()>(builder).with_state(())`),
+//! so it also serves from a plain tower or hyper stack, without a router: for
+//! hyper, wrap it in `hyper_util::service::TowerToHyperService` and serve the
+//! connection `with_upgrades()` so WebSocket sessions can start.
+//!
 //! ```no_run
 //! #[farcall::remote]
 //! pub trait Greeter {
