@@ -363,21 +363,13 @@ async fn a_cut_link_fails_the_readers_stream_and_frees_the_writer() {
             bounded("item", items.next()).await.unwrap().unwrap();
         }
         p.server.abort().await;
-        let error = bounded("the stream ends", async {
-            loop {
-                match items.next().await {
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return e,
-                    None => panic!("{link:?}: ended as if whole"),
-                }
-            }
-        })
-        .await;
+        // `drain` also checks nothing follows the error.
+        let (_, error) = bounded("the stream ends", drain(items)).await;
+        let error = error.unwrap_or_else(|| panic!("{link:?}: ended as if whole"));
         assert!(
             matches!(&error, RpcError::StreamFailed(why) if why.contains("broke")),
             "{link:?}: {error}"
         );
-        assert!(items.next().await.is_none());
         bounded(
             "the writer sees its reader gone",
             p.imp.reader_gone.notified(),

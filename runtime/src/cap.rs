@@ -372,47 +372,43 @@ pub(crate) struct Message {
     pub(crate) codec: AnyCodec,
 }
 
-thread_local! {
-    /// Capabilities met while encoding the current payload, if one is being encoded.
-    static OUTGOING: RefCell<Option<Vec<CapRef>>> = const { RefCell::new(None) };
-    /// Capabilities of the payload being decoded.
-    static INCOMING: RefCell<Option<Vec<CapRef>>> = const { RefCell::new(None) };
-    /// The codec of the payload being encoded, if one is being encoded.
-    static ENCODING: std::cell::Cell<Option<AnyCodec>> = const { std::cell::Cell::new(None) };
+/// The payload being encoded: the capabilities met so far, and its codec (none
+/// when a value is only measured).
+struct Encoding {
+    caps: Vec<CapRef>,
+    codec: Option<AnyCodec>,
 }
 
-/// Puts back the codec of an outer encode when dropped, even on panic.
-struct RestoreCodec(Option<AnyCodec>);
-
-impl Drop for RestoreCodec {
-    fn drop(&mut self) {
-        ENCODING.with(|c| c.set(self.0));
-    }
+thread_local! {
+    /// The payload being encoded, if one is.
+    static OUTGOING: RefCell<Option<Encoding>> = const { RefCell::new(None) };
+    /// Capabilities of the payload being decoded.
+    static INCOMING: RefCell<Option<Vec<CapRef>>> = const { RefCell::new(None) };
 }
 
 /// The codec of the payload being encoded on this thread, if one is.
 pub(crate) fn encoding_codec() -> Option<AnyCodec> {
-    ENCODING.with(std::cell::Cell::get)
+    OUTGOING.with(|s| s.borrow().as_ref().and_then(|o| o.codec))
 }
 
-type Slot = &'static std::thread::LocalKey<RefCell<Option<Vec<CapRef>>>>;
+type Slot<T> = &'static std::thread::LocalKey<RefCell<Option<T>>>;
 
 /// Restores the previous context when dropped, even on panic, so nested encodes
 /// (a `Serialize` impl that encodes something itself) and panics cannot leak one.
-struct Restore {
-    slot: Slot,
-    previous: Option<Vec<CapRef>>,
+struct Restore<T: 'static> {
+    slot: Slot<T>,
+    previous: Option<T>,
 }
 
-impl Drop for Restore {
+impl<T> Drop for Restore<T> {
     fn drop(&mut self) {
         let previous = self.previous.take();
         self.slot.with(|s| *s.borrow_mut() = previous);
     }
 }
 
-fn enter(slot: Slot, caps: Vec<CapRef>) -> Restore {
-    let previous = slot.with(|s| s.borrow_mut().replace(caps));
+fn enter<T>(slot: Slot<T>, context: T) -> Restore<T> {
+    let previous = slot.with(|s| s.borrow_mut().replace(context));
     Restore { slot, previous }
 }
 
@@ -421,11 +417,16 @@ pub(crate) fn encode_message<T: Serialize + ?Sized>(
     codec: AnyCodec,
     value: &T,
 ) -> Result<Message, RpcError> {
-    let guard = enter(&OUTGOING, Vec::new());
-    let codec_guard = RestoreCodec(ENCODING.with(|c| c.replace(Some(codec))));
+    let outgoing = Encoding {
+        caps: Vec::new(),
+        codec: Some(codec),
+    };
+    let guard = enter(&OUTGOING, outgoing);
     let payload = encode_payload(codec, value);
-    drop(codec_guard);
-    let caps = OUTGOING.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    let caps = OUTGOING
+        .with(|s| s.borrow_mut().take())
+        .map(|o| o.caps)
+        .unwrap_or_default();
     drop(guard);
     Ok(Message {
         payload: payload?.into(),
@@ -437,7 +438,11 @@ pub(crate) fn encode_message<T: Serialize + ?Sized>(
 /// Runs `f` as if encoding a message whose capabilities are thrown away: for
 /// serializing a value only to measure it.
 pub(crate) fn counting<R>(f: impl FnOnce() -> R) -> R {
-    let _guard = enter(&OUTGOING, Vec::new());
+    let outgoing = Encoding {
+        caps: Vec::new(),
+        codec: None,
+    };
+    let _guard = enter(&OUTGOING, outgoing);
     f()
 }
 
@@ -475,9 +480,9 @@ impl<'de> serde::de::Visitor<'de> for CapIndex {
 
 pub(crate) fn serialize_cap<S: Serializer>(cap: &CapRef, serializer: S) -> Result<S::Ok, S::Error> {
     let index = OUTGOING.with(|s| {
-        s.borrow_mut().as_mut().map(|caps| {
-            caps.push(cap.clone());
-            caps.len() - 1
+        s.borrow_mut().as_mut().map(|outgoing| {
+            outgoing.caps.push(cap.clone());
+            outgoing.caps.len() - 1
         })
     });
     match index.map(u32::try_from) {

@@ -122,15 +122,9 @@ impl Importing<'_> {
                 Ok(self.cap(CapDescriptor::SenderHosted(source)))
             }
             ("writable", [id]) if self.streams.refused.is_some() => {
-                let id = int(id)?;
-                if id >= 0 {
-                    return malformed(
-                        "a writable with a non-negative id (exporters pick negative ids)",
-                    );
-                }
                 // Given back with the refusal.
-                self.caps
-                    .push(CapDescriptor::SenderHosted(id.unsigned_abs()));
+                let id = streams::writable_id(int(id)?)?;
+                self.caps.push(CapDescriptor::SenderHosted(id));
                 Ok(self.refuse(self.streams.refused.unwrap_or_default()))
             }
             ("writable", [id]) => {

@@ -34,6 +34,7 @@ mod writable;
 
 use out::Out;
 use pipes::Pipe;
+pub(super) use writable::writable_id;
 use writable::Writable;
 
 /// The first id of an object the translator stands for (above any Cap'n Web id).

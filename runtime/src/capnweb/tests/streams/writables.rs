@@ -350,10 +350,6 @@ async fn acknowledging(peer: &mut Peer, max: usize, done: impl Fn(&[Value]) -> b
     got
 }
 
-fn has(got: &[Value], want: &Value) -> bool {
-    got.contains(want)
-}
-
 #[tokio::test]
 async fn a_writable_where_a_stream_is_expected_is_refused_and_given_back() {
     let mut peer = peer();
@@ -362,7 +358,7 @@ async fn a_writable_where_a_stream_is_expected_is_refused_and_given_back() {
     // Nothing is written into it, nor closed: it is released without `close()`,
     // which aborts it on the page.
     let got = peer.recv_set(2).await;
-    assert!(has(&got, &json!(["release", -1, 1])), "{got:?}");
+    assert!(got.contains(&json!(["release", -1, 1])), "{got:?}");
     assert!(got.iter().any(|m| m[0] == "reject" && m[1] == 1), "{got:?}");
     peer.send(json!(["release", 1, 1]));
     peer.assert_zero().await;
@@ -375,7 +371,7 @@ async fn a_promise_resolving_to_a_writable_is_written_once_it_settles() {
     peer.send(json!(["pull", 1]));
     peer.send(json!(["resolve", -1, ["writable", -2]]));
     let got = acknowledging(&mut peer, 12, |got| {
-        has(got, &json!(["resolve", 1, 2])) && has(got, &json!(["release", -2, 1]))
+        got.contains(&json!(["resolve", 1, 2])) && got.contains(&json!(["release", -2, 1]))
     })
     .await;
     let writes: Vec<&Value> = got.iter().filter(|m| m[0] == "stream").collect();
@@ -388,7 +384,7 @@ async fn a_promise_resolving_to_a_writable_is_written_once_it_settles() {
         ],
         "{got:?}"
     );
-    assert!(has(&got, &json!(["release", -1, 1])), "{got:?}");
+    assert!(got.contains(&json!(["release", -1, 1])), "{got:?}");
     peer.send(json!(["release", 1, 1]));
     peer.assert_zero().await;
 }
@@ -406,7 +402,10 @@ async fn a_writable_handed_back_is_a_writable_of_ours_into_the_peers() {
     peer.send(write(ours, json!(5)));
     peer.send(write(ours, json!(7)));
     peer.send(json!(["stream", ["pipeline", ours, ["close"], []]]));
-    let got = acknowledging(&mut peer, 12, |got| has(got, &json!(["release", -1, 1]))).await;
+    let got = acknowledging(&mut peer, 12, |got| {
+        got.contains(&json!(["release", -1, 1]))
+    })
+    .await;
     let writes: Vec<&Value> = got.iter().filter(|m| m[0] == "stream").collect();
     assert_eq!(
         writes,
@@ -432,9 +431,9 @@ async fn writables_written_into_a_pipe_are_senders_the_reader_writes_into() {
     peer.send(json!(["stream", ["pipeline", 1, ["close"], []]]));
     peer.send(json!(["release", 1, 1]));
     let got = acknowledging(&mut peer, 20, |got| {
-        has(got, &json!(["resolve", 2, 2]))
-            && has(got, &json!(["release", -1, 1]))
-            && has(got, &json!(["release", -2, 1]))
+        got.contains(&json!(["resolve", 2, 2]))
+            && got.contains(&json!(["release", -1, 1]))
+            && got.contains(&json!(["release", -2, 1]))
     })
     .await;
     for w in [-1, -2] {
@@ -606,7 +605,10 @@ async fn a_function_where_a_stream_or_a_writer_is_expected_is_not_called() {
         peer.send(call(0, method, args));
         peer.send(json!(["pull", 1]));
         let got = peer.recv_set(2).await;
-        assert!(has(&got, &json!(["release", -1, 1])), "{method}: {got:?}");
+        assert!(
+            got.contains(&json!(["release", -1, 1])),
+            "{method}: {got:?}"
+        );
         assert!(
             got.iter().all(|m| m[0] != "push" && m[0] != "stream"),
             "{method}: the page's function was called: {got:?}"

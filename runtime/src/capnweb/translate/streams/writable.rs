@@ -31,13 +31,18 @@ pub(super) struct Writable {
     deferred: u64,
 }
 
+/// The actor's import id of the peer's `["writable", e]`.
+pub(in crate::capnweb::translate) fn writable_id(e: i64) -> Checked<ExportId> {
+    if e >= 0 {
+        return malformed("a writable with a non-negative id (exporters pick negative ids)");
+    }
+    Ok(e.unsigned_abs())
+}
+
 impl Streams {
     /// `["writable", e]` in one of the peer's messages: the actor's import id.
     pub(in crate::capnweb::translate) fn writable(&mut self, e: i64) -> Checked<ExportId> {
-        if e >= 0 {
-            return malformed("a writable with a non-negative id (exporters pick negative ids)");
-        }
-        let id = e.unsigned_abs();
+        let id = writable_id(e)?;
         self.writables.entry(id).or_default().refs += 1;
         Ok(id)
     }
